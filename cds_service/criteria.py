@@ -1,0 +1,573 @@
+"""Medical-necessity criteria: one function per contract criterion id, driven by the policy file.
+
+Each rule reads typed facts and returns a Finding (met / not-met / insufficient / not-applicable)
+with the FHIR references it rests on and what documentation is missing. Absent data is
+`insufficient`, never `met`; `not-met` needs documented evidence (a normal pre-treatment IgG, an
+active secondary cause, an age below the limit...). Thresholds and windows come from the policy
+file (cds_service/knowledge/policy-cvid-ig.yaml), wording from cards/reasons.yaml.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service.domain import (
+    ConditionFact,
+    Finding,
+    Measurement,
+    Phase,
+    Record,
+    Status,
+    When,
+)
+from cds_service.dosing import DoseCheck
+from cds_service.knowledge import Knowledge, ValueSet
+from cds_service.timeline import Timeline
+from cds_service.wording import Wording
+
+CRITERIA_ORDER = (
+    "diagnosis",
+    "age",
+    "baseline-igg",
+    "secondary-causes-excluded",
+    "infection-history",
+    "vaccine-response",
+    "clinical-response",
+    "trough-monitoring",
+    "dose",
+    "home-infusion",
+)
+MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
+
+
+@dataclass(frozen=True)
+class Context:
+    record: Record
+    timeline: Timeline
+    kn: Knowledge
+    say: Wording
+    dose: DoseCheck
+
+    @property
+    def continuation(self) -> bool:
+        return self.timeline.on_therapy
+
+    def rule(self, cid: str) -> dict[str, Any]:
+        return self.kn.rule(cid)
+
+    def unreadable(self, *keys: str) -> list[str]:
+        return [k for k in keys if k in self.record.unavailable]
+
+
+def months_before(day: dt.date, months: int) -> dt.date:
+    return day - dt.timedelta(days=round(months * 30.44))
+
+
+def age_years(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
+    hit = vs.first_match(c.codings)
+    return hit[1] if hit else c.ref
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def diagnosis(ctx: Context) -> Finding:
+    vs = ctx.kn.vs(ctx.rule("diagnosis")["valueset"])
+    hits = [c for c in ctx.record.conditions if c.active and vs.any_match(c.codings)]
+    if hits:
+        codes = ", ".join(sorted({_display(ctx.kn, vs, c) for c in hits}))
+        names = "Primary humoral immunodeficiency"
+        if any(code.startswith("D83") for code in codes.split(", ")):
+            names = "Common variable immunodeficiency"
+        return Finding(
+            "diagnosis",
+            Status.MET,
+            ctx.say("diagnosis.met", names=names, codes=codes),
+            tuple(c.ref for c in hits),
+        )
+    missing = (ctx.say("diagnosis.missing"),)
+    if ctx.unreadable("conditions") or "conditions" in ctx.record.empty:
+        return Finding(
+            "diagnosis", Status.INSUFFICIENT, ctx.say("diagnosis.unreadable"), (), missing
+        )
+    return Finding("diagnosis", Status.NOT_MET, ctx.say("diagnosis.not-met"), (), missing)
+
+
+def age(ctx: Context) -> Finding:
+    patient = ctx.record.patient
+    min_age = int(ctx.rule("age")["min_age_years"])
+    if patient is None or patient.birth_date is None:
+        return Finding(
+            "age",
+            Status.INSUFFICIENT,
+            ctx.say("age.insufficient"),
+            (patient.ref,) if patient else (),
+            (ctx.say("age.missing"),),
+        )
+    years = age_years(patient.birth_date, ctx.record.today)
+    status = Status.MET if years >= min_age else Status.NOT_MET
+    return Finding(
+        "age", status, ctx.say(f"age.{status.value}", age=years, min_age=min_age), (patient.ref,)
+    )
+
+
+def baseline_igg(ctx: Context) -> Finding:
+    rule = ctx.rule("baseline-igg")
+    threshold = float(rule["threshold_mg_dl"])
+    tl = ctx.timeline
+    say = ctx.say
+    missing = [say("baseline-igg.missing")]
+    if tl.start_undocumented:
+        missing.append(say("baseline-igg.missing-start"))
+    usable = [p for p in tl.labs if p.result.value_mg_dl is not None]
+    baseline = [p for p in usable if p.phase is Phase.BASELINE]
+    if baseline:
+        latest = baseline[-1].result
+        value = latest.value_mg_dl or 0.0
+        low = _age_lower_limit(ctx, latest.when)
+        if latest.reference_low_mg_dl is not None:
+            low = (
+                latest.reference_low_mg_dl if low is None else max(low, latest.reference_low_mg_dl)
+            )
+        date = str(latest.when)
+        if value < threshold:
+            why = say("baseline-igg.below-threshold", threshold=_fmt(threshold))
+        elif low is not None and value <= low:
+            why = say("baseline-igg.below-age", low=_fmt(low))
+        else:
+            return Finding(
+                "baseline-igg",
+                Status.NOT_MET,
+                say(
+                    "baseline-igg.not-met",
+                    value=_fmt(value),
+                    date=date,
+                    threshold=_fmt(threshold),
+                    low=_fmt(low) if low is not None else "n/a",
+                ),
+                (latest.ref,),
+            )
+        return Finding(
+            "baseline-igg",
+            Status.MET,
+            say("baseline-igg.met", value=_fmt(value), date=date, why=why),
+            (latest.ref,),
+        )
+    evidence = tuple(p.result.ref for p in usable) + tuple(tl.start_undocumented)
+    if usable:
+        if tl.start_undocumented:
+            why = say("baseline-igg.why-undated")
+        else:
+            why = say("baseline-igg.why-on-treatment", start=str(tl.first_dose))
+        values = ", ".join(f"{_fmt(p.result.value_mg_dl or 0)} mg/dL" for p in usable)
+        reason = say("baseline-igg.not-baseline", count=len(usable), values=values, why=why)
+        if tl.first_dose_ref:
+            evidence += (tl.first_dose_ref,)
+        return Finding("baseline-igg", Status.INSUFFICIENT, reason, evidence, tuple(missing))
+    if tl.labs:
+        units = ", ".join(sorted({p.result.unit or "none" for p in tl.labs}))
+        return Finding(
+            "baseline-igg",
+            Status.INSUFFICIENT,
+            say("baseline-igg.unusable", units=units),
+            tuple(p.result.ref for p in tl.labs),
+            tuple(missing),
+        )
+    reason = say("baseline-igg.none")
+    if ctx.unreadable("observations"):
+        reason = say("unreadable", what="Lab results", keys="observations")
+    return Finding("baseline-igg", Status.INSUFFICIENT, reason, (), tuple(missing))
+
+
+def _age_lower_limit(ctx: Context, when: When | None) -> float | None:
+    patient = ctx.record.patient
+    if patient is None or patient.birth_date is None or when is None:
+        return None
+    months = (when.date.year - patient.birth_date.year) * 12 + (
+        when.date.month - patient.birth_date.month
+    )
+    return ctx.kn.igg_reference.lower_limit(max(months, 0))
+
+
+def latest_measurement(
+    measurements: Iterable[Measurement], vs: ValueSet, since: dt.date | None = None
+) -> Measurement | None:
+    best: Measurement | None = None
+    for m in measurements:
+        if not vs.any_match(m.codings) or m.when is None:
+            continue
+        if since is not None and m.when.date < since:
+            continue
+        if best is None or (best.when is not None and m.when.date > best.when.date):
+            best = m
+    return best
+
+
+def qualitative(m: Measurement, kn: Knowledge) -> str | None:
+    """'positive' / 'negative' from a coded value, interpretation or text; None if unclear."""
+    codes = (*m.value_code, *m.interpretation)
+    if kn.vs("result-positive").any_match(codes):
+        return "positive"
+    if kn.vs("result-negative").any_match(codes):
+        return "negative"
+    text = (m.text or "").strip().lower()
+    if text.startswith(("neg", "non-reactive", "nonreactive", "not detected")):
+        return "negative"
+    if text.startswith(("pos", "reactive", "detected")):
+        return "positive"
+    return None
+
+
+def secondary_causes(ctx: Context) -> Finding:
+    rule = ctx.rule("secondary-causes-excluded")
+    kn, rec, say = ctx.kn, ctx.record, ctx.say
+    cid = "secondary-causes-excluded"
+    causes = [
+        c
+        for c in rec.conditions
+        if c.active
+        and any(kn.vs(v).any_match(c.codings) for v in rule["condition_valuesets"].values())
+    ]
+    if causes:
+        names = ", ".join(
+            sorted(
+                {
+                    next(
+                        _display(kn, kn.vs(v), c)
+                        for v in rule["condition_valuesets"].values()
+                        if kn.vs(v).any_match(c.codings)
+                    )
+                    for c in causes
+                }
+            )
+        )
+        return Finding(
+            cid,
+            Status.NOT_MET,
+            say(f"{cid}.not-met-condition", names=names),
+            tuple(c.ref for c in causes),
+        )
+    drug_months = int(rule["drug_lookback_months"])
+    since = months_before(rec.today, drug_months)
+    drugs = [d for d in rec.drugs if d.when is None or d.when.date >= since]
+    if drugs:
+        names = ", ".join(sorted({d.name for d in drugs}))
+        return Finding(
+            cid,
+            Status.NOT_MET,
+            say(f"{cid}.not-met-drug", months=drug_months, names=names),
+            tuple(d.ref for d in drugs),
+        )
+    hiv = latest_measurement(rec.measurements, kn.vs(rule["hiv_test_valueset"]))
+    hiv_result = qualitative(hiv, kn) if hiv else None
+    if hiv is not None and hiv_result == "positive":
+        return Finding(
+            cid, Status.NOT_MET, say(f"{cid}.not-met-hiv", date=str(hiv.when)), (hiv.ref,)
+        )
+    workup_months = int(rule["workup_lookback_months"])
+    workup_since = months_before(rec.today, workup_months)
+    workups = [
+        m
+        for v in rule["malignancy_workup_valuesets"]
+        if (m := latest_measurement(rec.measurements, kn.vs(v), workup_since)) is not None
+    ]
+    gaps: list[str] = []
+    missing: list[str] = []
+    if hiv is None or hiv_result != "negative":
+        gaps.append(say(f"{cid}.gap-hiv"))
+        missing.append(say(f"{cid}.missing-hiv"))
+    if not workups:
+        gaps.append(say(f"{cid}.gap-workup", months=workup_months))
+        missing.append(say(f"{cid}.missing-workup"))
+    if any(k in rec.unavailable or k in rec.empty for k in MEDICATION_KEYS):
+        missing.append(say(f"{cid}.missing-drug-review"))
+    evidence = tuple(m.ref for m in ([hiv] if hiv else []) + workups)
+    if gaps or missing:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.insufficient", gaps="; ".join(gaps) or say(f"{cid}.missing-drug-review")),
+            evidence,
+            tuple(missing),
+        )
+    workup_date = max(str(m.when) for m in workups)
+    return Finding(
+        cid,
+        Status.MET,
+        say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date),
+        evidence,
+    )
+
+
+@dataclass(frozen=True)
+class Episode:
+    ref: str
+    label: str
+    when: When | None
+
+
+def infection_episodes(ctx: Context) -> list[Episode]:
+    """Bacterial infection episodes from Conditions and Encounters, one per resource and day."""
+    vs = ctx.kn.vs(ctx.rule("infection-history")["valueset"])
+    episodes: list[Episode] = []
+    seen_days: set[dt.date] = set()
+    for c in ctx.record.conditions:
+        if vs.any_match(c.codings):
+            episodes.append(Episode(c.ref, _display(ctx.kn, vs, c), c.when))
+            if c.when:
+                seen_days.add(c.when.date)
+    for e in ctx.record.encounters:
+        if vs.any_match(e.reason_codings) and (e.when is None or e.when.date not in seen_days):
+            hit = vs.first_match(e.reason_codings)
+            episodes.append(Episode(e.ref, hit[1] if hit else e.ref, e.when))
+    return episodes
+
+
+def infection_history(ctx: Context) -> Finding:
+    rule = ctx.rule("infection-history")
+    min_count = int(rule["min_count"])
+    anchor = ctx.timeline.reference_point.date if ctx.timeline.reference_point else ctx.record.today
+    since = months_before(anchor, int(rule["lookback_months"]))
+    episodes = [
+        e
+        for e in infection_episodes(ctx)
+        if e.when is None or since <= e.when.date <= max(anchor, ctx.record.today)
+    ]
+    # before therapy for continuation requests; all in the window for initial ones
+    before = [e for e in episodes if e.when is None or e.when.date <= anchor]
+    refs = tuple(e.ref for e in before)
+    if len(before) >= min_count:
+        names = ", ".join(f"{e.label} {e.when}" if e.when else e.label for e in before)
+        return Finding(
+            "infection-history",
+            Status.MET,
+            ctx.say("infection-history.met", count=len(before), names=names),
+            refs,
+        )
+    reason = ctx.say("infection-history.insufficient", count=len(before))
+    if not before and ctx.unreadable("conditions"):
+        reason = ctx.say("unreadable", what="Conditions", keys="conditions")
+    return Finding(
+        "infection-history",
+        Status.INSUFFICIENT,
+        reason,
+        refs,
+        (ctx.say("infection-history.missing"),),
+    )
+
+
+def vaccine_response(ctx: Context) -> Finding:
+    rule = ctx.rule("vaccine-response")
+    kn, rec, say = ctx.kn, ctx.record, ctx.say
+    cid = "vaccine-response"
+    missing = (say(f"{cid}.missing"),)
+    vaccines = sorted(
+        (i for i in rec.immunizations if i.when is not None),
+        key=lambda i: i.when.date if i.when else dt.date.min,
+    )
+    titer_vs = kn.vs(rule["titer_valueset"])
+    titers = [
+        m
+        for m in rec.measurements
+        if titer_vs.any_match(m.codings) and m.value is not None and m.when is not None
+    ]
+    if not vaccines:
+        key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
+        return Finding(cid, Status.INSUFFICIENT, say(key), tuple(m.ref for m in titers), missing)
+    vaccine = vaccines[-1]
+    vdate = vaccine.when.date if vaccine.when else dt.date.min
+    post = [m for m in titers if m.when is not None and m.when.date > vdate]
+    start = ctx.timeline.first_dose
+    if (
+        start is not None
+        and post
+        and all(m.when is not None and m.when.date >= start.date for m in post)
+    ):
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.on-treatment"),
+            (vaccine.ref, *(m.ref for m in post)),
+            missing,
+        )
+    by_serotype: dict[str, Measurement] = {}
+    for m in post:
+        serotype = next(
+            (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
+        )
+        by_serotype[serotype] = m  # latest wins (post is in record order)
+    tested = len(by_serotype)
+    if tested < int(rule["min_serotypes"]):
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.too-few", tested=tested, min=rule["min_serotypes"]),
+            (vaccine.ref, *(m.ref for m in post)),
+            missing,
+        )
+    cutoff = float(rule["protective_titer_ug_ml"])
+    protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
+    years = (
+        age_years(rec.patient.birth_date, vdate) if rec.patient and rec.patient.birth_date else 99
+    )
+    fraction = next(
+        float(r["fraction"])
+        for r in rule["impaired_if_protective_fraction_below"]
+        if years >= int(r["min_age_years"])
+    )
+    evidence = (vaccine.ref, *sorted(m.ref for m in by_serotype.values()))
+    fields = {
+        "protective": protective,
+        "tested": tested,
+        "cutoff": _fmt(cutoff),
+        "date": str(vdate),
+        "fraction": round(fraction * 100),
+    }
+    if protective / tested < fraction:
+        return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+    return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)
+
+
+def clinical_response(ctx: Context) -> Finding:
+    cid = "clinical-response"
+    if not ctx.continuation:
+        return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
+    missing = (ctx.say(f"{cid}.missing"),)
+    point = ctx.timeline.reference_point
+    if point is None:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            ctx.say(f"{cid}.insufficient", why=ctx.say(f"{cid}.why-no-start")),
+            (),
+            missing,
+        )
+    episodes = [e for e in infection_episodes(ctx) if e.when is not None]
+    before = [e for e in episodes if e.when is not None and e.when.date < point.date]
+    after = [e for e in episodes if e.when is not None and e.when.date >= point.date]
+    therapy_ref = ctx.timeline.first_dose_ref or next(iter(ctx.timeline.start_undocumented), None)
+    evidence = tuple(e.ref for e in before + after) + ((therapy_ref,) if therapy_ref else ())
+    fields = {"before": len(before), "after": len(after), "since": str(point)}
+    if not before:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            ctx.say(f"{cid}.insufficient", why=ctx.say(f"{cid}.why-no-history")),
+            evidence,
+            missing,
+        )
+    if len(after) < len(before):
+        return Finding(cid, Status.MET, ctx.say(f"{cid}.met", **fields), evidence)
+    return Finding(cid, Status.NOT_MET, ctx.say(f"{cid}.not-met", **fields), evidence)
+
+
+def trough_monitoring(ctx: Context) -> Finding:
+    cid = "trough-monitoring"
+    if not ctx.continuation:
+        return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
+    months = int(ctx.rule(cid)["interval_months"])
+    missing = (ctx.say(f"{cid}.missing", months=months),)
+    troughs = [
+        p.result
+        for p in ctx.timeline.labs
+        if p.phase is Phase.ON_TREATMENT and p.result.value_mg_dl is not None
+    ]
+    if not troughs:
+        return Finding(cid, Status.INSUFFICIENT, ctx.say(f"{cid}.none"), (), missing)
+    latest = troughs[-1]
+    since = months_before(ctx.record.today, months)
+    if latest.when is not None and latest.when.date >= since:
+        return Finding(
+            cid,
+            Status.MET,
+            ctx.say(
+                f"{cid}.met",
+                value=_fmt(latest.value_mg_dl or 0),
+                date=str(latest.when),
+                months=months,
+            ),
+            (latest.ref,),
+        )
+    return Finding(
+        cid,
+        Status.INSUFFICIENT,
+        ctx.say(f"{cid}.stale", date=str(latest.when), months=months),
+        (latest.ref,),
+        missing,
+    )
+
+
+def dose(ctx: Context) -> Finding:
+    d, say = ctx.dose, ctx.say
+    months = int(ctx.rule("dose")["weight_recency_months"])
+    order = d.order
+    evidence = tuple(
+        r for r in (order.ref if order else None, d.weight.ref if d.weight else None) if r
+    )
+    if order is None or order.grams_per_dose is None or order.interval_days is None:
+        return Finding(
+            "dose", Status.INSUFFICIENT, say("dose.no-dose"), evidence, (say("dose.missing-dose"),)
+        )
+    fields = {
+        "grams": order.grams_per_dose,
+        "interval": round(order.interval_days, 1),
+        "lo": _fmt(d.low),
+        "hi": _fmt(d.high),
+    }
+    if d.weight is None or d.mg_per_kg_per_4_weeks is None:
+        return Finding(
+            "dose",
+            Status.INSUFFICIENT,
+            say("dose.no-weight", months=months, **fields),
+            evidence,
+            (say("dose.missing-weight", months=months),),
+        )
+    fields |= {"mgkg": d.mg_per_kg_per_4_weeks, "weight": round(d.weight.kg, 1)}
+    if d.status is Status.MET:
+        return Finding("dose", Status.MET, say("dose.met", **fields), evidence)
+    side = "high" if d.mg_per_kg_per_4_weeks > d.high else "low"
+    return Finding("dose", Status.NOT_MET, say(f"dose.not-met-{side}", **fields), evidence)
+
+
+RULES: dict[str, Callable[[Context], Finding]] = {
+    "diagnosis": diagnosis,
+    "age": age,
+    "baseline-igg": baseline_igg,
+    "secondary-causes-excluded": secondary_causes,
+    "infection-history": infection_history,
+    "vaccine-response": vaccine_response,
+    "clinical-response": clinical_response,
+    "trough-monitoring": trough_monitoring,
+    "dose": dose,
+}
+
+
+def outcome_of(findings: Iterable[Finding]) -> str:
+    """Contract outcome rule over the required criteria (home-infusion follows, not leads)."""
+    statuses = [f.status for f in findings if f.id != "home-infusion"]
+    if Status.NOT_MET in statuses:
+        return "does-not-meet-criteria"
+    if Status.INSUFFICIENT in statuses:
+        return "insufficient-documentation"
+    return "meets-criteria"
+
+
+def home_infusion(ctx: Context, outcome: str) -> Finding:
+    status = {"meets-criteria": Status.MET, "does-not-meet-criteria": Status.NOT_MET}.get(
+        outcome, Status.INSUFFICIENT
+    )
+    order = ctx.record.orders[0].ref if ctx.record.orders else None
+    return Finding(
+        "home-infusion", status, ctx.say(f"home-infusion.{status.value}"), (order,) if order else ()
+    )

@@ -1,0 +1,172 @@
+"""Small typed facts the rules read. Each keeps the FHIR reference it came from.
+
+Rules never touch FHIR models: the record module maps validated R4B resources to these, so a rule
+can be read (and tested) as clinical logic alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+Coding = tuple[str | None, str | None]
+
+
+class Status(StrEnum):
+    MET = "met"
+    NOT_MET = "not-met"
+    INSUFFICIENT = "insufficient"
+    NOT_APPLICABLE = "not-applicable"
+
+
+class Phase(StrEnum):
+    BASELINE = "baseline"
+    ON_TREATMENT = "on-treatment"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class When:
+    """A clinical time with its precision: date-only values must not be compared as midnight."""
+
+    date: dt.date
+    instant: dt.datetime | None = None  # timezone-aware when the source carried a time
+
+    def __str__(self) -> str:
+        return self.date.isoformat()
+
+
+@dataclass(frozen=True)
+class PatientFact:
+    ref: str
+    birth_date: dt.date | None
+    gender: str | None
+
+
+@dataclass(frozen=True)
+class IgGResult:
+    ref: str
+    when: When | None
+    value_mg_dl: float | None
+    unit: str | None  # the unit as sent; value_mg_dl is None when it could not be converted
+    reference_low_mg_dl: float | None = None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Any other coded Observation the rules read (weight, safety labs, HIV, titers...)."""
+
+    ref: str
+    codings: tuple[Coding, ...]
+    when: When | None
+    value: float | None
+    unit: str | None
+    value_code: tuple[Coding, ...] = ()
+    interpretation: tuple[Coding, ...] = ()
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    ref: str
+    codings: tuple[Coding, ...]
+    onset: When | None
+    recorded: When | None
+    active: bool  # clinicalStatus active/recurrence/relapse (or absent) and not refuted
+    resolved: bool
+
+    @property
+    def when(self) -> When | None:
+        return self.onset or self.recorded
+
+
+@dataclass(frozen=True)
+class EncounterFact:
+    ref: str
+    reason_codings: tuple[Coding, ...]
+    when: When | None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Evidence that IG was given or taken: the timeline's input."""
+
+    ref: str
+    kind: str  # the resource type that documents the exposure
+    product: str
+    start: When | None  # when the exposure began, if documented
+    asserted: (
+        When | None
+    )  # the date the record says it was known (e.g. MedicationStatement.dateAsserted)
+    ongoing: bool
+
+
+@dataclass(frozen=True)
+class DrugExposure:
+    """A non-IG medication that can cause secondary hypogammaglobulinemia."""
+
+    ref: str
+    codings: tuple[Coding, ...]
+    name: str
+    when: When | None
+
+
+@dataclass(frozen=True)
+class ImmunizationFact:
+    ref: str
+    codings: tuple[Coding, ...]
+    when: When | None
+
+
+@dataclass(frozen=True)
+class DraftOrder:
+    """The IG order being signed."""
+
+    ref: str
+    product: str
+    route: str | None  # IV | SC | None
+    grams_per_dose: float | None
+    interval_days: float | None
+    authored: When | None
+    dose_text: str | None
+    hcpcs: str | None = None
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """Something the service could not read; reported, never treated as met."""
+
+    ref: str
+    field: str
+    problem: str
+
+
+@dataclass
+class Record:
+    """Everything known about one patient for one evaluation."""
+
+    patient: PatientFact | None
+    orders: list[DraftOrder]
+    igg: list[IgGResult] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    conditions: list[ConditionFact] = field(default_factory=list)
+    encounters: list[EncounterFact] = field(default_factory=list)
+    exposures: list[Exposure] = field(default_factory=list)
+    drugs: list[DrugExposure] = field(default_factory=list)
+    immunizations: list[ImmunizationFact] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it could not be read
+    empty: set[str] = field(default_factory=set)  # keys the EHR answered with no data (null/empty)
+    today: dt.date = field(default_factory=dt.date.today)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One criterion's result: the rule output contract."""
+
+    id: str
+    status: Status
+    reason: str
+    evidence: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()

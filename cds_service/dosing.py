@@ -1,0 +1,83 @@
+"""Dose arithmetic: grams per dose and interval -> mg/kg per 4 weeks against the policy range.
+
+mg/kg per 4 weeks is reported as ordered, with no IVIG/SCIG equivalence factor (contract), so a
+weekly SCIG order and a 4-weekly IVIG order of the same monthly grams compare equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service import units
+from cds_service.domain import DraftOrder, Measurement, Status
+from cds_service.knowledge import Knowledge
+
+DAYS_PER_4_WEEKS = 28.0
+
+
+@dataclass(frozen=True)
+class Weight:
+    ref: str
+    kg: float
+    date: dt.date | None
+
+
+@dataclass(frozen=True)
+class DoseCheck:
+    order: DraftOrder | None
+    weight: Weight | None
+    mg_per_kg_per_4_weeks: float | None
+    status: Status
+    low: float
+    high: float
+    illustrative: tuple[tuple[float, float], ...]  # (kg, mg/kg per 4 weeks) when weight missing
+
+
+def mg_per_kg_per_4_weeks(grams: float, interval_days: float, kg: float) -> float:
+    """(grams x 1000 / kg) scaled from the dosing interval to 28 days."""
+    return grams * 1000.0 / kg * (DAYS_PER_4_WEEKS / interval_days)
+
+
+def latest_weight(
+    measurements: list[Measurement], kn: Knowledge, today: dt.date, recency_months: int
+) -> Weight | None:
+    """Most recent body weight in a convertible unit, no older than the recency window."""
+    vs = kn.vs("body-weight")
+    oldest = today - dt.timedelta(days=round(recency_months * 30.44))
+    best: Weight | None = None
+    for m in measurements:
+        if m.value is None or not vs.any_match(m.codings):
+            continue
+        kg = units.weight_to_kg(m.value, m.unit)
+        if kg is None or kg <= 0:
+            continue
+        date = m.when.date if m.when else None
+        if date is None or date < oldest or date > today:
+            continue
+        if best is None or (best.date is not None and date > best.date):
+            best = Weight(m.ref, kg, date)
+    return best
+
+
+def check(
+    order: DraftOrder | None, measurements: list[Measurement], kn: Knowledge, today: dt.date
+) -> DoseCheck:
+    rule: dict[str, Any] = kn.rule("dose")
+    low = float(rule["min_mg_per_kg_per_4_weeks"])
+    high = float(rule["max_mg_per_kg_per_4_weeks"])
+    weight = latest_weight(measurements, kn, today, int(rule["weight_recency_months"]))
+    grams = order.grams_per_dose if order else None
+    interval = order.interval_days if order else None
+    if grams is None or interval is None or interval <= 0:
+        return DoseCheck(order, weight, None, Status.INSUFFICIENT, low, high, ())
+    if weight is None:
+        table = tuple(
+            (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg)), 1))
+            for kg in rule["illustrative_weights_kg"]
+        )
+        return DoseCheck(order, None, None, Status.INSUFFICIENT, low, high, table)
+    value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg), 1)
+    status = Status.MET if low <= value <= high else Status.NOT_MET
+    return DoseCheck(order, weight, value, status, low, high, ())

@@ -1,0 +1,148 @@
+"""One evaluation: facts -> timeline -> criteria -> the contract's determination object.
+
+Nothing here does I/O: the protocol layer gathers the record, this module decides, and the cards
+module only renders what was decided.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service import criteria, dosing, timeline
+from cds_service.domain import ConditionFact, DataIssue, DraftOrder, Finding, Measurement, Record
+from cds_service.knowledge import Knowledge
+from cds_service.wording import Wording
+
+
+@dataclass(frozen=True)
+class SafetyItem:
+    group: str  # renal | cbc | liver
+    latest: Measurement | None
+
+
+@dataclass(frozen=True)
+class Safety:
+    """Advisory: labs the IGIV boxed warning asks for before infusion, and risk factors."""
+
+    lookback_months: int
+    items: tuple[SafetyItem, ...]
+    risks: tuple[ConditionFact, ...]
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(i.group for i in self.items if i.latest is None)
+
+
+@dataclass(frozen=True)
+class Determination:
+    policy: str
+    outcome: str
+    order: DraftOrder
+    findings: tuple[Finding, ...]
+    dose: dosing.DoseCheck
+    timeline: timeline.Timeline
+    safety: Safety
+    issues: tuple[DataIssue, ...]
+    unavailable: dict[str, str]
+    evaluated_on: dt.date
+
+    @property
+    def request_type(self) -> str:
+        return "continuation" if self.timeline.on_therapy else "initial"
+
+    def finding(self, cid: str) -> Finding:
+        return next(f for f in self.findings if f.id == cid)
+
+    def to_contract(self) -> dict[str, Any]:
+        """The machine-readable object of shared/contract/determination.md."""
+        start = self.timeline.therapy_start
+        return {
+            "policy": self.policy,
+            "outcome": self.outcome,
+            "requestType": self.request_type,
+            "therapyStart": start.date.isoformat() if start else None,
+            "criteria": [
+                {
+                    "id": f.id,
+                    "status": f.status.value,
+                    "reason": f.reason,
+                    "evidence": list(dict.fromkeys(f.evidence)),
+                    "missing": list(f.missing),
+                }
+                for f in self.findings
+            ],
+            "dose": {
+                "gramsPerDose": self.order.grams_per_dose,
+                "intervalDays": (
+                    round(self.order.interval_days, 2)
+                    if self.order.interval_days is not None
+                    else None
+                ),
+                "weightKg": round(self.dose.weight.kg, 2) if self.dose.weight else None,
+                "mgPerKgPer4Weeks": self.dose.mg_per_kg_per_4_weeks,
+                "status": self.dose.status.value,
+            },
+            "labs": [
+                {
+                    "reference": p.result.ref,
+                    "date": p.result.when.instant.isoformat()
+                    if p.result.when and p.result.when.instant
+                    else (str(p.result.when) if p.result.when else "unknown"),
+                    "valueMgDl": p.result.value_mg_dl,
+                    "phase": p.phase.value,
+                }
+                for p in self.timeline.labs
+            ],
+        }
+
+
+def _safety(record: Record, kn: Knowledge) -> Safety:
+    spec = kn.policy.safety
+    months = int(spec["lookback_months"])
+    since = criteria.months_before(record.today, months)
+    items = []
+    for group, sets in spec["labs"].items():
+        latest: Measurement | None = None
+        for vid in sets:
+            m = criteria.latest_measurement(record.measurements, kn.vs(vid), since)
+            if m is not None and (
+                latest is None or (m.when and latest.when and m.when.date > latest.when.date)
+            ):
+                latest = m
+        items.append(SafetyItem(group, latest))
+    risk_sets = [kn.vs(v) for v in spec["risk_valuesets"]]
+    risks = tuple(
+        c
+        for c in record.conditions
+        if c.active and any(vs.any_match(c.codings) for vs in risk_sets)
+    )
+    return Safety(months, tuple(items), risks)
+
+
+def evaluate(record: Record, kn: Knowledge, say: Wording) -> Determination | None:
+    """The determination for the record's first IG draft order, or None when there is none."""
+    if not record.orders:
+        return None
+    order = record.orders[0]
+    tl = timeline.build(record.exposures, record.igg)
+    dose = dosing.check(order, record.measurements, kn, record.today)
+    ctx = criteria.Context(record, tl, kn, say, dose)
+    findings = [
+        criteria.RULES[cid](ctx) for cid in criteria.CRITERIA_ORDER if cid != "home-infusion"
+    ]
+    outcome = criteria.outcome_of(findings)
+    findings.append(criteria.home_infusion(ctx, outcome))
+    return Determination(
+        kn.policy_id,
+        outcome,
+        order,
+        tuple(findings),
+        dose,
+        tl,
+        _safety(record, kn),
+        tuple(record.issues),
+        dict(record.unavailable),
+        record.today,
+    )

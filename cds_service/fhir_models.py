@@ -1,0 +1,99 @@
+"""The one place FHIR R4B models are imported, plus the lenient date/unit helpers around them.
+
+The package root of fhir.resources is R5; R4 JSON validates against the R4B models for every
+resource this service reads (shared/research/libs-and-style.md §A2). Importing the classes
+here, once, keeps model import cost (~0.3 s) out of the request path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.encounter import Encounter
+from fhir.resources.R4B.immunization import Immunization
+from fhir.resources.R4B.medication import Medication
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationdispense import MedicationDispense
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from pydantic import ValidationError
+
+from cds_service.domain import When
+
+__all__ = [
+    "Condition",
+    "Encounter",
+    "Immunization",
+    "Medication",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Observation",
+    "Patient",
+    "ValidationError",
+    "MODELS",
+    "lenient",
+    "to_when",
+    "validation_summary",
+]
+
+MODELS: dict[str, Any] = {
+    "Patient": Patient,
+    "Observation": Observation,
+    "Condition": Condition,
+    "Encounter": Encounter,
+    "Immunization": Immunization,
+    "Medication": Medication,
+    "MedicationRequest": MedicationRequest,
+    "MedicationStatement": MedicationStatement,
+    "MedicationAdministration": MedicationAdministration,
+    "MedicationDispense": MedicationDispense,
+}
+
+# A dateTime with a time but no zone: FHIR requires a zone, real EHRs omit it. Keep the date only
+# (we never compare such values below day precision) instead of rejecting the resource.
+_NAIVE_DATETIME = re.compile(r"^(\d{4}-\d{2}-\d{2})T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+
+
+def lenient(node: Any) -> Any:
+    """Copy of a raw FHIR dict with zone-less dateTimes reduced to their date."""
+    if isinstance(node, dict):
+        return {k: lenient(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [lenient(v) for v in node]
+    if isinstance(node, str):
+        m = _NAIVE_DATETIME.match(node)
+        if m:
+            return m.group(1)
+    return node
+
+
+def to_when(value: Any) -> When | None:
+    """Normalise the polymorphic date fields of fhir.resources (datetime | date | partial str)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return When(aware.date(), aware)
+    if isinstance(value, dt.date):
+        return When(value)
+    text = str(value)
+    for fmt, n in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
+        try:
+            return When(dt.datetime.strptime(text[:n], fmt).date())
+        except ValueError:
+            continue
+    return None
+
+
+def validation_summary(exc: ValidationError) -> tuple[str, str]:
+    """(field path, message) of the first validation error, for DataIssues and 400s."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(resource)"
+    return loc, str(first.get("msg", "invalid"))

@@ -1,0 +1,403 @@
+"""Clinical knowledge as versioned, cited data: value sets, IG products, policy criteria.
+
+Loaded and checked once at start-up; a malformed file raises ``KnowledgeError`` naming the file and
+field, so a bad deployment stops before it serves a single wrong answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+KNOWLEDGE_DIR = Path(__file__).parent
+
+
+class KnowledgeError(RuntimeError):
+    """A knowledge file is missing or malformed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Lenient(BaseModel):
+    """Data files carry notes and provenance beyond what the rules read; those are kept, ignored."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class CodeEntry(_Lenient):
+    system: str
+    code: str | None = None
+    prefix: str | None = None
+    display: str = ""
+    verified: bool
+    source: str = ""
+    serotype_danish: str | None = None
+    match_names: list[str] = []
+    exclude: bool = False
+
+    @field_validator("code", "prefix", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return None if value is None else str(value)
+
+    @model_validator(mode="after")
+    def _one_of_code_prefix(self) -> CodeEntry:
+        if self.code is not None and self.prefix is not None:
+            raise ValueError("'code' and 'prefix' are mutually exclusive")
+        if self.code is None and self.prefix is None and not self.match_names:
+            raise ValueError("one of 'code', 'prefix' or 'match_names' is required")
+        return self
+
+    def flag(self, name: str) -> bool:
+        extra = self.model_extra or {}
+        return bool(extra.get(name))
+
+
+class ValueSetFile(_Lenient):
+    description: str
+    source: str
+    codes: list[CodeEntry]
+
+
+class CodesFile(_Lenient):
+    version: str
+    systems: dict[str, str]
+    valuesets: dict[str, ValueSetFile]
+
+
+class CodeRef(_Lenient):
+    code: str
+    billing_unit_mg: int | None = None
+    verified: bool = False
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        return str(value)
+
+
+class Product(_Lenient):
+    name: str
+    route: str
+    hcpcs: list[CodeRef] = []
+    ndc: list[CodeRef] = []
+    rxnorm: list[CodeRef] = []
+    scig_ivig_conversion_factor: float | None = None
+
+    @property
+    def match_names(self) -> list[str]:
+        """'Gammaplex (5% and 10%)' -> 'gammaplex'; 'Octagam 10%' keeps its strength."""
+        base = self.name.split(" (")[0].strip().lower()
+        return [base, base.split()[0]] if " " in base else [base]
+
+    @property
+    def primary_hcpcs(self) -> str | None:
+        return self.hcpcs[0].code if self.hcpcs else None
+
+
+class Ingredient(_Lenient):
+    name: str
+    rxnorm: list[CodeRef] = []
+    match_names: list[str] = []
+
+
+class ProductsFile(_Lenient):
+    version: str
+    ingredient: Ingredient
+    products: list[Product]
+
+
+class AgeBand(_Lenient):
+    min_age_months: int
+    max_age_months: int | None
+    igg_lower_mg_dl: float
+
+
+class IgGReferenceFile(_Lenient):
+    version: str
+    policy_source: str
+    bands: list[AgeBand]
+
+    def lower_limit(self, age_months: int) -> float | None:
+        """Lower reference limit (about mean - 2 SD) for an age, or None outside the table."""
+        for band in self.bands:
+            if age_months >= band.min_age_months and (
+                band.max_age_months is None or age_months < band.max_age_months
+            ):
+                return band.igg_lower_mg_dl
+        return None
+
+
+class SourceRef(_Strict):
+    label: str
+    url: str
+
+
+class PolicyFile(BaseModel):
+    """Policy criteria; per-criterion parameters stay a mapping read by the criteria module."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    version: str
+    title: str
+    sources: dict[str, SourceRef]
+    criteria: dict[str, dict[str, Any]]
+    safety: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _sources_resolve(self) -> PolicyFile:
+        for cid, spec in {**self.criteria, "safety": self.safety}.items():
+            refs = spec.get("source")
+            if not isinstance(refs, list) or not refs:
+                raise ValueError(f"criteria.{cid}.source must be a non-empty list of source ids")
+            for ref in refs:
+                if ref not in self.sources:
+                    raise ValueError(f"criteria.{cid}.source: unknown source id {ref!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """A compiled value set: exact (system, code) pairs plus ICD-10-CM-style prefixes."""
+
+    id: str
+    exact: frozenset[tuple[str, str]]
+    prefixes: tuple[tuple[str, str], ...]
+    serotypes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def matches(self, system: str | None, code: str | None) -> bool:
+        if not system or not code:
+            return False
+        if (system, code) in self.exact:
+            return True
+        return any(system == s and code.startswith(p) for s, p in self.prefixes)
+
+    def any_match(self, codings: Iterable[tuple[str | None, str | None]]) -> bool:
+        return any(self.matches(s, c) for s, c in codings)
+
+    def first_match(
+        self, codings: Iterable[tuple[str | None, str | None]]
+    ) -> tuple[str, str] | None:
+        for s, c in codings:
+            if s and c and self.matches(s, c):
+                return (s, c)
+        return None
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Everything the rules read, loaded once."""
+
+    policy: PolicyFile
+    systems: dict[str, str]
+    valuesets: dict[str, ValueSet]
+    products: ProductsFile
+    igg_reference: IgGReferenceFile
+    product_index: ProductIndex
+    drug_names: tuple[str, ...] = ()  # lower-case causative-drug names, for text-only orders
+
+    @property
+    def policy_id(self) -> str:
+        return f"{self.policy.id}@{self.policy.version}"
+
+    def vs(self, vid: str) -> ValueSet:
+        try:
+            return self.valuesets[vid]
+        except KeyError as exc:  # a policy naming a missing value set is a deployment error
+            raise KnowledgeError(f"value set {vid!r} is not defined in codes.yaml") from exc
+
+    def rule(self, criterion: str) -> dict[str, Any]:
+        return self.policy.criteria[criterion]
+
+    def sources_for(self, criterion: str) -> list[SourceRef]:
+        spec = self.policy.safety if criterion == "safety" else self.policy.criteria[criterion]
+        return [self.policy.sources[s] for s in spec["source"]]
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise KnowledgeError(f"{path}: cannot read: {exc}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], path: Path) -> M:
+    try:
+        return model.model_validate(_load_yaml(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise KnowledgeError(f"{path.name}: {loc}: {first['msg']}") from exc
+
+
+def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]:
+    """Compile every value set, plus 'id|flag' subsets (entries whose boolean flag is true)."""
+    compiled: dict[str, ValueSet] = {}
+    wanted: list[tuple[str, str, str | None]] = [(vid, vid, None) for vid in codes.valuesets]
+    for ref in flags:
+        base, _, wanted_flag = ref.partition("|")
+        if base in codes.valuesets:
+            wanted.append((ref, base, wanted_flag))
+    for key, vid, flag in wanted:
+        vs = codes.valuesets[vid]
+        exact: set[tuple[str, str]] = set()
+        prefixes: list[tuple[str, str]] = []
+        serotypes: dict[tuple[str, str], str] = {}
+        for entry in vs.codes:
+            if entry.exclude or (flag is not None and not entry.flag(flag)):
+                continue
+            try:
+                system = codes.systems[entry.system]
+            except KeyError as exc:
+                raise KnowledgeError(
+                    f"codes.yaml: valuesets.{vid}: unknown system alias {entry.system!r}"
+                ) from exc
+            if entry.code is not None:
+                exact.add((system, entry.code))
+                if entry.serotype_danish:
+                    serotypes[(system, entry.code)] = entry.serotype_danish
+            elif entry.prefix is not None:
+                prefixes.append((system, entry.prefix))
+        compiled[key] = ValueSet(key, frozenset(exact), tuple(prefixes), serotypes)
+    return compiled
+
+
+def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yaml") -> Knowledge:
+    """Load and cross-check the knowledge files; raises KnowledgeError on any defect."""
+    policy = _parse(PolicyFile, directory / policy_file)
+    codes = _parse(CodesFile, directory / "codes.yaml")
+    products = _parse(ProductsFile, directory / "ig-products.yaml")
+    reference = _parse(IgGReferenceFile, directory / "igg-reference-by-age.yaml")
+    if reference.policy_source not in policy.sources:
+        raise KnowledgeError(
+            f"igg-reference-by-age.yaml: policy_source {reference.policy_source!r} unknown"
+        )
+    refs = [name for _, name in _valueset_refs({**policy.criteria, "safety": policy.safety})]
+    valuesets = _compile(codes, [r for r in refs if "|" in r])
+    index = ProductIndex.build(products, codes.systems)
+    drugs = codes.valuesets.get("causative-drugs")
+    drug_names = tuple(
+        sorted(
+            {
+                n.lower()
+                for c in (drugs.codes if drugs else [])
+                if not c.exclude
+                for n in (c.display, *c.match_names)
+                if n
+            },
+            key=len,
+            reverse=True,
+        )
+    )
+    knowledge = Knowledge(policy, codes.systems, valuesets, products, reference, index, drug_names)
+    for where, name in _valueset_refs({**policy.criteria, "safety": policy.safety}):
+        if name not in valuesets:
+            raise KnowledgeError(f"{policy_file}: {where}: unknown value set {name!r}")
+    return knowledge
+
+
+def _valueset_refs(node: Any, where: str = "criteria") -> Iterable[tuple[str, str]]:
+    """Every value-set id the policy names (keys mentioning 'valueset', and safety labs)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}"
+            if "valueset" in key or key in {"labs", "codes", "renal", "cbc", "liver"}:
+                yield from ((path, n) for n in _strings(value))
+            else:
+                yield from _valueset_refs(value, path)
+
+
+def _strings(node: Any) -> Iterable[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, dict):
+        for item in node.values():
+            yield from _strings(item)
+
+
+@cache
+def default() -> Knowledge:
+    """The packaged knowledge, loaded once per process."""
+    return load()
+
+
+def _digits(ndc: str) -> str:
+    """NDC labeler-product without hyphens or zero padding differences (10 vs 11 digit forms)."""
+    parts = ndc.split("-")
+    return "-".join(p.lstrip("0") or "0" for p in parts[:2])
+
+
+@dataclass(frozen=True)
+class ProductIndex:
+    """Look-up of IG products by code or name, built once from ig-products.yaml."""
+
+    by_code: dict[tuple[str, str], Product]
+    by_ndc: dict[str, Product]
+    names: tuple[tuple[str, Product], ...]
+    generic_names: tuple[str, ...]
+
+    @classmethod
+    def build(cls, products: ProductsFile, systems: dict[str, str]) -> ProductIndex:
+        hcpcs_owners: dict[str, list[Product]] = {}
+        for p in products.products:
+            for h in p.hcpcs:
+                hcpcs_owners.setdefault(h.code, []).append(p)
+        by_code: dict[tuple[str, str], Product] = {}
+        by_ndc: dict[str, Product] = {}
+        names: list[tuple[str, Product]] = []
+        for code, owners in hcpcs_owners.items():
+            # a J-code shared by several products (J1599 NOS) names immune globulin, not a brand
+            by_code[(systems["hcpcs"], code)] = owners[0] if len(owners) == 1 else GENERIC
+        for p in products.products:
+            for rx in p.rxnorm:
+                by_code[(systems["rxnorm"], rx.code)] = p
+            for ndc in p.ndc:
+                by_ndc[_digits(ndc.code)] = p
+            names.extend((n, p) for n in p.match_names)
+        names.sort(key=lambda item: -len(item[0]))  # "gammagard liquid" before "gammagard"
+        for rx in products.ingredient.rxnorm:
+            by_code[(systems["rxnorm"], rx.code)] = GENERIC
+        generic = tuple(n.lower() for n in products.ingredient.match_names)
+        return cls(by_code, by_ndc, tuple(names), generic)
+
+    def identify(
+        self, codings: Iterable[tuple[str | None, str | None]], texts: Iterable[str | None]
+    ) -> Product | None:
+        """The IG product a medication concept names, or None if it is not immune globulin."""
+        codings = list(codings)
+        for system, code in codings:
+            if system and code:
+                hit = self.by_code.get((system, code))
+                if hit is not None:
+                    return hit
+                if system == NDC_SYSTEM:
+                    hit = self.by_ndc.get(_digits(code))
+                    if hit is not None:
+                        return hit
+        lowered = [t.lower() for t in texts if t]
+        for text in lowered:
+            for name, product in self.names:
+                if name in text:
+                    return product
+        if any(g in text for text in lowered for g in self.generic_names):
+            return GENERIC
+        return None
+
+
+NDC_SYSTEM = "http://hl7.org/fhir/sid/ndc"
+GENERIC = Product(name="immune globulin", route="unknown")

@@ -1,0 +1,106 @@
+"""CDS Hooks 2.0 wire models and request validation (spec: cds-hooks.hl7.org/2.0).
+
+Models mirror the spec's camelCase names. The hook request is validated here, by hand where the
+spec is hook-specific, so every client error becomes a 400 that names the offending field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cds_service.errors import BadRequest
+
+SUPPORTED_HOOKS = ("order-sign", "order-select")
+
+
+class FhirAuthorization(BaseModel):
+    """fhirAuthorization: the bearer token the service may use against fhirServer."""
+
+    model_config = ConfigDict(extra="allow")
+    access_token: str = Field(min_length=1)
+    token_type: Literal["Bearer"]
+    expires_in: int
+    scope: str
+    subject: str
+    patient: str | None = None
+
+    def __repr__(self) -> str:  # never print the token
+        return f"FhirAuthorization(subject={self.subject!r}, scope={self.scope!r})"
+
+    __str__ = __repr__
+
+
+class OrderContext(BaseModel):
+    """order-sign / order-select context (CDS Hooks library, hookVersion 1.0)."""
+
+    model_config = ConfigDict(extra="allow")
+    userId: str = Field(min_length=1)
+    patientId: str = Field(min_length=1, pattern=r"^[A-Za-z0-9\-.]{1,64}$")
+    encounterId: str | None = None
+    draftOrders: dict[str, Any]
+    selections: list[str] | None = None
+
+
+class HookRequest(BaseModel):
+    """A CDS Hooks 2.0 service request."""
+
+    model_config = ConfigDict(extra="allow")
+    hook: str = Field(min_length=1)
+    hookInstance: str = Field(min_length=1)
+    fhirServer: str | None = None
+    fhirAuthorization: FhirAuthorization | None = None
+    context: dict[str, Any]
+    prefetch: dict[str, Any] | None = None
+    extension: dict[str, Any] | None = None
+
+
+class ParsedRequest(BaseModel):
+    request: HookRequest
+    context: OrderContext
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> BadRequest:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = "is required" if err.get("type") == "missing" else str(err.get("msg"))
+    return BadRequest(f"{prefix}{loc}" or "(body)", msg)
+
+
+def parse_request(body: bytes, hook: str) -> ParsedRequest:
+    """Validate a hook request body for a service registered on `hook`; raise BadRequest."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("(body)", f"malformed JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BadRequest("(body)", "must be a JSON object")
+    try:
+        request = HookRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(exc) from exc
+    if request.hook != hook:
+        raise BadRequest("hook", f"this service handles {hook!r}, not {request.hook!r}")
+    if request.fhirAuthorization is not None and not request.fhirServer:
+        raise BadRequest("fhirServer", "is required when fhirAuthorization is present")
+    try:
+        context = OrderContext.model_validate(request.context)
+    except ValidationError as exc:
+        raise _first_error(exc, "context.") from exc
+    drafts = context.draftOrders
+    if drafts.get("resourceType") != "Bundle":
+        raise BadRequest("context.draftOrders", "must be a FHIR Bundle")
+    entries = drafts.get("entry", [])
+    if not isinstance(entries, list):
+        raise BadRequest("context.draftOrders.entry", "must be an array")
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise BadRequest(f"context.draftOrders.entry[{i}].resource", "must be a FHIR resource")
+    if hook == "order-select" and not context.selections:
+        raise BadRequest("context.selections", "is required for order-select")
+    if request.prefetch is not None and not isinstance(request.prefetch, dict):
+        raise BadRequest("prefetch", "must be an object")
+    return ParsedRequest(request=request, context=context)

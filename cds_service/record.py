@@ -1,0 +1,574 @@
+"""Record access: from prefetch (and, when wired, the EHR's FHIR server) to typed domain facts.
+
+Raw JSON is filtered by resourceType, patient and code first (sub-millisecond); only the survivors
+are validated with fhir.resources R4B models (about 0.3 ms each), then mapped to domain facts.
+A resource that fails validation becomes a DataIssue, never a 500 and never silent evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service import units
+from cds_service.domain import (
+    Coding,
+    ConditionFact,
+    DataIssue,
+    DraftOrder,
+    DrugExposure,
+    EncounterFact,
+    Exposure,
+    IgGResult,
+    ImmunizationFact,
+    Measurement,
+    PatientFact,
+    Record,
+    When,
+)
+from cds_service.errors import BadRequest
+from cds_service.fhir_models import MODELS, ValidationError, lenient, to_when, validation_summary
+from cds_service.knowledge import Knowledge, Product
+
+log = logging.getLogger(__name__)
+
+IGNORED_STATUSES = frozenset({"entered-in-error", "cancelled"})
+
+
+@dataclass(frozen=True)
+class PrefetchKey:
+    """One prefetch template the service advertises, and what it must hold."""
+
+    key: str
+    resource_type: str
+    query: str  # relative FHIR URL with CDS Hooks tokens
+    required: bool  # without it the determination cannot be made (412 if unobtainable)
+
+    @property
+    def is_read(self) -> bool:
+        return "?" not in self.query
+
+
+def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
+    """Prefetch templates, Observation search narrowed to the codes the rules read."""
+    loinc = kn.systems["loinc"]
+    obs_sets = [
+        "igg-serum",
+        "body-weight",
+        "creatinine",
+        "bun",
+        "cbc",
+        "cbc-differential",
+        "lft",
+        "hiv-test",
+        "spep",
+        "pneumococcal-titer",
+    ]
+    codes = sorted({c for vid in obs_sets for (s, c) in kn.vs(vid).exact if s == loinc})
+    obs_query = "Observation?patient={{context.patientId}}&code=" + ",".join(
+        f"{loinc}|{c}" for c in codes
+    )
+    pid = "patient={{context.patientId}}"
+    return (
+        PrefetchKey("patient", "Patient", "Patient/{{context.patientId}}", True),
+        PrefetchKey("conditions", "Condition", f"Condition?{pid}", True),
+        PrefetchKey("observations", "Observation", obs_query, True),
+        PrefetchKey("medicationRequests", "MedicationRequest", f"MedicationRequest?{pid}", True),
+        PrefetchKey(
+            "medicationStatements", "MedicationStatement", f"MedicationStatement?{pid}", True
+        ),
+        PrefetchKey(
+            "medicationAdministrations",
+            "MedicationAdministration",
+            f"MedicationAdministration?{pid}",
+            True,
+        ),
+        PrefetchKey(
+            "medicationDispenses", "MedicationDispense", f"MedicationDispense?{pid}", False
+        ),
+        PrefetchKey("immunizations", "Immunization", f"Immunization?{pid}", False),
+        PrefetchKey("encounters", "Encounter", f"Encounter?{pid}", False),
+    )
+
+
+# Resource types a search Bundle may carry besides the one asked for (_include, outcome entries).
+_ALWAYS_ALLOWED = frozenset({"OperationOutcome", "Medication", "Patient"})
+
+
+def is_operation_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def check_prefetch_value(spec: PrefetchKey, value: Any) -> None:
+    """Reject a prefetch value of the wrong shape with a 400 naming the field."""
+    where = f"prefetch.{spec.key}"
+    if value is None or is_operation_outcome(value):
+        return
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        raise BadRequest(where, "must be a FHIR resource, a Bundle, or null")
+    rtype = value["resourceType"]
+    if spec.is_read:
+        if rtype not in (spec.resource_type, "Bundle"):
+            raise BadRequest(where, f"expected {spec.resource_type}, got {rtype}")
+        if rtype == spec.resource_type:
+            return
+    elif rtype != "Bundle":
+        raise BadRequest(where, f"expected a Bundle of {spec.resource_type}, got {rtype}")
+    entries = value.get("entry", [])
+    if not isinstance(entries, list):
+        raise BadRequest(f"{where}.entry", "must be an array")
+    for i, entry in enumerate(entries):
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            raise BadRequest(f"{where}.entry[{i}].resource", "must be a FHIR resource")
+        etype = res["resourceType"]
+        if etype != spec.resource_type and etype not in _ALWAYS_ALLOWED:
+            raise BadRequest(
+                f"{where}.entry[{i}].resource.resourceType",
+                f"expected {spec.resource_type}, got {etype}",
+            )
+
+
+def resources_of(value: Any) -> Iterator[dict[str, Any]]:
+    """The resources in a prefetch/search value (a single resource or a Bundle's entries)."""
+    if not isinstance(value, dict):
+        return
+    if value.get("resourceType") == "Bundle":
+        for entry in value.get("entry", []) or []:
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(res, dict):
+                yield res
+    elif value.get("resourceType") != "OperationOutcome":
+        yield value
+
+
+# ---------------------------------------------------------------------------------------------
+# raw-dict helpers (filtering before validation)
+
+
+def _raw_codings(cc: Any) -> list[Coding]:
+    if not isinstance(cc, dict):
+        return []
+    return [
+        (c.get("system"), c.get("code")) for c in cc.get("coding", []) or [] if isinstance(c, dict)
+    ]
+
+
+def _for_patient(res: dict[str, Any], patient_id: str) -> bool:
+    """True when the resource's subject/patient reference points at this patient."""
+    if res.get("resourceType") == "Patient":
+        return bool(res.get("id") == patient_id)
+    for key in ("subject", "patient"):
+        ref = res.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            target = str(ref["reference"])
+            return target == f"Patient/{patient_id}" or target.endswith(f"/Patient/{patient_id}")
+    return False
+
+
+def _ref(res: dict[str, Any]) -> str:
+    return f"{res.get('resourceType')}/{res.get('id', 'unknown')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# model -> fact helpers
+
+
+def _codings(cc: Any) -> tuple[Coding, ...]:
+    if cc is None:
+        return ()
+    return tuple((c.system, c.code) for c in (cc.coding or []))
+
+
+def _texts(cc: Any) -> list[str | None]:
+    if cc is None:
+        return []
+    return [cc.text, *(c.display for c in (cc.coding or []))]
+
+
+def _quantity(q: Any) -> tuple[float | None, str | None]:
+    if q is None or q.value is None:
+        return None, None
+    return float(q.value), (q.code or q.unit)
+
+
+class RecordBuilder:
+    """Maps one request's raw resources to a Record. One instance per evaluation."""
+
+    def __init__(self, kn: Knowledge, patient_id: str, today: dt.date) -> None:
+        self.kn = kn
+        self.patient_id = patient_id
+        self.today = today
+        self.issues: list[DataIssue] = []
+        self._medications: dict[str, dict[str, Any]] = {}
+        self._obs_sets = [
+            kn.vs(v)
+            for v in (
+                "body-weight",
+                "creatinine",
+                "bun",
+                "cbc",
+                "cbc-differential",
+                "lft",
+                "hiv-test",
+                "spep",
+                "pneumococcal-titer",
+            )
+        ]
+        self._condition_sets = [
+            kn.vs(v)
+            for v in (
+                "pi-diagnosis",
+                "infection-bacterial",
+                "secondary-hiv",
+                "secondary-malignancy",
+                "secondary-protein-loss",
+                "secondary-genetic",
+                "thrombosis-risk",
+                "renal-risk",
+            )
+        ]
+
+    # -- parsing boundary ------------------------------------------------------------------
+    def parse(self, res: dict[str, Any]) -> Any | None:
+        model = MODELS[res["resourceType"]]
+        try:
+            return model.model_validate(lenient(res))
+        except ValidationError as exc:
+            loc, msg = validation_summary(exc)
+            self.issues.append(DataIssue(_ref(res), loc, msg))
+            log.info("unreadable %s: %s: %s", res.get("resourceType"), loc, msg)
+            return None
+        except (KeyError, TypeError, ValueError) as exc:
+            self.issues.append(DataIssue(_ref(res), "(resource)", str(exc)))
+            return None
+
+    # -- entry point -----------------------------------------------------------------------
+    def build(self, resources: Iterable[dict[str, Any]], draft_orders: Any) -> Record:
+        by_type: dict[str, dict[str, dict[str, Any]]] = {}
+        for res in resources_of(draft_orders):
+            if res.get("resourceType") == "Medication":
+                self._medications[str(res.get("id"))] = res
+        for res in resources:
+            rtype = res.get("resourceType")
+            if rtype not in MODELS:
+                continue
+            if rtype == "Medication":
+                self._medications[str(res.get("id"))] = res
+                continue
+            if not _for_patient(res, self.patient_id):
+                continue
+            by_type.setdefault(rtype, {})[str(res.get("id"))] = res  # de-duplicate by id
+        draft_ids = {
+            str(r.get("id"))
+            for r in resources_of(draft_orders)
+            if r.get("resourceType") == "MedicationRequest"
+        }
+        record = Record(
+            patient=self._patient(by_type.get("Patient", {})),
+            orders=self._draft_orders(draft_orders),
+            today=self.today,
+        )
+        self._observations(by_type.get("Observation", {}).values(), record)
+        self._conditions(by_type.get("Condition", {}).values(), record)
+        self._encounters(by_type.get("Encounter", {}).values(), record)
+        self._immunizations(by_type.get("Immunization", {}).values(), record)
+        for rtype in (
+            "MedicationAdministration",
+            "MedicationRequest",
+            "MedicationStatement",
+            "MedicationDispense",
+        ):
+            for rid, res in by_type.get(rtype, {}).items():
+                if rtype == "MedicationRequest" and rid in draft_ids:
+                    continue  # the order being signed is not exposure
+                self._medication_use(res, record)
+        record.issues.extend(self.issues)
+        return record
+
+    # -- per type ----------------------------------------------------------------------------
+    def _patient(self, patients: dict[str, dict[str, Any]]) -> PatientFact | None:
+        raw = patients.get(self.patient_id)
+        if raw is None:
+            return None
+        model = self.parse(raw)
+        if model is None:
+            return None
+        when = to_when(model.birthDate)
+        return PatientFact(_ref(raw), when.date if when else None, model.gender)
+
+    def _observations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
+        igg = self.kn.vs("igg-serum")
+        for raw in raws:
+            if raw.get("status") in IGNORED_STATUSES:
+                continue
+            codings = _raw_codings(raw.get("code"))
+            is_igg = igg.any_match(codings)
+            if not is_igg and not any(vs.any_match(codings) for vs in self._obs_sets):
+                continue
+            obs = self.parse(raw)
+            if obs is None:
+                continue
+            when = to_when(
+                obs.effectiveDateTime
+                or (obs.effectivePeriod and obs.effectivePeriod.start)
+                or obs.effectiveInstant
+                or obs.issued
+            )
+            value, unit = _quantity(obs.valueQuantity)
+            if is_igg:
+                mg_dl = units.igg_to_mg_dl(value, unit) if value is not None else None
+                if value is not None and mg_dl is None:
+                    self.issues.append(
+                        DataIssue(
+                            _ref(raw),
+                            "valueQuantity.unit",
+                            f"unit {unit!r} is not a known IgG unit",
+                        )
+                    )
+                low = None
+                for rr in obs.referenceRange or []:
+                    lv, lu = _quantity(rr.low)
+                    if lv is not None:
+                        low = units.igg_to_mg_dl(lv, lu or unit)
+                        break
+                record.igg.append(IgGResult(_ref(raw), when, mg_dl, unit, low))
+                continue
+            record.measurements.append(
+                Measurement(
+                    ref=_ref(raw),
+                    codings=_codings(obs.code),
+                    when=when,
+                    value=value,
+                    unit=unit,
+                    value_code=_codings(obs.valueCodeableConcept),
+                    interpretation=tuple(
+                        c for i in (obs.interpretation or []) for c in _codings(i)
+                    ),
+                    text=obs.valueString,
+                )
+            )
+
+    def _conditions(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
+        for raw in raws:
+            codings = _raw_codings(raw.get("code"))
+            if not any(vs.any_match(codings) for vs in self._condition_sets):
+                continue
+            verification = {c for _, c in _raw_codings(raw.get("verificationStatus"))}
+            if verification & {"refuted", "entered-in-error"}:
+                continue
+            cond = self.parse(raw)
+            if cond is None:
+                continue
+            clinical = {c for _, c in _codings(cond.clinicalStatus)}
+            resolved = bool(clinical & {"resolved", "inactive", "remission"})
+            active = not resolved
+            onset = to_when(cond.onsetDateTime or (cond.onsetPeriod and cond.onsetPeriod.start))
+            record.conditions.append(
+                ConditionFact(
+                    _ref(raw),
+                    _codings(cond.code),
+                    onset,
+                    to_when(cond.recordedDate),
+                    active,
+                    resolved,
+                )
+            )
+
+    def _encounters(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
+        infections = self.kn.vs("infection-bacterial")
+        for raw in raws:
+            if raw.get("status") in IGNORED_STATUSES:
+                continue
+            codings = [c for cc in raw.get("reasonCode", []) or [] for c in _raw_codings(cc)]
+            if not infections.any_match(codings):
+                continue
+            enc = self.parse(raw)
+            if enc is None:
+                continue
+            reasons = tuple(c for cc in (enc.reasonCode or []) for c in _codings(cc))
+            record.encounters.append(
+                EncounterFact(_ref(raw), reasons, to_when(enc.period.start if enc.period else None))
+            )
+
+    def _immunizations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
+        vaccines = self.kn.vs("pneumococcal-polysaccharide-vaccine")
+        for raw in raws:
+            if raw.get("status") != "completed":
+                continue
+            if not vaccines.any_match(_raw_codings(raw.get("vaccineCode"))):
+                continue
+            imm = self.parse(raw)
+            if imm is None:
+                continue
+            record.immunizations.append(
+                ImmunizationFact(
+                    _ref(raw), _codings(imm.vaccineCode), to_when(imm.occurrenceDateTime)
+                )
+            )
+
+    # -- medications ----------------------------------------------------------------------
+    def _concept(
+        self, model: Any, raw: dict[str, Any]
+    ) -> tuple[tuple[Coding, ...], list[str | None]]:
+        """Codings and names of a medication[x], resolving contained or bundled Medication."""
+        if model.medicationCodeableConcept is not None:
+            cc = model.medicationCodeableConcept
+            return _codings(cc), _texts(cc)
+        ref = model.medicationReference
+        if ref is None or not ref.reference:
+            return (), [ref.display if ref else None]
+        target: dict[str, Any] | None = None
+        if ref.reference.startswith("#"):
+            for contained in raw.get("contained", []) or []:
+                if contained.get("id") == ref.reference[1:]:
+                    target = contained
+        else:
+            target = self._medications.get(ref.reference.rsplit("/", 1)[-1])
+        if target is None:
+            return (), [ref.display]
+        med = self.parse(target)
+        if med is None:
+            return (), [ref.display]
+        return _codings(med.code), [*_texts(med.code), ref.display]
+
+    def identify(
+        self, model: Any, raw: dict[str, Any]
+    ) -> tuple[Product | None, tuple[Coding, ...], list[str | None]]:
+        codings, texts = self._concept(model, raw)
+        return self.kn.product_index.identify(codings, texts), codings, texts
+
+    def _medication_use(self, raw: dict[str, Any], record: Record) -> None:
+        status = raw.get("status")
+        if status in IGNORED_STATUSES or status in {"not-done", "not-taken", "draft", "intended"}:
+            return
+        model = self.parse(raw)
+        if model is None:
+            return
+        product, codings, texts = self.identify(model, raw)
+        rtype = raw["resourceType"]
+        start: When | None
+        asserted: When | None = None
+        if rtype == "MedicationAdministration":
+            start = to_when(
+                model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start)
+            )
+        elif rtype == "MedicationRequest":
+            start = to_when(model.authoredOn)
+        elif rtype == "MedicationStatement":
+            start = to_when(
+                model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start)
+            )
+            asserted = to_when(model.dateAsserted)
+        else:
+            start = to_when(model.whenHandedOver or model.whenPrepared)
+        if product is not None:
+            record.exposures.append(
+                Exposure(
+                    _ref(raw),
+                    rtype,
+                    product.name,
+                    start,
+                    asserted,
+                    ongoing=status in {"active", "in-progress"},
+                )
+            )
+            return
+        drugs = self.kn.vs("causative-drugs")
+        names = self.kn.drug_names
+        hit = drugs.first_match(codings)
+        name = next((n for t in texts if t for n in names if n in t.lower()), None)
+        if hit is not None or name is not None:
+            label = name or next((t for t in texts if t), None) or "medication"
+            record.drugs.append(DrugExposure(_ref(raw), codings, label, start or asserted))
+
+    def ig_draft_orders(self, draft_orders: Any) -> bool:
+        """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
+        for raw in resources_of(draft_orders):
+            if raw.get("resourceType") != "MedicationRequest":
+                continue
+            cc = raw.get("medicationCodeableConcept")
+            texts: list[str | None] = []
+            if isinstance(cc, dict):
+                texts = [
+                    cc.get("text"),
+                    *(c.get("display") for c in cc.get("coding", []) or [] if isinstance(c, dict)),
+                ]
+            ref = raw.get("medicationReference")
+            codings = _raw_codings(cc)
+            if isinstance(ref, dict):
+                texts.append(ref.get("display"))
+                target = str(ref.get("reference", ""))
+                for contained in raw.get("contained", []) or []:
+                    if isinstance(contained, dict) and f"#{contained.get('id')}" == target:
+                        codings += _raw_codings(contained.get("code"))
+                        texts.append((contained.get("code") or {}).get("text"))
+                if not target.startswith("#") and target:
+                    return True  # a reference to a Medication resource: decide after reading it
+            if self.kn.product_index.identify(codings, texts) is not None:
+                return True
+        return False
+
+    def _draft_orders(self, draft_orders: Any) -> list[DraftOrder]:
+        orders: list[DraftOrder] = []
+        for raw in resources_of(draft_orders):
+            if raw.get("resourceType") != "MedicationRequest":
+                continue
+            model = self.parse(raw)
+            if model is None:
+                continue
+            product, _, _ = self.identify(model, raw)
+            if product is None:
+                continue
+            grams, interval, text = _dose(model)
+            route = product.route if product.route in ("IV", "SC") else _route(model)
+            orders.append(
+                DraftOrder(
+                    _ref(raw),
+                    product.name,
+                    route,
+                    grams,
+                    interval,
+                    to_when(model.authoredOn),
+                    text,
+                    product.primary_hcpcs,
+                )
+            )
+        return orders
+
+
+def _route(model: Any) -> str | None:
+    for di in model.dosageInstruction or []:
+        for s, c in _codings(di.route):
+            del s
+            if c in ("47625008", "IV", "IVINJ"):
+                return "IV"
+            if c in ("34206005", "SC", "SQ", "SUBCUT"):
+                return "SC"
+        text = " ".join(t for t in _texts(di.route) if t).lower()
+        if "intraven" in text:
+            return "IV"
+        if "subcut" in text:
+            return "SC"
+    return None
+
+
+def _dose(model: Any) -> tuple[float | None, float | None, str | None]:
+    """(grams per dose, interval in days, free text) from the first dosageInstruction."""
+    grams = interval = None
+    text: str | None = None
+    for di in model.dosageInstruction or []:
+        text = text or di.text
+        for dr in di.doseAndRate or []:
+            value, unit = _quantity(dr.doseQuantity)
+            if value is not None and grams is None:
+                grams = units.mass_to_grams(value, unit)
+        rep = di.timing.repeat if di.timing else None
+        if rep is not None and rep.period is not None and interval is None:
+            days = units.duration_to_days(float(rep.period), rep.periodUnit)
+            if days is not None:
+                interval = days / float(rep.frequency or 1)
+    return grams, interval, text

@@ -1,0 +1,68 @@
+"""Explicit unit conversion. Anything not listed is refused (None), never guessed."""
+
+from __future__ import annotations
+
+# IgG concentration -> mg/dL. UCUM codes and the spellings labs commonly send as Quantity.unit.
+_IGG_TO_MG_DL: dict[str, float] = {
+    "mg/dl": 1.0,
+    "g/l": 100.0,
+    "mg/l": 0.1,
+    "mg/ml": 100.0,
+    "g/dl": 1000.0,
+}
+
+_WEIGHT_TO_KG: dict[str, float] = {
+    "kg": 1.0,
+    "g": 0.001,
+    "[lb_av]": 0.45359237,
+    "lb": 0.45359237,
+    "lbs": 0.45359237,
+    "[oz_av]": 0.028349523125,
+}
+
+_MASS_TO_G: dict[str, float] = {
+    "g": 1.0,
+    "mg": 0.001,
+    "kg": 1000.0,
+    "gm": 1.0,
+    "gram": 1.0,
+    "grams": 1.0,
+}
+
+_DURATION_TO_DAYS: dict[str, float] = {
+    "d": 1.0,
+    "day": 1.0,
+    "days": 1.0,
+    "wk": 7.0,
+    "week": 7.0,
+    "weeks": 7.0,
+    "mo": 30.0,
+    "month": 30.0,
+    "months": 30.0,  # FHIR 'mo' is a calendar month; 30 days
+    "h": 1.0 / 24.0,
+}
+
+
+def _key(unit: str | None) -> str:
+    return (unit or "").strip().lower()
+
+
+def igg_to_mg_dl(value: float, unit: str | None) -> float | None:
+    """IgG in mg/dL, or None when the unit is not a known concentration unit."""
+    factor = _IGG_TO_MG_DL.get(_key(unit))
+    return None if factor is None else round(value * factor, 4)
+
+
+def weight_to_kg(value: float, unit: str | None) -> float | None:
+    factor = _WEIGHT_TO_KG.get(_key(unit))
+    return None if factor is None else round(value * factor, 4)
+
+
+def mass_to_grams(value: float, unit: str | None) -> float | None:
+    factor = _MASS_TO_G.get(_key(unit))
+    return None if factor is None else value * factor
+
+
+def duration_to_days(value: float, unit: str | None) -> float | None:
+    factor = _DURATION_TO_DAYS.get(_key(unit))
+    return None if factor is None else value * factor

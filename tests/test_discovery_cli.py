@@ -1,0 +1,49 @@
+"""Discovery document and the console script."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from cds_service.cli import main
+from tests.conftest import FIXTURES, load_json
+
+
+def test_discovery_lists_order_sign_with_prefetch(client: TestClient) -> None:
+    services = client.get("/cds-services").json()["services"]
+    sign = next(s for s in services if s["hook"] == "order-sign")
+    assert sign["id"] == "ivig-order-sign"
+    templates = sign["prefetch"]
+    for rtype in (
+        "Patient",
+        "Condition",
+        "Observation",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicationAdministration",
+        "Immunization",
+        "Encounter",
+    ):
+        assert any(t.startswith(rtype) for t in templates.values()), rtype
+    assert all("{{context.patientId}}" in t for t in templates.values())
+    assert "http://loinc.org|2465-3" in templates["observations"]
+
+
+def test_cli_evaluate_prints_the_determination() -> None:
+    result = CliRunner().invoke(
+        main, ["evaluate", str(FIXTURES / "seed" / "order-sign-request.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == load_json(FIXTURES / "seed" / "expected-determination.json")
+
+
+def test_cli_evaluate_reports_bad_input_with_exit_2(tmp_path: object) -> None:
+    from pathlib import Path
+
+    bad = Path(str(tmp_path)) / "bad.json"
+    bad.write_text("{not json")
+    result = CliRunner().invoke(main, ["evaluate", str(bad)])
+    assert result.exit_code == 2
+    assert "error 400" in result.output
