@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cds_service import timeline
 from cds_service.domain import (
     ConditionFact,
     Finding,
@@ -83,25 +84,64 @@ def _display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
 
 
 def diagnosis(ctx: Context) -> Finding:
-    vs = ctx.kn.vs(ctx.rule("diagnosis")["valueset"])
-    hits = [c for c in ctx.record.conditions if c.active and vs.any_match(c.codings)]
+    rule = ctx.rule("diagnosis")
+    kn, say = ctx.kn, ctx.say
+    covered = kn.vs(rule["valueset"])
+    every_pi = kn.vs(str(rule["valueset"]).split("|")[0])
+    need_confirmed = bool(rule.get("require_confirmed", True))
+    active = [c for c in ctx.record.conditions if c.active]
+    hits = [
+        c for c in active if covered.any_match(c.codings) and (c.confirmed or not need_confirmed)
+    ]
+    missing = (say("diagnosis.missing"),)
     if hits:
-        codes = ", ".join(sorted({_display(ctx.kn, vs, c) for c in hits}))
-        names = "Primary humoral immunodeficiency"
-        if any(code.startswith("D83") for code in codes.split(", ")):
-            names = "Common variable immunodeficiency"
+        codes = ", ".join(sorted({_display(kn, covered, c) for c in hits}))
+        groups = {covered.groups.get(m) for c in hits if (m := covered.first_match(c.codings))}
+        names = say("diagnosis.name-cvid" if groups == {"CVID"} else "diagnosis.name-pi")
         return Finding(
             "diagnosis",
             Status.MET,
-            ctx.say("diagnosis.met", names=names, codes=codes),
+            say("diagnosis.met", names=names, codes=codes),
             tuple(c.ref for c in hits),
         )
-    missing = (ctx.say("diagnosis.missing"),)
-    if ctx.unreadable("conditions") or "conditions" in ctx.record.empty:
+    provisional = [c for c in active if covered.any_match(c.codings)]
+    if provisional:
+        codes = ", ".join(sorted({_display(kn, covered, c) for c in provisional}))
         return Finding(
-            "diagnosis", Status.INSUFFICIENT, ctx.say("diagnosis.unreadable"), (), missing
+            "diagnosis",
+            Status.INSUFFICIENT,
+            say("diagnosis.provisional", codes=codes),
+            tuple(c.ref for c in provisional),
+            missing,
         )
-    return Finding("diagnosis", Status.NOT_MET, ctx.say("diagnosis.not-met"), (), missing)
+    broad_vs = kn.vs(rule["broad_valueset"])
+    broad = [c for c in active if broad_vs.any_match(c.codings)]
+    if broad:
+        return Finding(
+            "diagnosis",
+            Status.INSUFFICIENT,
+            say(
+                "diagnosis.broad",
+                codes=", ".join(sorted({_display(kn, broad_vs, c) for c in broad})),
+            ),
+            tuple(c.ref for c in broad),
+            missing,
+        )
+    if ctx.unreadable("conditions") or "conditions" in ctx.record.empty:
+        return Finding("diagnosis", Status.INSUFFICIENT, say("diagnosis.unreadable"), (), missing)
+    uncovered = [
+        c for c in active if every_pi.any_match(c.codings) and not broad_vs.any_match(c.codings)
+    ]
+    if uncovered:
+        codes = ", ".join(sorted({_display(kn, every_pi, c) for c in uncovered}))
+        return Finding(
+            "diagnosis",
+            Status.NOT_MET,
+            say("diagnosis.not-covered", codes=codes),
+            tuple(c.ref for c in uncovered),
+            missing,
+        )
+    return Finding("diagnosis", Status.NOT_MET, say("diagnosis.not-met"), (), missing)
 
 
 def age(ctx: Context) -> Finding:
@@ -136,10 +176,10 @@ def baseline_igg(ctx: Context) -> Finding:
         latest = baseline[-1].result
         value = latest.value_mg_dl or 0.0
         low = _age_lower_limit(ctx, latest.when)
-        if latest.reference_low_mg_dl is not None:
-            low = (
-                latest.reference_low_mg_dl if low is None else max(low, latest.reference_low_mg_dl)
-            )
+        if latest.reference_low_mg_dl is not None and (
+            low is None or rule.get("prefer_lab_reference_low", True)
+        ):
+            low = latest.reference_low_mg_dl
         date = str(latest.when)
         if value < threshold:
             why = say("baseline-igg.below-threshold", threshold=_fmt(threshold))
@@ -233,25 +273,19 @@ def secondary_causes(ctx: Context) -> Finding:
     rule = ctx.rule("secondary-causes-excluded")
     kn, rec, say = ctx.kn, ctx.record, ctx.say
     cid = "secondary-causes-excluded"
-    causes = [
+    # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
+    pi = kn.vs(ctx.rule("diagnosis")["valueset"])
+    candidates = [
         c
         for c in rec.conditions
         if c.active
+        and not pi.any_match(c.codings)
         and any(kn.vs(v).any_match(c.codings) for v in rule["condition_valuesets"].values())
     ]
+    causes = [c for c in candidates if c.confirmed]
+    suspected = [c for c in candidates if not c.confirmed]
     if causes:
-        names = ", ".join(
-            sorted(
-                {
-                    next(
-                        _display(kn, kn.vs(v), c)
-                        for v in rule["condition_valuesets"].values()
-                        if kn.vs(v).any_match(c.codings)
-                    )
-                    for c in causes
-                }
-            )
-        )
+        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in causes}))
         return Finding(
             cid,
             Status.NOT_MET,
@@ -277,22 +311,36 @@ def secondary_causes(ctx: Context) -> Finding:
         )
     workup_months = int(rule["workup_lookback_months"])
     workup_since = months_before(rec.today, workup_months)
-    workups = [
-        m
+    found = {
+        v: latest_measurement(rec.measurements, kn.vs(v), workup_since)
         for v in rule["malignancy_workup_valuesets"]
-        if (m := latest_measurement(rec.measurements, kn.vs(v), workup_since)) is not None
-    ]
+    }
+    workups = [m for m in found.values() if m is not None]
     gaps: list[str] = []
     missing: list[str] = []
-    if hiv is None or hiv_result != "negative":
+    if suspected:
+        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
+        gaps.append(say(f"{cid}.gap-suspected", names=names))
+        missing.append(say(f"{cid}.missing-suspected", names=names))
+    if hiv is None:
         gaps.append(say(f"{cid}.gap-hiv"))
+        missing.append(say(f"{cid}.missing-hiv"))
+    elif hiv_result != "negative":
+        gaps.append(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)))
         missing.append(say(f"{cid}.missing-hiv"))
     if not workups:
         gaps.append(say(f"{cid}.gap-workup", months=workup_months))
         missing.append(say(f"{cid}.missing-workup"))
+    elif rule.get("workup_requires_all", True) and len(workups) < len(found):
+        absent = [v for v, m in found.items() if m is None]
+        what = ", ".join(say(f"{cid}.workup-name.{v}") for v in absent)
+        gaps.append(say(f"{cid}.gap-workup-part", what=what, months=workup_months))
+        missing.append(say(f"{cid}.missing-workup"))
     if any(k in rec.unavailable or k in rec.empty for k in MEDICATION_KEYS):
         missing.append(say(f"{cid}.missing-drug-review"))
-    evidence = tuple(m.ref for m in ([hiv] if hiv else []) + workups)
+    evidence = tuple(m.ref for m in ([hiv] if hiv else []) + workups) + tuple(
+        c.ref for c in suspected
+    )
     if gaps or missing:
         return Finding(
             cid,
@@ -308,6 +356,14 @@ def secondary_causes(ctx: Context) -> Finding:
         say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date),
         evidence,
     )
+
+
+def _cause_name(kn: Knowledge, rule: dict[str, Any], c: ConditionFact) -> str:
+    """'malignancy: C91.10' - the kind of secondary cause and the code that documents it."""
+    for kind, vid in rule["condition_valuesets"].items():
+        if kn.vs(vid).any_match(c.codings):
+            return f"{kind} {_display(kn, kn.vs(vid), c)}"
+    return c.ref
 
 
 @dataclass(frozen=True)
@@ -369,7 +425,7 @@ def infection_history(ctx: Context) -> Finding:
 
 def vaccine_response(ctx: Context) -> Finding:
     rule = ctx.rule("vaccine-response")
-    kn, rec, say = ctx.kn, ctx.record, ctx.say
+    kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
     cid = "vaccine-response"
     missing = (say(f"{cid}.missing"),)
     vaccines = sorted(
@@ -377,65 +433,83 @@ def vaccine_response(ctx: Context) -> Finding:
         key=lambda i: i.when.date if i.when else dt.date.min,
     )
     titer_vs = kn.vs(rule["titer_valueset"])
-    titers = [
-        m
-        for m in rec.measurements
-        if titer_vs.any_match(m.codings) and m.value is not None and m.when is not None
-    ]
+    accepted_units = {str(u) for u in rule["titer_units"]}
+    coded = [m for m in rec.measurements if titer_vs.any_match(m.codings) and m.when is not None]
+    titers = [m for m in coded if m.value is not None and m.unit in accepted_units]
+    unusable = [m for m in coded if m not in titers]
     if not vaccines:
         key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
         return Finding(cid, Status.INSUFFICIENT, say(key), tuple(m.ref for m in titers), missing)
     vaccine = vaccines[-1]
     vdate = vaccine.when.date if vaccine.when else dt.date.min
     post = [m for m in titers if m.when is not None and m.when.date > vdate]
-    start = ctx.timeline.first_dose
-    if (
-        start is not None
-        and post
-        and all(m.when is not None and m.when.date >= start.date for m in post)
-    ):
+    phases = {
+        m.ref: timeline.phase_of(
+            m.when, tl.first_dose, bool(tl.start_undocumented), tl.earliest_evidence, tl.on_therapy
+        )
+        for m in post
+    }
+    on_ig = [m for m in post if phases[m.ref] is Phase.ON_TREATMENT]
+    post = [m for m in post if phases[m.ref] is not Phase.ON_TREATMENT]
+    if on_ig and not post:
         return Finding(
             cid,
             Status.INSUFFICIENT,
             say(f"{cid}.on-treatment"),
-            (vaccine.ref, *(m.ref for m in post)),
+            (vaccine.ref, *(m.ref for m in on_ig)),
             missing,
         )
     by_serotype: dict[str, Measurement] = {}
-    for m in post:
+    for m in sorted(post, key=lambda m: (m.when.date if m.when else dt.date.min, m.ref)):
         serotype = next(
             (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
         )
-        by_serotype[serotype] = m  # latest wins (post is in record order)
+        by_serotype[serotype] = m  # the latest result per serotype
     tested = len(by_serotype)
     if tested < int(rule["min_serotypes"]):
+        key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
+        units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
         return Finding(
             cid,
             Status.INSUFFICIENT,
-            say(f"{cid}.too-few", tested=tested, min=rule["min_serotypes"]),
-            (vaccine.ref, *(m.ref for m in post)),
+            say(key, tested=tested, min=rule["min_serotypes"], units=units_seen),
+            (vaccine.ref, *(m.ref for m in post), *(m.ref for m in unusable)),
             missing,
         )
     cutoff = float(rule["protective_titer_ug_ml"])
     protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
-    years = (
-        age_years(rec.patient.birth_date, vdate) if rec.patient and rec.patient.birth_date else 99
-    )
-    fraction = next(
-        float(r["fraction"])
-        for r in rule["impaired_if_protective_fraction_below"]
-        if years >= int(r["min_age_years"])
-    )
+    bands = rule["impaired_if_protective_fraction_below"]
+    patient = rec.patient
+    if patient is not None and patient.birth_date is not None:
+        years = age_years(patient.birth_date, vdate)
+        fractions = [next(float(r["fraction"]) for r in bands if years >= int(r["min_age_years"]))]
+    else:  # age unknown: decide only when every age band gives the same answer
+        fractions = [float(r["fraction"]) for r in bands]
     evidence = (vaccine.ref, *sorted(m.ref for m in by_serotype.values()))
+    share = protective / tested
     fields = {
         "protective": protective,
         "tested": tested,
         "cutoff": _fmt(cutoff),
         "date": str(vdate),
-        "fraction": round(fraction * 100),
+        "fraction": round(max(fractions) * 100),
     }
-    if protective / tested < fraction:
+    undated_start = any(phases[m.ref] is Phase.UNKNOWN for m in by_serotype.values())
+    if all(share < f for f in fractions):
         return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+    if any(share < f for f in fractions):
+        fields["fraction"] = round(min(fractions) * 100)
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.age-unknown", **fields, high=round(max(fractions) * 100)),
+            evidence,
+            (say("age.missing"),),
+        )
+    if undated_start:  # a normal-looking response may be infused antibody
+        return Finding(
+            cid, Status.INSUFFICIENT, say(f"{cid}.maybe-passive", **fields), evidence, missing
+        )
     return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)
 
 
@@ -508,6 +582,32 @@ def trough_monitoring(ctx: Context) -> Finding:
     )
 
 
+def _product_notes(ctx: Context) -> list[str]:
+    """Label facts about the ordered product a reviewer should see next to the dose."""
+    order, say = ctx.dose.order, ctx.say
+    if order is None or not order.product_id:
+        return []
+    product = next((p for p in ctx.kn.products.products if p.id == order.product_id), None)
+    if product is None:
+        return []
+    notes: list[str] = []
+    if product.pi_indication is None and product.pi_indication_note:
+        notes.append(say("dose.note-not-pi", product=product.name))
+    patient = ctx.record.patient
+    if product.min_age_pi_years is not None and patient and patient.birth_date:
+        years = age_years(patient.birth_date, ctx.record.today)
+        if years < product.min_age_pi_years:
+            notes.append(
+                say(
+                    "dose.note-min-age",
+                    product=product.name,
+                    min_age=product.min_age_pi_years,
+                    unverified="" if product.min_age_verified else say("unverified"),
+                )
+            )
+    return notes
+
+
 def dose(ctx: Context) -> Finding:
     d, say = ctx.dose, ctx.say
     months = int(ctx.rule("dose")["weight_recency_months"])
@@ -515,29 +615,33 @@ def dose(ctx: Context) -> Finding:
     evidence = tuple(
         r for r in (order.ref if order else None, d.weight.ref if d.weight else None) if r
     )
+    extra = _product_notes(ctx)
+    if order is not None and order.dose_basis:
+        extra.insert(0, say(f"dose.{order.dose_basis}", **dict(order.dose_basis_fields)))
+
+    def finding(status: Status, reason: str, missing: tuple[str, ...] = ()) -> Finding:
+        return Finding("dose", status, " ".join([reason, *extra]), evidence, missing)
+
     if order is None or order.grams_per_dose is None or order.interval_days is None:
-        return Finding(
-            "dose", Status.INSUFFICIENT, say("dose.no-dose"), evidence, (say("dose.missing-dose"),)
-        )
+        return finding(Status.INSUFFICIENT, say("dose.no-dose"), (say("dose.missing-dose"),))
     fields = {
         "grams": order.grams_per_dose,
         "interval": round(order.interval_days, 1),
         "lo": _fmt(d.low),
         "hi": _fmt(d.high),
+        "route": say(f"dose.route.{order.route or 'unknown'}"),
     }
     if d.weight is None or d.mg_per_kg_per_4_weeks is None:
-        return Finding(
-            "dose",
+        return finding(
             Status.INSUFFICIENT,
             say("dose.no-weight", months=months, **fields),
-            evidence,
             (say("dose.missing-weight", months=months),),
         )
     fields |= {"mgkg": d.mg_per_kg_per_4_weeks, "weight": round(d.weight.kg, 1)}
     if d.status is Status.MET:
-        return Finding("dose", Status.MET, say("dose.met", **fields), evidence)
+        return finding(Status.MET, say("dose.met", **fields))
     side = "high" if d.mg_per_kg_per_4_weeks > d.high else "low"
-    return Finding("dose", Status.NOT_MET, say(f"dose.not-met-{side}", **fields), evidence)
+    return finding(Status.NOT_MET, say(f"dose.not-met-{side}", **fields))
 
 
 RULES: dict[str, Callable[[Context], Finding]] = {

@@ -75,6 +75,7 @@ class ConditionFact:
     recorded: When | None
     active: bool  # clinicalStatus active/recurrence/relapse (or absent) and not refuted
     resolved: bool
+    confirmed: bool = True  # verificationStatus confirmed (or absent); False when provisional etc.
 
     @property
     def when(self) -> When | None:
@@ -131,6 +132,11 @@ class DraftOrder:
     authored: When | None
     dose_text: str | None
     hcpcs: str | None = None
+    product_id: str = ""
+    dose_basis: str | None = (
+        None  # how grams were obtained when not a plain gram dose (wording key)
+    )
+    dose_basis_fields: tuple[tuple[str, str], ...] = ()  # str.format fields for that wording
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,21 @@ def latest_weight(
     return best
 
 
+def policy_range(rule: dict[str, Any], route: str | None) -> tuple[float, float]:
+    """The policy's mg/kg per 4 weeks range for the route (IVIG range when the route is unknown)."""
+    if route == "SC":
+        return (
+            float(rule["scig_min_mg_per_kg_per_4_weeks"]),
+            float(rule["scig_max_mg_per_kg_per_4_weeks"]),
+        )
+    return float(rule["min_mg_per_kg_per_4_weeks"]), float(rule["max_mg_per_kg_per_4_weeks"])
+
+
 def check(
     order: DraftOrder | None, measurements: list[Measurement], kn: Knowledge, today: dt.date
 ) -> DoseCheck:
     rule: dict[str, Any] = kn.rule("dose")
-    low = float(rule["min_mg_per_kg_per_4_weeks"])
-    high = float(rule["max_mg_per_kg_per_4_weeks"])
+    low, high = policy_range(rule, order.route if order else None)
     weight = latest_weight(measurements, kn, today, int(rule["weight_recency_months"]))
     grams = order.grams_per_dose if order else None
     interval = order.interval_days if order else None

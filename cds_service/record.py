@@ -366,6 +366,7 @@ class RecordBuilder:
             clinical = {c for _, c in _codings(cond.clinicalStatus)}
             resolved = bool(clinical & {"resolved", "inactive", "remission"})
             active = not resolved
+            confirmed = not (verification & {"unconfirmed", "provisional", "differential"})
             onset = to_when(cond.onsetDateTime or (cond.onsetPeriod and cond.onsetPeriod.start))
             record.conditions.append(
                 ConditionFact(
@@ -375,6 +376,7 @@ class RecordBuilder:
                     to_when(cond.recordedDate),
                     active,
                     resolved,
+                    confirmed,
                 )
             )
 
@@ -465,6 +467,8 @@ class RecordBuilder:
             asserted = to_when(model.dateAsserted)
         else:
             start = to_when(model.whenHandedOver or model.whenPrepared)
+        period = getattr(model, "effectivePeriod", None)
+        last = to_when(period.end) if period is not None and period.end else None
         if product is not None:
             record.exposures.append(
                 Exposure(
@@ -483,7 +487,7 @@ class RecordBuilder:
         name = next((n for t in texts if t for n in names if n in t.lower()), None)
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
-            record.drugs.append(DrugExposure(_ref(raw), codings, label, start or asserted))
+            record.drugs.append(DrugExposure(_ref(raw), codings, label, last or start or asserted))
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
@@ -523,8 +527,8 @@ class RecordBuilder:
             product, _, _ = self.identify(model, raw)
             if product is None:
                 continue
-            grams, interval, text = _dose(model)
-            route = product.route if product.route in ("IV", "SC") else _route(model)
+            grams, interval, text, basis = _dose(model, product)
+            route = product.route if product.route in ("IV", "SC") else self._route(model)
             orders.append(
                 DraftOrder(
                     _ref(raw),
@@ -535,40 +539,85 @@ class RecordBuilder:
                     to_when(model.authoredOn),
                     text,
                     product.primary_hcpcs,
+                    product.id,
+                    basis[0] if basis else None,
+                    basis[1] if basis else (),
                 )
             )
         return orders
 
-
-def _route(model: Any) -> str | None:
-    for di in model.dosageInstruction or []:
-        for s, c in _codings(di.route):
-            del s
-            if c in ("47625008", "IV", "IVINJ"):
+    def _route(self, model: Any) -> str | None:
+        """IV or SC from the order's route, for products labelled for both."""
+        iv, sc = self.kn.vs("route-intravenous"), self.kn.vs("route-subcutaneous")
+        for di in model.dosageInstruction or []:
+            codings = _codings(di.route)
+            if iv.any_match(codings):
                 return "IV"
-            if c in ("34206005", "SC", "SQ", "SUBCUT"):
+            if sc.any_match(codings):
                 return "SC"
-        text = " ".join(t for t in _texts(di.route) if t).lower()
-        if "intraven" in text:
-            return "IV"
-        if "subcut" in text:
-            return "SC"
-    return None
+            text = " ".join(t for t in _texts(di.route) if t).lower()
+            if "intraven" in text:
+                return "IV"
+            if "subcut" in text:
+                return "SC"
+        return None
 
 
-def _dose(model: Any) -> tuple[float | None, float | None, str | None]:
-    """(grams per dose, interval in days, free text) from the first dosageInstruction."""
+Basis = tuple[str, tuple[tuple[str, str], ...]] | None
+
+
+def _dose(model: Any, product: Product) -> tuple[float | None, float | None, str | None, Basis]:
+    """(grams per dose, interval in days, free text, how the grams were derived).
+
+    From the first dosageInstruction with a dose; a dose in mL is converted with the product's
+    labelled concentration (never guessed); without a dose, dispenseRequest (quantity over the
+    expected supply duration) is the fallback.
+    """
     grams = interval = None
     text: str | None = None
+    basis: Basis = None
     for di in model.dosageInstruction or []:
         text = text or di.text
         for dr in di.doseAndRate or []:
             value, unit = _quantity(dr.doseQuantity)
-            if value is not None and grams is None:
-                grams = units.mass_to_grams(value, unit)
+            if value is None or grams is not None:
+                continue
+            grams = units.mass_to_grams(value, unit)
+            ml = units.volume_to_ml(value, unit) if grams is None else None
+            if ml is not None:
+                conc = product.concentration_g_per_ml
+                fields = (("ml", f"{ml:g}"), ("product", product.name))
+                if conc is None:
+                    basis = ("basis-ml-unknown", fields)
+                else:
+                    grams = round(ml * conc, 4)
+                    basis = ("basis-ml", (*fields, ("conc", f"{conc:g}")))
         rep = di.timing.repeat if di.timing else None
         if rep is not None and rep.period is not None and interval is None:
             days = units.duration_to_days(float(rep.period), rep.periodUnit)
             if days is not None:
                 interval = days / float(rep.frequency or 1)
-    return grams, interval, text
+    if grams is None and basis is None:
+        grams, interval, basis = _dispense(model, interval)
+    return grams, interval, text, basis
+
+
+def _dispense(model: Any, interval: float | None) -> tuple[float | None, float | None, Basis]:
+    """Fallback: grams per dose from dispenseRequest quantity and expected supply duration."""
+    dr = model.dispenseRequest
+    if dr is None:
+        return None, interval, None
+    value, unit = _quantity(dr.quantity)
+    total = units.mass_to_grams(value, unit) if value is not None else None
+    supply = dr.expectedSupplyDuration
+    days = (
+        units.duration_to_days(float(supply.value), supply.code or supply.unit)
+        if supply is not None and supply.value is not None
+        else None
+    )
+    if total is None or days is None or days <= 0:
+        return None, interval, None
+    fields = (("grams", f"{total:g}"), ("days", f"{days:g}"))
+    if interval is None:
+        return total, days, ("basis-dispense", fields)
+    return round(total * interval / days, 4), interval, ("basis-dispense", fields)

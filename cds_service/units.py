@@ -8,8 +8,7 @@ _IGG_TO_MG_DL: dict[str, float] = {
     "g/l": 100.0,
     "mg/l": 0.1,
     "mg/ml": 100.0,
-    "g/dl": 1000.0,
-}
+}  # contract: mg/dL, g/L, mg/L and mg/mL convert; anything else is reported unusable
 
 _WEIGHT_TO_KG: dict[str, float] = {
     "kg": 1.0,
@@ -28,6 +27,8 @@ _MASS_TO_G: dict[str, float] = {
     "gram": 1.0,
     "grams": 1.0,
 }
+
+_VOLUME_TO_ML: dict[str, float] = {"ml": 1.0, "l": 1000.0, "cl": 10.0, "dl": 100.0}
 
 _DURATION_TO_DAYS: dict[str, float] = {
     "d": 1.0,
@@ -66,3 +67,14 @@ def mass_to_grams(value: float, unit: str | None) -> float | None:
 def duration_to_days(value: float, unit: str | None) -> float | None:
     factor = _DURATION_TO_DAYS.get(_key(unit))
     return None if factor is None else value * factor
+
+
+def volume_to_ml(value: float, unit: str | None) -> float | None:
+    factor = _VOLUME_TO_ML.get(_key(unit))
+    return None if factor is None else value * factor
+
+
+def mg_dl_to(value_mg_dl: float, unit: str) -> float | None:
+    """The inverse of igg_to_mg_dl (for reports and round-trip tests)."""
+    factor = _IGG_TO_MG_DL.get(_key(unit))
+    return None if factor is None else value_mg_dl / factor

@@ -65,6 +65,13 @@ class ValueSetFile(_Lenient):
     description: str
     source: str
     codes: list[CodeEntry]
+    # further lists researched alongside the main one; only their verified entries are matched
+    snomed: list[CodeEntry] = []
+    icd_flags: list[CodeEntry] = []
+
+    def matchable(self) -> list[CodeEntry]:
+        """Entries a rule may match: the main list, plus verified SNOMED/ICD-flag entries."""
+        return [*self.codes, *(e for e in (*self.snomed, *self.icd_flags) if e.verified)]
 
 
 class CodesFile(_Lenient):
@@ -87,10 +94,16 @@ class CodeRef(_Lenient):
 class Product(_Lenient):
     name: str
     route: str
+    id: str = ""
     hcpcs: list[CodeRef] = []
     ndc: list[CodeRef] = []
     rxnorm: list[CodeRef] = []
     scig_ivig_conversion_factor: float | None = None
+    concentration_g_per_ml: float | None = None  # converts a dose ordered in mL to grams
+    pi_indication: str | None = None
+    pi_indication_note: str | None = None
+    min_age_pi_years: int | None = None
+    min_age_verified: bool = False
 
     @property
     def match_names(self) -> list[str]:
@@ -113,6 +126,7 @@ class ProductsFile(_Lenient):
     version: str
     ingredient: Ingredient
     products: list[Product]
+    excluded_match_names: list[str] = []
 
 
 class AgeBand(_Lenient):
@@ -172,6 +186,7 @@ class ValueSet:
     exact: frozenset[tuple[str, str]]
     prefixes: tuple[tuple[str, str], ...]
     serotypes: dict[tuple[str, str], str] = field(default_factory=dict)
+    groups: dict[tuple[str, str], str] = field(default_factory=dict)  # e.g. D83.9 -> CVID
 
     def matches(self, system: str | None, code: str | None) -> bool:
         if not system or not code:
@@ -255,7 +270,8 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
         exact: set[tuple[str, str]] = set()
         prefixes: list[tuple[str, str]] = []
         serotypes: dict[tuple[str, str], str] = {}
-        for entry in vs.codes:
+        groups: dict[tuple[str, str], str] = {}
+        for entry in vs.matchable():
             if entry.exclude or (flag is not None and not entry.flag(flag)):
                 continue
             try:
@@ -268,9 +284,12 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                 exact.add((system, entry.code))
                 if entry.serotype_danish:
                     serotypes[(system, entry.code)] = entry.serotype_danish
+                group = (entry.model_extra or {}).get("group")
+                if isinstance(group, str):
+                    groups[(system, entry.code)] = group
             elif entry.prefix is not None:
                 prefixes.append((system, entry.prefix))
-        compiled[key] = ValueSet(key, frozenset(exact), tuple(prefixes), serotypes)
+        compiled[key] = ValueSet(key, frozenset(exact), tuple(prefixes), serotypes, groups)
     return compiled
 
 
@@ -350,6 +369,7 @@ class ProductIndex:
     by_ndc: dict[str, Product]
     names: tuple[tuple[str, Product], ...]
     generic_names: tuple[str, ...]
+    excluded_names: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, products: ProductsFile, systems: dict[str, str]) -> ProductIndex:
@@ -373,7 +393,8 @@ class ProductIndex:
         for rx in products.ingredient.rxnorm:
             by_code[(systems["rxnorm"], rx.code)] = GENERIC
         generic = tuple(n.lower() for n in products.ingredient.match_names)
-        return cls(by_code, by_ndc, tuple(names), generic)
+        excluded = tuple(n.lower() for n in products.excluded_match_names)
+        return cls(by_code, by_ndc, tuple(names), generic, excluded)
 
     def identify(
         self, codings: Iterable[tuple[str | None, str | None]], texts: Iterable[str | None]
@@ -390,6 +411,8 @@ class ProductIndex:
                     if hit is not None:
                         return hit
         lowered = [t.lower() for t in texts if t]
+        if any(x in text for text in lowered for x in self.excluded_names):
+            return None  # a hyperimmune or intramuscular globulin, not IG replacement
         for text in lowered:
             for name, product in self.names:
                 if name in text:
