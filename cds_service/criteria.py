@@ -128,7 +128,8 @@ def diagnosis(ctx: Context) -> Finding:
             missing,
         )
     if ctx.unreadable("conditions") or "conditions" in ctx.record.empty:
-        return Finding("diagnosis", Status.INSUFFICIENT, say("diagnosis.unreadable"), (), missing)
+        key = "unreadable" if ctx.unreadable("conditions") else "none-on-record"
+        return Finding("diagnosis", Status.INSUFFICIENT, say(f"diagnosis.{key}"), (), missing)
     uncovered = [
         c for c in active if every_pi.any_match(c.codings) and not broad_vs.any_match(c.codings)
     ]
@@ -157,8 +158,19 @@ def age(ctx: Context) -> Finding:
         )
     years = age_years(patient.birth_date, ctx.record.today)
     status = Status.MET if years >= min_age else Status.NOT_MET
+    key = f"age.{status.value}"
+    if years < min_age:  # a young child's age reads better in months
+        key = "age.not-met-months"
+    months = (
+        (ctx.record.today.year - patient.birth_date.year) * 12
+        + (ctx.record.today.month - patient.birth_date.month)
+        - (ctx.record.today.day < patient.birth_date.day)
+    )
     return Finding(
-        "age", status, ctx.say(f"age.{status.value}", age=years, min_age=min_age), (patient.ref,)
+        "age",
+        status,
+        ctx.say(key, age=years, months=months, min_age=min_age),
+        (patient.ref,),
     )
 
 
@@ -336,7 +348,9 @@ def secondary_causes(ctx: Context) -> Finding:
         what = ", ".join(say(f"{cid}.workup-name.{v}") for v in absent)
         gaps.append(say(f"{cid}.gap-workup-part", what=what, months=workup_months))
         missing.append(say(f"{cid}.missing-workup"))
-    if any(k in rec.unavailable or k in rec.empty for k in MEDICATION_KEYS):
+    # the drug exclusion rests on a medication list: one that holds nothing but IG (or could
+    # not be read) shows no review of the drugs that lower IgG
+    if not rec.other_medications or any(k in rec.unavailable for k in MEDICATION_KEYS):
         missing.append(say(f"{cid}.missing-drug-review"))
     evidence = tuple(m.ref for m in ([hiv] if hiv else []) + workups) + tuple(
         c.ref for c in suspected
@@ -414,6 +428,8 @@ def infection_history(ctx: Context) -> Finding:
     reason = ctx.say("infection-history.insufficient", count=len(before))
     if not before and ctx.unreadable("conditions"):
         reason = ctx.say("unreadable", what="Conditions", keys="conditions")
+    elif not before and "conditions" in ctx.record.empty:
+        reason = ctx.say("infection-history.none-on-record")
     return Finding(
         "infection-history",
         Status.INSUFFICIENT,

@@ -160,6 +160,7 @@ class Record:
     encounters: list[EncounterFact] = field(default_factory=list)
     exposures: list[Exposure] = field(default_factory=list)
     drugs: list[DrugExposure] = field(default_factory=list)
+    other_medications: list[str] = field(default_factory=list)  # non-IG medication records read
     immunizations: list[ImmunizationFact] = field(default_factory=list)
     issues: list[DataIssue] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it could not be read

@@ -481,6 +481,7 @@ class RecordBuilder:
                 )
             )
             return
+        record.other_medications.append(_ref(raw))
         drugs = self.kn.vs("causative-drugs")
         names = self.kn.drug_names
         hit = drugs.first_match(codings)
