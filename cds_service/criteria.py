@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service import timeline
 from cds_service.domain import (
     ConditionFact,
     Finding,
@@ -459,12 +458,7 @@ def vaccine_response(ctx: Context) -> Finding:
     vaccine = vaccines[-1]
     vdate = vaccine.when.date if vaccine.when else dt.date.min
     post = [m for m in titers if m.when is not None and m.when.date > vdate]
-    phases = {
-        m.ref: timeline.phase_of(
-            m.when, tl.first_dose, bool(tl.start_undocumented), tl.earliest_evidence, tl.on_therapy
-        )
-        for m in post
-    }
+    phases = {m.ref: tl.phase(m.when) for m in post}
     on_ig = [m for m in post if phases[m.ref] is Phase.ON_TREATMENT]
     post = [m for m in post if phases[m.ref] is not Phase.ON_TREATMENT]
     if on_ig and not post:

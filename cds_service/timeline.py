@@ -8,6 +8,7 @@ are `unknown`, never baseline, because a trough drawn on treatment cannot prove 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from cds_service.domain import Exposure, IgGResult, Phase, When
@@ -19,6 +20,11 @@ class LabPoint:
     phase: Phase
 
 
+def _order_key(w: When) -> tuple[dt.date, bool, dt.datetime]:
+    """A total order on Whens: by day, then timed before untimed, then time (for determinism)."""
+    return (w.date, w.instant is None, w.instant or dt.datetime.min.replace(tzinfo=dt.UTC))
+
+
 @dataclass(frozen=True)
 class Timeline:
     exposures: tuple[Exposure, ...]
@@ -27,6 +33,7 @@ class Timeline:
     start_undocumented: tuple[str, ...]  # exposures whose start date is not recorded
     earliest_evidence: When | None  # earliest date on which the record shows therapy under way
     labs: tuple[LabPoint, ...]  # oldest first; undated results last
+    evidence: tuple[When, ...] = ()  # every dated start or assertion of IG therapy
 
     @property
     def on_therapy(self) -> bool:
@@ -42,6 +49,10 @@ class Timeline:
         """The date that splits 'before treatment' from 'on treatment' for counting purposes."""
         return self.therapy_start or self.earliest_evidence
 
+    def phase(self, when: When | None) -> Phase:
+        """Phase of any result dated `when` (IgG, titers) against this therapy record."""
+        return phase_of(when, self.evidence, bool(self.start_undocumented), self.on_therapy)
+
 
 def _before(a: When, b: When) -> bool | None:
     """a strictly before b; None when they share a day and the times can't tell."""
@@ -53,45 +64,48 @@ def _before(a: When, b: When) -> bool | None:
 
 
 def phase_of(
-    when: When | None,
-    first_dose: When | None,
-    undated: bool,
-    earliest_evidence: When | None,
-    any_exposure: bool,
+    when: When | None, evidence: tuple[When, ...], undated: bool, any_exposure: bool
 ) -> Phase:
-    """Phase of one result (see module docstring)."""
+    """Baseline only when strictly before every dated sign of IG therapy and none is undated;
+    on-treatment when strictly after one of them; otherwise unknown (module docstring)."""
     if when is None:
         return Phase.UNKNOWN
     if not any_exposure:
         return Phase.BASELINE
-    if undated:
-        if earliest_evidence is None:
-            return Phase.UNKNOWN
-        return Phase.ON_TREATMENT if _before(earliest_evidence, when) else Phase.UNKNOWN
-    if first_dose is None:  # cannot happen when every exposure is dated; stay conservative
+    if any(_before(e, when) is True for e in evidence):
+        return Phase.ON_TREATMENT
+    if undated or not evidence:
         return Phase.UNKNOWN
-    order = _before(when, first_dose)
-    if order is None:
-        return Phase.UNKNOWN
-    return Phase.BASELINE if order else Phase.ON_TREATMENT
+    if all(_before(when, e) is True for e in evidence):
+        return Phase.BASELINE
+    return Phase.UNKNOWN
 
 
 def build(exposures: list[Exposure], igg: list[IgGResult]) -> Timeline:
     dated = sorted(
         (e for e in exposures if e.start is not None),
-        key=lambda e: (e.start.date if e.start else None, e.ref),
+        key=lambda e: (*_order_key(e.start), e.ref) if e.start else (),
     )
     first = dated[0] if dated else None
     undated = tuple(sorted(e.ref for e in exposures if e.start is None))
-    evidence_dates = [e.start for e in exposures if e.start is not None]
-    evidence_dates += [e.asserted for e in exposures if e.asserted is not None]
-    earliest = min(evidence_dates, key=lambda w: w.date) if evidence_dates else None
+    evidence = tuple(
+        sorted(
+            {w for e in exposures for w in (e.start, e.asserted) if w is not None},
+            key=_order_key,
+        )
+    )
+    earliest = evidence[0] if evidence else None
     first_when = first.start if first else None
-    labs = sorted(igg, key=lambda r: (r.when is None, r.when.date if r.when else None, r.ref))
+    labs = sorted(igg, key=lambda r: (r.when is None, _order_key(r.when) if r.when else (), r.ref))
     points = tuple(
-        LabPoint(r, phase_of(r.when, first_when, bool(undated), earliest, bool(exposures)))
-        for r in labs
+        LabPoint(r, phase_of(r.when, evidence, bool(undated), bool(exposures))) for r in labs
     )
     return Timeline(
-        tuple(exposures), first_when, first.ref if first else None, undated, earliest, points
+        tuple(exposures),
+        first_when,
+        first.ref if first else None,
+        undated,
+        earliest,
+        points,
+        evidence,
     )
