@@ -305,7 +305,8 @@ def secondary_causes(ctx: Context) -> Finding:
         )
     drug_months = int(rule["drug_lookback_months"])
     since = months_before(rec.today, drug_months)
-    drugs = [d for d in rec.drugs if d.when is None or d.when.date >= since]
+    drugs = [d for d in rec.drugs if d.when is not None and d.when.date >= since]
+    undated_drugs = [d for d in rec.drugs if d.when is None]
     if drugs:
         names = ", ".join(sorted({d.name for d in drugs}))
         return Finding(
@@ -329,6 +330,10 @@ def secondary_causes(ctx: Context) -> Finding:
     workups = [m for m in found.values() if m is not None]
     gaps: list[str] = []
     missing: list[str] = []
+    if undated_drugs:
+        names = ", ".join(sorted({d.name for d in undated_drugs}))
+        gaps.append(say(f"{cid}.gap-undated-drug", names=names))
+        missing.append(say(f"{cid}.missing-undated-drug", names=names, months=drug_months))
     if suspected:
         names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
         gaps.append(say(f"{cid}.gap-suspected", names=names))
@@ -351,8 +356,10 @@ def secondary_causes(ctx: Context) -> Finding:
     # not be read) shows no review of the drugs that lower IgG
     if not rec.other_medications or any(k in rec.unavailable for k in MEDICATION_KEYS):
         missing.append(say(f"{cid}.missing-drug-review"))
-    evidence = tuple(m.ref for m in ([hiv] if hiv else []) + workups) + tuple(
-        c.ref for c in suspected
+    evidence = (
+        tuple(m.ref for m in ([hiv] if hiv else []) + workups)
+        + tuple(c.ref for c in suspected)
+        + tuple(d.ref for d in undated_drugs)
     )
     if gaps or missing:
         return Finding(
@@ -424,7 +431,12 @@ def infection_history(ctx: Context) -> Finding:
             ctx.say("infection-history.met", count=len(before), names=names),
             refs,
         )
-    reason = ctx.say("infection-history.insufficient", count=len(before))
+    reason = ctx.say(
+        "infection-history.insufficient",
+        count=len(before),
+        min=min_count,
+        months=int(rule["lookback_months"]),
+    )
     if not before and ctx.unreadable("conditions"):
         reason = ctx.say("unreadable", what="Conditions", keys="conditions")
     elif not before and "conditions" in ctx.record.empty:

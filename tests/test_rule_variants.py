@@ -312,3 +312,65 @@ def test_bundled_medication_reference_is_resolved(client: TestClient) -> None:
     det = _run(client, change)
     assert _finding(det, "dose")["status"] == "met"
     assert "SCIG" in _finding(det, "dose")["reason"]
+
+
+def test_undated_rituximab_leaves_the_drug_exclusion_open(client: TestClient) -> None:
+    def change(req: dict[str, Any]) -> None:
+        _add(
+            req,
+            "medicationStatements",
+            {
+                "resourceType": "MedicationStatement",
+                "id": "rtx-undated",
+                "status": "completed",
+                "medicationCodeableConcept": {
+                    "coding": [{"system": RXNORM, "code": "121191", "display": "rituximab"}]
+                },
+                "subject": {"reference": f"Patient/{PID}"},
+            },
+        )
+
+    found = _finding(_run(client, change), "secondary-causes-excluded")
+    assert found["status"] == "insufficient"
+    assert "without a date" in found["reason"]
+    assert "MedicationStatement/rtx-undated" in found["evidence"]
+
+
+def test_a_single_infection_is_not_recurrent(client: TestClient) -> None:
+    def change(req: dict[str, Any]) -> None:
+        entries = _entries(req, "conditions")
+        entries[:] = [e for e in entries if not e["resource"]["id"].endswith(("-2", "-3"))]
+
+    found = _finding(_run(client, change), "infection-history")
+    assert found["status"] == "insufficient"
+    assert "Only 1 bacterial infection" in found["reason"]
+    assert "at least 2" in found["reason"]
+
+
+def test_infection_encounters_count_once_per_day(client: TestClient) -> None:
+    def change(req: dict[str, Any]) -> None:
+        entries = _entries(req, "conditions")
+        entries[:] = [e for e in entries if not e["resource"]["id"].endswith(("-2", "-3"))]
+        first = entries[-1]["resource"]["onsetDateTime"]
+        for i, day in enumerate((first, "2025-04-02")):
+            _add(
+                req,
+                "encounters",
+                {
+                    "resourceType": "Encounter",
+                    "id": f"enc-{i}",
+                    "status": "finished",
+                    "class": {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "AMB",
+                    },
+                    "subject": {"reference": f"Patient/{PID}"},
+                    "period": {"start": day},
+                    "reasonCode": [{"coding": [{"system": ICD, "code": "J01.90"}]}],
+                },
+            )
+
+    found = _finding(_run(client, change), "infection-history")
+    assert found["status"] == "met"
+    assert found["evidence"][-1] == "Encounter/enc-1"
+    assert "Encounter/enc-0" not in found["evidence"]  # same day as the Condition
