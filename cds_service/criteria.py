@@ -187,15 +187,31 @@ def baseline_igg(ctx: Context) -> Finding:
         latest = baseline[-1].result
         value = latest.value_mg_dl or 0.0
         low = _age_lower_limit(ctx, latest.when)
+        low_label = say("baseline-igg.low-age-table")
+        if not ctx.kn.igg_reference.verified:
+            low_label += say("unverified")
         if latest.reference_low_mg_dl is not None and (
             low is None or rule.get("prefer_lab_reference_low", True)
         ):
-            low = latest.reference_low_mg_dl
+            low, low_label = latest.reference_low_mg_dl, say("baseline-igg.low-lab")
         date = str(latest.when)
         if value < threshold:
             why = say("baseline-igg.below-threshold", threshold=_fmt(threshold))
         elif low is not None and value <= low:
-            why = say("baseline-igg.below-age", low=_fmt(low))
+            why = say("baseline-igg.below-age", low=_fmt(low), low_label=low_label)
+        elif low is None:  # neither the lab's range nor the patient's age: the 2 SD arm is open
+            return Finding(
+                "baseline-igg",
+                Status.INSUFFICIENT,
+                say(
+                    "baseline-igg.age-unknown",
+                    value=_fmt(value),
+                    date=date,
+                    threshold=_fmt(threshold),
+                ),
+                (latest.ref,),
+                (say("age.missing"),),
+            )
         else:
             return Finding(
                 "baseline-igg",
@@ -205,7 +221,8 @@ def baseline_igg(ctx: Context) -> Finding:
                     value=_fmt(value),
                     date=date,
                     threshold=_fmt(threshold),
-                    low=_fmt(low) if low is not None else "n/a",
+                    low=_fmt(low),
+                    low_label=low_label,
                 ),
                 (latest.ref,),
             )

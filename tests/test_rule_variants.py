@@ -186,7 +186,7 @@ def test_lab_reference_low_is_preferred_to_the_age_table(client: TestClient) -> 
 
     found = _finding(_run(client, change), "baseline-igg")
     assert found["status"] == "not-met"
-    assert "(600 mg/dL)" in found["reason"]
+    assert "lab's lower reference limit (600 mg/dL)" in found["reason"]
 
 
 def test_age_table_applies_without_a_lab_range(client: TestClient) -> None:
@@ -197,7 +197,21 @@ def test_age_table_applies_without_a_lab_range(client: TestClient) -> None:
 
     found = _finding(_run(client, change), "baseline-igg")
     assert found["status"] == "met"
-    assert "lower limit for age (700 mg/dL" in found["reason"]
+    assert "lower limit for age in the reference table (unverified) (700 mg/dL" in found["reason"]
+
+
+def test_normal_looking_igg_without_age_or_lab_range_is_insufficient(client: TestClient) -> None:
+    """650 mg/dL: not < 500, and the 2 SD arm needs the age (or the lab's own range)."""
+
+    def change(req: dict[str, Any]) -> None:
+        igg = _resource(req, "observations", "-igg-baseline")
+        igg["valueQuantity"]["value"] = 650
+        del igg["referenceRange"]
+        del req["prefetch"]["patient"]["birthDate"]
+
+    found = _finding(_run(client, change), "baseline-igg")
+    assert found["status"] == "insufficient"
+    assert "limit for age cannot be checked" in found["reason"]
 
 
 @pytest.mark.parametrize(("unit", "usable"), [("g/dL", False), ("mg/mL", True)])

@@ -140,6 +140,11 @@ class IgGReferenceFile(_Lenient):
     policy_source: str
     bands: list[AgeBand]
 
+    @property
+    def verified(self) -> bool:
+        """True only when every band was checked against its source (the data says which)."""
+        return all((b.model_extra or {}).get("verified") is True for b in self.bands)
+
     def lower_limit(self, age_months: int) -> float | None:
         """Lower reference limit (about mean - 2 SD) for an age, or None outside the table."""
         for band in self.bands:
