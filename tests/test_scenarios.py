@@ -126,3 +126,19 @@ def test_resource_ids_are_unique_across_scenarios() -> None:
                 res = entry["resource"]
                 ref = f"{res['resourceType']}/{res['id']}"
                 assert seen.setdefault(ref, name) == name, f"{ref} in {name} and {seen[ref]}"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_cards_are_readable(client: TestClient, name: str) -> None:
+    body = load_json(FIXTURES / name / "order-sign-request.json")
+    cards = client.post("/cds-services/ivig-order-sign", json=body).json()["cards"]
+    for card in cards:
+        assert 0 < len(card["summary"]) < 140, card["summary"]
+        assert card["indicator"] in {"info", "warning", "critical"}
+        assert "{" not in card["detail"], card["detail"]  # no unformatted wording fields
+    if cards:
+        det = cards[0]["extension"][DETERMINATION_KEY]
+        text = "\n".join(c["detail"] for c in cards)
+        for c in det["criteria"]:
+            if c["status"] in ("insufficient", "not-met"):
+                assert c["reason"] in text, c["id"]
