@@ -7,27 +7,35 @@ FastAPI runs them in its thread pool instead of blocking the event loop.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cds_service import __version__, knowledge, wording
+from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
-from cds_service.errors import CdsError
+from cds_service.errors import CdsError, NotFound, Unauthorized
+from cds_service.orderables import Actions
+from cds_service.protocol import parse_feedback
+from cds_service.report import ReportRenderer
 from cds_service.service import Engine, build_engine
 from cds_service.settings import Settings, get_settings
+from cds_service.storage import FeedbackItem, Storage
 
 log = logging.getLogger(__name__)
 
 
-def _problem(status: int, message: str) -> JSONResponse:
+def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     # CDS Hooks 3.0 (STU) suggests an OperationOutcome body on non-2xx; 2.0 clients read 'error'.
     return JSONResponse(
         status_code=status,
+        headers=headers,
         content={
             "error": message,
             "resourceType": "OperationOutcome",
@@ -46,28 +54,84 @@ def _json(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
-def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+REPORT_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+}
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """Knowledge, wording, templates and actions loaded once (a bad file stops start-up)."""
+    kn = knowledge.load(settings.knowledge_dir, settings.policy_file)
+    return build_engine(
+        kn,
+        wording.load(settings.cards_dir),
+        CardRenderer(settings.cards_dir),
+        settings.source_label,
+        actions=Actions(kn, settings.knowledge_dir, settings.cards_dir),
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    storage: Storage | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     if engine is None:
-        kn = knowledge.load(settings.knowledge_dir, settings.policy_file)
-        engine = build_engine(
-            kn,
-            wording.load(settings.cards_dir),
-            CardRenderer(settings.cards_dir),
-            settings.source_label,
+        engine = engine_from_settings(settings)
+    engine.base_url = settings.public_base_url
+    store = storage or Storage(settings.storage_url)
+    reports = ReportRenderer(settings.cards_dir)
+    verifier = (
+        JwtVerifier(
+            settings.jwt_issuers,
+            leeway=settings.jwt_leeway_seconds,
+            max_lifetime=settings.jwt_max_lifetime_seconds,
         )
+        if settings.auth_enabled
+        else None
+    )
+    if verifier is None:
+        log.warning("CDS client JWT authentication is OFF (demo mode): do not expose this service")
+    base = settings.public_base_url.rstrip("/")
+
+    def authenticate(request: Request) -> None:
+        """CDS Hooks 2.0: the EHR's JWT, aud = the URL called (feedback: also its service)."""
+        if verifier is None:
+            return
+        path = request.url.path.rstrip("/")
+        audience = [base + path]
+        if path.endswith("/feedback"):
+            audience.append(base + path.removesuffix("/feedback"))
+        verifier.verify(request.headers.get("authorization"), audience)
+
+    authenticated = [Depends(authenticate)]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if storage is None:
+            store.close()
+
     app = FastAPI(
         title="ivig-cds",
         version=__version__,
         description="CDS Hooks 2.0 service for immune globulin orders",
+        lifespan=lifespan,
     )
     app.state.engine = engine
     app.state.settings = settings
+    app.state.storage = store
 
     @app.exception_handler(CdsError)
     def _cds_error(_: Request, exc: CdsError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("internal error: %s", exc.message)
+        if isinstance(exc, Unauthorized):
+            return _problem(401, exc.message, {"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _problem(exc.status_code, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -76,15 +140,64 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         return _problem(400, f"{loc or '(body)'}: {err.get('msg')}")
 
-    @app.get("/cds-services")
+    @app.get("/cds-services", dependencies=authenticated)
     def discovery() -> Response:
         return _json(engine.discovery())
 
-    @app.post("/cds-services/{service_id}")
+    def evaluate_and_record(service_id: str, body: bytes) -> dict[str, Any]:
+        answer = engine.answer(service_id, body, reports=True)
+        if answer.evaluation is not None:
+            store.record(answer.evaluation)  # before the response: feedback can find its cards
+        return answer.response
+
+    @app.post("/cds-services/{service_id}", dependencies=authenticated)
     async def call_service(service_id: str, request: Request) -> Response:
         engine.service(service_id)  # 404 before reading the body
         body = await request.body()
-        return _json(await run_in_threadpool(engine.respond, service_id, body))
+        return _json(await run_in_threadpool(evaluate_and_record, service_id, body))
+
+    def store_feedback(service_id: str, body: bytes) -> int:
+        parsed = parse_feedback(body)
+        items = [
+            FeedbackItem(
+                card=f.card,
+                outcome=f.outcome,
+                accepted_suggestions=tuple(s.id for s in f.acceptedSuggestions or []),
+                outcome_timestamp=f.outcomeTimestamp,
+                override_system=f.overrideReason.reason.system
+                if f.overrideReason and f.overrideReason.reason
+                else None,
+                override_code=f.overrideReason.reason.code
+                if f.overrideReason and f.overrideReason.reason
+                else None,
+                override_display=f.overrideReason.reason.display
+                if f.overrideReason and f.overrideReason.reason
+                else None,
+                user_comment=f.overrideReason.userComment if f.overrideReason else None,
+            )
+            for f in parsed.feedback
+        ]
+        return store.add_feedback(service_id, items)
+
+    @app.post("/cds-services/{service_id}/feedback", dependencies=authenticated)
+    async def feedback(service_id: str, request: Request) -> Response:
+        engine.service(service_id)
+        body = await request.body()
+        stored = await run_in_threadpool(store_feedback, service_id, body)
+        return _json({"stored": stored})
+
+    def report_html(report_id: str) -> str:
+        ev = store.evaluation(report_id)
+        if ev is None:
+            raise NotFound("no report with this id")
+        return reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
+
+    @app.get("/reports/{report_id}", response_class=HTMLResponse)
+    async def report(report_id: str) -> HTMLResponse:
+        # No JWT: clinicians open it from the card link in a browser. The id is an unguessable
+        # 144-bit capability (secrets.token_urlsafe), never listed; see README "Conformance".
+        html = await run_in_threadpool(report_html, report_id)
+        return HTMLResponse(html, headers=REPORT_HEADERS)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -142,6 +142,43 @@ class CardRenderer:
         cards.append(self._card(s, d, "info", source, "coverage-info", kind="home-infusion"))
         return cards
 
+    def render_select(self, det: Determination, source: dict[str, Any]) -> list[dict[str, Any]]:
+        """order-select: one card (what signing will need), still carrying the determination."""
+        findings = det.findings
+        open_items = list(
+            dict.fromkeys(
+                m
+                for f in findings
+                if f.status in (Status.INSUFFICIENT, Status.NOT_MET)
+                for m in f.missing
+            )
+        )
+        summary, detail = self._render(
+            "select.md.j2",
+            order=det.order,
+            titles=TITLES,
+            policy=det.policy,
+            policy_title=source["policy_title"],
+            policy_short=source["policy_short"],
+            outcome=det.outcome,
+            outcome_label=OUTCOME_LABEL[det.outcome],
+            request_type=det.request_type,
+            open_items=open_items,
+            not_met=[f for f in findings if f.status is Status.NOT_MET],
+        )
+        indicator = "warning" if det.outcome == "does-not-meet-criteria" else "info"
+        return [
+            self._card(
+                summary,
+                detail,
+                indicator,
+                source,
+                "coverage-info",
+                extension={DETERMINATION_KEY: det.to_contract()},
+                kind="summary",
+            )
+        ]
+
     @staticmethod
     def _card(
         summary: str,

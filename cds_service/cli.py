@@ -48,12 +48,12 @@ def serve(host: str | None, port: int | None) -> None:
 )
 def evaluate(request_file: Path, service_id: str, cards: bool) -> None:
     """Evaluate a CDS Hooks request FILE offline and print the determination as JSON."""
-    from cds_service.app import create_app
+    from cds_service.app import engine_from_settings
     from cds_service.cards import DETERMINATION_KEY
 
-    app = create_app(get_settings())
+    engine = engine_from_settings(get_settings())
     try:
-        response = app.state.engine.respond(service_id, request_file.read_bytes())
+        response = engine.respond(service_id, request_file.read_bytes())
     except CdsError as exc:
         click.echo(f"error {exc.status_code}: {exc.message}", err=True)
         sys.exit(2)

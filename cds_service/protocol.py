@@ -6,6 +6,7 @@ spec is hook-specific, so every client error becomes a 400 that names the offend
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 import orjson
@@ -104,3 +105,65 @@ def parse_request(body: bytes, hook: str) -> ParsedRequest:
     if request.prefetch is not None and not isinstance(request.prefetch, dict):
         raise BadRequest("prefetch", "must be an object")
     return ParsedRequest(request=request, context=context)
+
+
+# -- feedback (CDS Hooks 2.0 "Feedback") ---------------------------------------------------------
+
+
+class FeedbackCoding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str = Field(min_length=1)
+    system: str = Field(min_length=1)
+    display: str | None = None
+
+
+class OverrideReason(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    reason: FeedbackCoding | None = None
+    userComment: str | None = None
+
+
+class AcceptedSuggestion(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1)
+
+
+class FeedbackEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    card: str = Field(min_length=1)
+    outcome: Literal["accepted", "overridden"]
+    acceptedSuggestions: list[AcceptedSuggestion] | None = None
+    overrideReason: OverrideReason | None = None
+    outcomeTimestamp: str = Field(min_length=1)
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    feedback: list[FeedbackEntry] = Field(min_length=1)
+
+
+def parse_feedback(body: bytes) -> FeedbackRequest:
+    """Validate a feedback body; raise BadRequest naming the field."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("(body)", f"malformed JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BadRequest("(body)", "must be a JSON object")
+    try:
+        request = FeedbackRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(exc) from exc
+    for i, item in enumerate(request.feedback):
+        where = f"feedback.{i}"
+        try:
+            stamp = dt.datetime.fromisoformat(item.outcomeTimestamp.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise BadRequest(f"{where}.outcomeTimestamp", "must be an ISO 8601 date-time") from exc
+        if stamp.tzinfo is None or "T" not in item.outcomeTimestamp.upper():
+            raise BadRequest(f"{where}.outcomeTimestamp", "must be a UTC date-time (RFC 3339)")
+        if item.outcome == "accepted" and not item.acceptedSuggestions:
+            raise BadRequest(f"{where}.acceptedSuggestions", "is required when outcome is accepted")
+        if item.outcome == "accepted" and item.overrideReason is not None:
+            raise BadRequest(f"{where}.overrideReason", "is only allowed with outcome overridden")
+    return request

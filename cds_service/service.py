@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import engine, record
-from cds_service.cards import CardRenderer
-from cds_service.errors import DataUnavailable, UnknownService
+from cds_service import crd, engine, record
+from cds_service.cards import DETERMINATION_KEY, CardRenderer
+from cds_service.errors import BadRequest, CdsError, DataUnavailable, UnknownService
 from cds_service.knowledge import Knowledge
+from cds_service.orderables import Actions, OrderContext
 from cds_service.protocol import ParsedRequest, parse_request
+from cds_service.storage import CardRecord, Evaluation
 from cds_service.wording import Wording
 
 log = logging.getLogger(__name__)
@@ -47,7 +51,26 @@ SERVICES = (
         "what is met, what documentation is missing, the dose in mg/kg, and whether "
         "home-infusion services (S9338, 99601/99602) follow.",
     ),
+    ServiceDef(
+        "ivig-order-select",
+        "order-select",
+        "Immune globulin: what signing will need",
+        "When an immune globulin (IVIG/SCIG) order is selected, lists what documentation the "
+        "medical-necessity criteria will need when it is signed, with orders that document it.",
+    ),
 )
+ASSERTION_KEY = "ivig-cds.coverage-assertion-id"
+REPORT_KEY = "ivig-cds.report"
+# Da Vinci CRD 2.2 standard prefetch key for the patient's coverage (CRDServices.json)
+COVERAGE_KEY = record.PrefetchKey("coverage", "Coverage", crd.COVERAGE_QUERY, False)
+
+
+@dataclass
+class Answer:
+    """A service response and, when it carries cards, what storage keeps of it."""
+
+    response: dict[str, Any]
+    evaluation: Evaluation | None = None
 
 
 @dataclass
@@ -59,9 +82,14 @@ class Engine:
     renderer: CardRenderer
     source: dict[str, Any]
     fetcher: Fetcher | None = None
+    actions: Actions | None = None
+    base_url: str = "http://127.0.0.1:8080"  # public URL of this service, for report links
+    today: Callable[[], dt.date] = field(default=lambda: dt.datetime.now(dt.UTC).date())
 
     def __post_init__(self) -> None:
         self.keys = record.prefetch_keys(self.kn)
+        if self.actions is None:
+            self.actions = Actions(self.kn)
 
     def service(self, service_id: str) -> ServiceDef:
         for svc in SERVICES:
@@ -77,7 +105,7 @@ class Engine:
                     "id": s.id,
                     "title": s.title,
                     "description": s.description,
-                    "prefetch": {k.key: k.query for k in self.keys},
+                    "prefetch": {k.key: k.query for k in (*self.keys, COVERAGE_KEY)},
                     "usageRequirements": USAGE,
                 }
                 for s in SERVICES
@@ -134,16 +162,164 @@ class Engine:
         return engine.evaluate(rec, self.kn, self.say)
 
     def respond(self, service_id: str, body: bytes) -> dict[str, Any]:
+        return self.answer(service_id, body).response
+
+    def answer(self, service_id: str, body: bytes, *, reports: bool = False) -> Answer:
+        """Evaluate one hook call: cards (with suggestions, override reasons, links) and the CRD
+        coverage-information systemAction; `reports` links the cards to /reports/{id}."""
         svc = self.service(service_id)
         parsed = parse_request(body, svc.hook)
+        if svc.hook == "order-select":
+            parsed = _selected_only(parsed)
         det = self.evaluate(parsed)
         if det is None:
-            return {"cards": []}
-        return {"cards": self.renderer.render(det, self.source)}
+            return Answer({"cards": []})
+        assert self.actions is not None
+        report_id = secrets.token_urlsafe(18)
+        assertion_id = str(uuid.uuid4())
+        ctx = OrderContext(
+            parsed.context.patientId,
+            parsed.context.encounterId,
+            parsed.context.userId,
+            det.order.ref,
+        )
+        if svc.hook == "order-select":
+            cards = self.renderer.render_select(det, self.source)
+        else:
+            cards = self.renderer.render(det, self.source)
+        report_url = f"{self.base_url.rstrip('/')}/reports/{report_id}" if reports else None
+        self._decorate(cards, det, ctx, svc.hook, report_url)
+        cards[0]["extension"][ASSERTION_KEY] = assertion_id
+        response: dict[str, Any] = {"cards": cards}
+        action = self._coverage_action(parsed, det, assertion_id, svc.hook)
+        if action is not None:
+            response["systemActions"] = [action]
+        evaluation = Evaluation(
+            id=report_id,
+            service_id=svc.id,
+            hook=svc.hook,
+            hook_instance=parsed.request.hookInstance,
+            patient_id=parsed.context.patientId,
+            order_ref=det.order.ref,
+            assertion_id=assertion_id,
+            policy=det.policy,
+            outcome=det.outcome,
+            determination=cards[0]["extension"][DETERMINATION_KEY],
+            response=response,
+            cards=tuple(
+                CardRecord(
+                    c["uuid"],
+                    c["extension"]["ivig-cds.card-type"],
+                    c["summary"],
+                    tuple(s["uuid"] for s in c.get("suggestions", [])),
+                )
+                for c in cards
+            ),
+        )
+        return Answer(response, evaluation)
+
+    def _decorate(
+        self,
+        cards: list[dict[str, Any]],
+        det: engine.Determination,
+        ctx: OrderContext,
+        hook: str,
+        report_url: str | None,
+    ) -> None:
+        assert self.actions is not None
+        already: set[str] = set()
+        for card in cards:
+            kind = card["extension"]["ivig-cds.card-type"]
+            if hook == "order-select":
+                suggestions = self.actions.all_suggestions(det, ctx)
+            else:
+                suggestions = self.actions.suggestions(kind, det, ctx, already)
+            if suggestions:
+                card["suggestions"] = suggestions
+                card["selectionBehavior"] = "any"
+            if card["indicator"] != "info" or suggestions:
+                reasons = self.actions.override_reasons(kind)
+                if reasons:
+                    card["overrideReasons"] = reasons
+            links = [
+                {"label": f"Policy: {s.label}", "url": s.url, "type": "absolute"}
+                for s in self._sources(kind)
+            ]
+            if report_url is not None:
+                links.append(
+                    {"label": "Full report of this determination", "url": report_url,
+                     "type": "absolute"}
+                )
+                card["extension"][REPORT_KEY] = report_url
+            if links:
+                card["links"] = links
+
+    def _sources(self, kind: str) -> list[Any]:
+        """Policy sources a card rests on (distinct urls), the policy's first for the summary."""
+        try:
+            found = self.kn.sources_for(kind)
+        except KeyError:
+            found = list(self.kn.policy.sources.values())[:1]
+        return list({s.url: s for s in found}.values())[:3]
+
+    def _coverage_action(
+        self, parsed: ParsedRequest, det: engine.Determination, assertion_id: str, hook: str
+    ) -> dict[str, Any] | None:
+        order = crd.find_order(parsed.context.draftOrders, det.order.ref)
+        if order is None:
+            return None  # CRD found-36: the order must carry an id the update can target
+        coverage = crd.coverage_reference(self._coverage_value(parsed), order)
+        if coverage is None:
+            return None  # no Coverage known: CRD requires one (see crd module docstring)
+        assert self.actions is not None
+        ext = crd.coverage_extension(
+            det,
+            coverage_ref=coverage,
+            assertion_id=assertion_id,
+            billing=self.actions.billing_codes(det),
+            hook=hook,
+            today=self.today(),
+        )
+        return crd.system_action(order, ext)
+
+    def _coverage_value(self, parsed: ParsedRequest) -> Any:
+        """The `coverage` prefetch value; fetched from fhirServer when absent and possible."""
+        prefetch = parsed.request.prefetch or {}
+        value = prefetch.get(COVERAGE_KEY.key)
+        if value is not None or COVERAGE_KEY.key in prefetch:
+            return value
+        if self.fetcher is None or not parsed.request.fhirServer:
+            return None
+        try:
+            fetched, _ = self.fetcher(parsed, [COVERAGE_KEY])
+        except CdsError as exc:  # optional data: without it there is no coverage assertion
+            log.info("coverage not fetched: %s", exc.message)
+            return None
+        return fetched.get(COVERAGE_KEY.key)
+
+
+def _selected_only(parsed: ParsedRequest) -> ParsedRequest:
+    """order-select: evaluate only the orders the clinician selected (context.selections)."""
+    wanted = set(parsed.context.selections or [])
+    drafts = parsed.context.draftOrders
+    entries = [
+        e
+        for e in drafts.get("entry", [])
+        if f"{e['resource'].get('resourceType')}/{e['resource'].get('id')}" in wanted
+    ]
+    if not entries:
+        raise BadRequest("context.selections", "names no resource in context.draftOrders")
+    context = parsed.context.model_copy(update={"draftOrders": {**drafts, "entry": entries}})
+    return ParsedRequest(request=parsed.request, context=context)
 
 
 def build_engine(
-    kn: Knowledge, say: Wording, renderer: CardRenderer, label: str, fetcher: Fetcher | None = None
+    kn: Knowledge,
+    say: Wording,
+    renderer: CardRenderer,
+    label: str,
+    fetcher: Fetcher | None = None,
+    actions: Actions | None = None,
 ) -> Engine:
     first = next(iter(kn.policy.sources.values()))
     source = {
@@ -152,4 +328,4 @@ def build_engine(
         "policy_title": kn.policy.title,
         "policy_short": kn.policy_id,
     }
-    return Engine(kn, say, renderer, source, fetcher)
+    return Engine(kn, say, renderer, source, fetcher, actions)

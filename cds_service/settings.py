@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.knowledge import KNOWLEDGE_DIR
@@ -29,6 +29,37 @@ class Settings(BaseSettings):
     cards_dir: Path = CARDS_DIR
     source_label: str = "ivig-cds immune globulin criteria"
     log_level: str = "INFO"
+
+    # -- storage: evaluations (card uuids, assertion ids, report snapshots) and feedback --
+    database_path: Path = Field(
+        default=Path("ivig-cds.db"), description="SQLite file used when no database_url is set"
+    )
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("IVIG_CDS_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db",
+    )
+
+    # -- CDS Hooks 2.0 client authentication (JWT bearer, verified with PyJWT) --
+    jwt_required: bool | None = Field(
+        default=None, description="None: required unless demo; true/false forces it"
+    )
+    jwt_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file)",
+    )
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew for exp/iat")
+    jwt_max_lifetime_seconds: int = Field(
+        default=3600, gt=0, description="longest exp - iat accepted (bounds the jti cache)"
+    )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.jwt_required if self.jwt_required is not None else not self.demo
+
+    @property
+    def storage_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.database_path}"
 
 
 @cache

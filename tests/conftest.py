@@ -1,32 +1,88 @@
-"""Shared fixtures: one app per test session (knowledge and templates load once)."""
+"""Shared fixtures: one app per test session (knowledge and templates load once).
+
+Every response the test suite gets from ``/cds-services`` is validated against the CDS Hooks 2.0
+JSON Schemas (and every coverage-information extension in ``systemActions`` against the Da Vinci
+CRD schema and invariants crd-ci-q1..q9) by :class:`ValidatingClient`: ``tests/schemas/``,
+sources named in each schema and in ``tests/cds_schemas.py``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
+from tests import cds_schemas
+
+# Tests that build an app from plain Settings() get demo mode and a throw-away database unless
+# they say otherwise (authentication tests pass demo=False explicitly). Set before any Settings.
+os.environ.setdefault("IVIG_CDS_DEMO", "true")
+os.environ.setdefault(
+    "IVIG_CDS_DATABASE_PATH", str(Path(tempfile.mkdtemp(prefix="ivig-cds-test-")) / "t.db")
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures"
 DETERMINATION_KEY = "ivig-cds.determination"
 
+_SERVICE_CALL = re.compile(r"^/cds-services/[^/]+$")
 
-def load_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+
+def check_cds_response(method: str, path: str, response: httpx.Response) -> None:
+    """Schema-validate a successful discovery or service response; anything else is left alone."""
+    if response.status_code != 200:
+        return
+    if method == "GET" and path.rstrip("/") == "/cds-services":
+        cds_schemas.validate_discovery(response.json())
+    elif method == "POST" and _SERVICE_CALL.match(path):
+        cds_schemas.validate_response_with_crd(response.json())
+
+
+class ValidatingClient(TestClient):
+    """A TestClient that schema-validates every CDS Hooks response it receives."""
+
+    validated = 0  # class-wide count, so a test can prove the hook is live
+
+    def request(self, method: str, url: httpx._types.URLTypes, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+        response = super().request(method, url, *args, **kw)
+        path = httpx.URL(str(url)).path
+        check_cds_response(method.upper(), path, response)
+        if response.status_code == 200 and path.startswith("/cds-services"):
+            ValidatingClient.validated += 1
+        return response
+
+
+def demo_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings for tests that do not test authentication: demo mode, a private database."""
+    values: dict[str, Any] = {"demo": True, "database_path": tmp / "ivig-cds.db"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_client(app: FastAPI) -> ValidatingClient:
+    return ValidatingClient(app)
 
 
 @pytest.fixture(scope="session")
-def client() -> Iterator[TestClient]:
-    """A TestClient over the real app with the packaged knowledge and card templates."""
-    with TestClient(create_app(Settings())) as c:
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValidatingClient]:
+    """A validating TestClient over the real app (packaged knowledge, templates; demo mode)."""
+    with ValidatingClient(create_app(demo_settings(tmp_path_factory.mktemp("db")))) as c:
         yield c
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @pytest.fixture

@@ -1,0 +1,148 @@
+"""CDS Hooks 2.0 client authentication: verify the EHR's signed JWT bearer token.
+
+Spec (CDS Hooks 2.0 "Trusting CDS Clients"): every call (discovery, service, feedback) carries
+``Authorization: Bearer <JWT>`` signed with the client's private key; header ``alg``, ``kid``,
+``typ`` = JWT, optional ``jku``; claims ``iss``, ``aud`` (the exact endpoint URL called), ``exp``,
+``iat``, ``jti``. Services SHOULD allowlist ``iss`` and ``jku``; never ``none``, never HMAC;
+ES384 and RS384 recommended. All cryptography is PyJWT's.
+
+What this module enforces:
+- ``alg`` is ES384 or RS384 (anything else, including ``none`` and HS*, is rejected before any key
+  is looked up); ``kid`` is required; ``typ``, when present, is ``JWT``.
+- ``iss`` is in the configured allowlist; its key set is a JWKS URL (fetched with PyJWT's
+  ``PyJWKClient``, cached) or a JWKS file loaded at start-up. A ``jku`` header must name that
+  same URL: keys are never fetched from a URL the token chooses.
+- ``aud`` matches the URL called, ``exp`` and ``iat`` are present and checked with a small leeway,
+  ``exp - iat`` is bounded, and a ``jti`` is accepted once per issuer within its lifetime.
+
+The ``jti`` cache is per process; several replicas behind a load balancer each keep their own
+(documented limitation: a replay against a different replica within the token's lifetime,
+usually under five minutes, is not detected).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from cds_service.errors import Unauthorized
+
+ALGORITHMS = ("ES384", "RS384")
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+
+
+class KeySetError(RuntimeError):
+    """A configured JWKS file is missing or malformed (a deployment error, raised at start-up)."""
+
+
+class _Keys:
+    """The public keys of one trusted issuer, by ``kid``."""
+
+    def __init__(self, spec: str) -> None:
+        self.url: str | None = None
+        self._client: jwt.PyJWKClient | None = None
+        self._set: jwt.PyJWKSet | None = None
+        if spec.startswith(("https://", "http://")):
+            self.url = spec
+            self._client = jwt.PyJWKClient(spec, cache_keys=True, lifespan=300, timeout=5)
+        else:
+            try:
+                self._set = jwt.PyJWKSet.from_dict(json.loads(Path(spec).read_text("utf-8")))
+            except (OSError, ValueError, jwt.PyJWTError) as exc:
+                raise KeySetError(f"JWKS file {spec}: {exc}") from exc
+
+    def get(self, kid: str) -> Any:
+        try:
+            if self._client is not None:
+                return self._client.get_signing_key(kid).key
+            assert self._set is not None
+            return self._set[kid].key
+        except KeyError as exc:
+            raise Unauthorized(f"no key with kid {kid!r} for this issuer") from exc
+        except jwt.PyJWKClientError as exc:
+            raise Unauthorized(f"issuer key set unavailable or has no kid {kid!r}") from exc
+
+
+class JwtVerifier:
+    """Verifies CDS client tokens; thread-safe (the jti cache is guarded by a lock)."""
+
+    def __init__(
+        self,
+        issuers: dict[str, str],
+        *,
+        leeway: int = 30,
+        max_lifetime: int = 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._issuers = {iss: _Keys(spec) for iss, spec in issuers.items()}
+        self._leeway = leeway
+        self._max_lifetime = max_lifetime
+        self._clock = clock
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, authorization: str | None, audience: Sequence[str]) -> dict[str, Any]:
+        """The verified claims of the bearer token, or Unauthorized saying what was wrong."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("a JWT bearer token is required (Authorization: Bearer <JWT>)")
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"malformed JWT: {exc}") from exc
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise Unauthorized(f"JWT alg {alg!r} is not accepted; use ES384 or RS384")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("JWT header kid is required")
+        if header.get("typ", "JWT") != "JWT":
+            raise Unauthorized("JWT header typ must be 'JWT'")
+        iss = unverified.get("iss")
+        keys = self._issuers.get(iss) if isinstance(iss, str) else None
+        if keys is None or not isinstance(iss, str):
+            raise Unauthorized(f"JWT issuer {iss!r} is not trusted by this service")
+        jku = header.get("jku")
+        if jku is not None and jku != keys.url:
+            raise Unauthorized(f"JWT jku {jku!r} is not the key set configured for this issuer")
+        now = self._clock()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=keys.get(kid),
+                algorithms=[alg],
+                audience=list(audience),
+                issuer=iss,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS, "verify_iat": True},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("JWT has expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized(f"JWT aud must be the URL called: {audience[0]}") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise Unauthorized("JWT iat is in the future") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"JWT rejected: {exc}") from exc
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+        if exp - iat > self._max_lifetime:
+            raise Unauthorized(f"JWT lifetime exceeds {self._max_lifetime} s")
+        if iat > now + self._leeway:
+            raise Unauthorized("JWT iat is in the future")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("JWT jti must be a non-empty string")
+        with self._lock:
+            self._seen = {k: until for k, until in self._seen.items() if until > now}
+            if (iss, jti) in self._seen:
+                raise Unauthorized("JWT jti has already been used (replay)")
+            self._seen[(iss, jti)] = exp + self._leeway
+        return claims

@@ -1,0 +1,292 @@
+"""Durable storage: every evaluation's response (card uuids, coverage-assertion id, determination
+snapshot, the report) and the feedback clinicians send about its cards.
+
+One module, SQLAlchemy Core, one URL: ``sqlite:///path`` by default (``Settings.database_path``),
+``postgresql+psycopg://…`` through ``DATABASE_URL`` (install a driver, e.g. ``psycopg[binary]``).
+Tables are created on start-up when missing. A report is kept exactly as long as the feedback on
+its cards: both live in the same database and nothing here deletes either.
+
+Writes commit before the HTTP response is sent, so a 200 on feedback means it is on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from cds_service.errors import BadRequest, NotFound
+
+metadata = sa.MetaData()
+
+evaluations = sa.Table(
+    "evaluations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # report id (unguessable)
+    sa.Column("created_at", sa.String(32), nullable=False, index=True),  # ISO 8601 UTC
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("hook", sa.String(32), nullable=False),
+    sa.Column("hook_instance", sa.String(128), nullable=False),
+    sa.Column("patient_id", sa.String(64), nullable=False),
+    sa.Column("order_ref", sa.String(200), nullable=False),
+    sa.Column("assertion_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("policy", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("determination", sa.Text, nullable=False),  # the contract object, JSON
+    sa.Column("response", sa.Text, nullable=False),  # the CDS Hooks response as sent, JSON
+)
+
+cards = sa.Table(
+    "cards",
+    metadata,
+    sa.Column("uuid", sa.String(64), primary_key=True),
+    sa.Column("evaluation_id", sa.ForeignKey("evaluations.id"), nullable=False, index=True),
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("card_type", sa.String(64), nullable=False),
+    sa.Column("summary", sa.String(200), nullable=False),
+    sa.Column("suggestions", sa.Text, nullable=False),  # JSON list of suggestion uuids
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.ForeignKey("cards.uuid"), nullable=False, index=True),
+    sa.Column("service_id", sa.String(64), nullable=False),
+    sa.Column("card_type", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # accepted | overridden
+    sa.Column("override_system", sa.String(200)),
+    sa.Column("override_code", sa.String(64)),
+    sa.Column("override_display", sa.String(200)),
+    sa.Column("user_comment", sa.Text),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False),  # JSON list of uuids
+    sa.Column("outcome_timestamp", sa.String(40), nullable=False),
+    sa.Column("received_at", sa.String(32), nullable=False, index=True),
+)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class CardRecord:
+    uuid: str
+    card_type: str
+    summary: str
+    suggestions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What is kept of one response: enough to answer feedback, rebuild the report, audit."""
+
+    id: str
+    service_id: str
+    hook: str
+    hook_instance: str
+    patient_id: str
+    order_ref: str
+    assertion_id: str
+    policy: str
+    outcome: str
+    determination: dict[str, Any]
+    response: dict[str, Any]
+    cards: tuple[CardRecord, ...]
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    card: str
+    outcome: str
+    accepted_suggestions: tuple[str, ...]
+    outcome_timestamp: str
+    override_system: str | None = None
+    override_code: str | None = None
+    override_display: str | None = None
+    user_comment: str | None = None
+
+
+@dataclass(frozen=True)
+class OverrideRate:
+    card_type: str
+    total: int
+    overridden: int
+    accepted: int
+
+    @property
+    def rate(self) -> float:
+        return self.overridden / self.total if self.total else 0.0
+
+
+class Storage:
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, future=True, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- evaluations -------------------------------------------------------------------
+    def record(self, ev: Evaluation) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                evaluations.insert().values(
+                    id=ev.id,
+                    created_at=ev.created_at or utc_now(),
+                    service_id=ev.service_id,
+                    hook=ev.hook,
+                    hook_instance=ev.hook_instance,
+                    patient_id=ev.patient_id,
+                    order_ref=ev.order_ref,
+                    assertion_id=ev.assertion_id,
+                    policy=ev.policy,
+                    outcome=ev.outcome,
+                    determination=json.dumps(ev.determination),
+                    response=json.dumps(ev.response),
+                )
+            )
+            if ev.cards:
+                conn.execute(
+                    cards.insert(),
+                    [
+                        {
+                            "uuid": c.uuid,
+                            "evaluation_id": ev.id,
+                            "service_id": ev.service_id,
+                            "card_type": c.card_type,
+                            "summary": c.summary[:200],
+                            "suggestions": json.dumps(list(c.suggestions)),
+                        }
+                        for c in ev.cards
+                    ],
+                )
+
+    def evaluation(self, report_id: str) -> Evaluation | None:
+        return self._evaluation(evaluations.c.id == report_id)
+
+    def by_assertion(self, assertion_id: str) -> Evaluation | None:
+        return self._evaluation(evaluations.c.assertion_id == assertion_id)
+
+    def _evaluation(self, where: Any) -> Evaluation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(evaluations).where(where)).mappings().first()
+            if row is None:
+                return None
+            rows = conn.execute(
+                sa.select(cards).where(cards.c.evaluation_id == row["id"])
+            ).mappings()
+            recs = tuple(
+                CardRecord(
+                    r["uuid"], r["card_type"], r["summary"], tuple(json.loads(r["suggestions"]))
+                )
+                for r in rows
+            )
+        return Evaluation(
+            id=row["id"],
+            service_id=row["service_id"],
+            hook=row["hook"],
+            hook_instance=row["hook_instance"],
+            patient_id=row["patient_id"],
+            order_ref=row["order_ref"],
+            assertion_id=row["assertion_id"],
+            policy=row["policy"],
+            outcome=row["outcome"],
+            determination=json.loads(row["determination"]),
+            response=json.loads(row["response"]),
+            cards=recs,
+            created_at=row["created_at"],
+        )
+
+    # -- feedback ----------------------------------------------------------------------
+    def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
+        """Store all items in one transaction; unknown card -> NotFound, bad suggestion -> 400."""
+        items = list(items)
+        received = utc_now()
+        with self.engine.begin() as conn:
+            rows = []
+            for i, item in enumerate(items):
+                card = (
+                    conn.execute(
+                        sa.select(cards.c.card_type, cards.c.suggestions).where(
+                            cards.c.uuid == item.card, cards.c.service_id == service_id
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
+                if card is None:
+                    raise NotFound(
+                        f"feedback[{i}].card: no card {item.card!r} was returned by {service_id!r}"
+                    )
+                known = set(json.loads(card["suggestions"]))
+                for j, sid in enumerate(item.accepted_suggestions):
+                    if sid not in known:
+                        raise BadRequest(
+                            f"feedback[{i}].acceptedSuggestions[{j}].id",
+                            f"{sid!r} is not a suggestion of card {item.card!r}",
+                        )
+                rows.append(
+                    {
+                        "card_uuid": item.card,
+                        "service_id": service_id,
+                        "card_type": card["card_type"],
+                        "outcome": item.outcome,
+                        "override_system": item.override_system,
+                        "override_code": item.override_code,
+                        "override_display": item.override_display,
+                        "user_comment": item.user_comment,
+                        "accepted_suggestions": json.dumps(list(item.accepted_suggestions)),
+                        "outcome_timestamp": item.outcome_timestamp,
+                        "received_at": received,
+                    }
+                )
+            if rows:
+                conn.execute(feedback.insert(), rows)
+        return len(rows)
+
+    def feedback_for(self, card_uuids: Iterable[str]) -> list[dict[str, Any]]:
+        uuids = list(card_uuids)
+        if not uuids:
+            return []
+        with self.engine.connect() as conn:
+            result = conn.execute(
+                sa.select(feedback).where(feedback.c.card_uuid.in_(uuids)).order_by(feedback.c.id)
+            ).mappings()
+            return [dict(r) for r in result]
+
+    def override_rates(self, since: dt.datetime | None = None) -> list[OverrideRate]:
+        """Per card type: feedback count, overridden and accepted (received since `since`)."""
+        overridden = sa.func.sum(sa.case((feedback.c.outcome == "overridden", 1), else_=0))
+        accepted = sa.func.sum(sa.case((feedback.c.outcome == "accepted", 1), else_=0))
+        query = sa.select(
+            feedback.c.card_type, sa.func.count().label("total"), overridden, accepted
+        ).group_by(feedback.c.card_type)
+        if since is not None:
+            stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            query = query.where(feedback.c.received_at >= stamp)
+        with self.engine.connect() as conn:
+            return [
+                OverrideRate(str(t), int(n), int(o or 0), int(a or 0))
+                for t, n, o, a in conn.execute(query.order_by(feedback.c.card_type))
+            ]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
