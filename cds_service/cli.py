@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import sys
@@ -64,3 +65,50 @@ def evaluate(request_file: Path, service_id: str, cards: bool) -> None:
     else:
         out = None
     click.echo(json.dumps(out, indent=2))
+
+
+@main.command()
+@click.option(
+    "--since",
+    "since",
+    required=True,
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Count feedback received on or after this date (UTC), e.g. 2026-01-01.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def feedback(since: dt.datetime, as_json: bool) -> None:
+    """Summarise clinicians' feedback: override rate per card type since DATE."""
+    from cds_service.storage import Storage
+
+    store = Storage(get_settings().storage_url)
+    try:
+        rates = store.override_rates(since.replace(tzinfo=dt.UTC))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "cardType": r.card_type,
+                        "feedback": r.total,
+                        "overridden": r.overridden,
+                        "accepted": r.accepted,
+                        "overrideRate": round(r.rate, 3),
+                    }
+                    for r in rates
+                ],
+                indent=2,
+            )
+        )
+        return
+    click.echo(f"Feedback since {since.date().isoformat()} (UTC)")
+    click.echo(
+        f"{'card type':<28}{'feedback':>9}{'overridden':>12}{'accepted':>10}{'override rate':>15}"
+    )
+    for r in rates:
+        click.echo(
+            f"{r.card_type:<28}{r.total:>9}{r.overridden:>12}{r.accepted:>10}{r.rate:>14.0%} "
+        )
+    if not rates:
+        click.echo("(no feedback)")
