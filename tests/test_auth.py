@@ -1,0 +1,264 @@
+"""CDS Hooks 2.0 client authentication: the EHR's JWT bearer token, verified with PyJWT."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from cds_service.app import create_app
+from cds_service.settings import Settings
+from tests.conftest import ValidatingClient
+
+BASE = "https://cds.example.org"
+ISS = "https://ehr.example.org"
+SIGN = "/cds-services/ivig-order-sign"
+
+EC_KEY = ec.generate_private_key(ec.SECP384R1())
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_EC_KEY = ec.generate_private_key(ec.SECP384R1())
+
+
+def _jwks() -> dict[str, Any]:
+    ec_jwk = ECAlgorithm.to_jwk(EC_KEY.public_key(), as_dict=True)
+    rsa_jwk = RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
+    return {
+        "keys": [
+            {**ec_jwk, "kid": "ec-1", "alg": "ES384", "use": "sig"},
+            {**rsa_jwk, "kid": "rsa-1", "alg": "RS384", "use": "sig"},
+        ]
+    }
+
+
+def token(
+    path: str = SIGN,
+    *,
+    alg: str = "ES384",
+    kid: str = "ec-1",
+    key: Any = None,
+    headers: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": ISS,
+        "aud": BASE + path,
+        "iat": now,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+        "sub": "ehr-client",
+    }
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    if key is None:
+        key = {"ES384": EC_KEY, "RS384": RSA_KEY, "RS256": RSA_KEY}.get(alg, EC_KEY)
+    return jwt.encode(
+        payload, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **(headers or {})}
+    )
+
+
+def bearer(tok: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tok}"}
+
+
+@pytest.fixture(scope="module")
+def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("jwks") / "ehr-jwks.json"
+    path.write_text(json.dumps(_jwks()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def secured(
+    jwks_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ValidatingClient]:
+    settings = Settings(
+        demo=False,
+        public_base_url=BASE,
+        jwt_issuers={ISS: str(jwks_file)},
+        database_path=tmp_path_factory.mktemp("db") / "auth.db",
+    )
+    assert settings.auth_enabled
+    with ValidatingClient(create_app(settings)) as c:
+        yield c
+
+
+def test_valid_es384_token_is_accepted(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    assert secured.get("/cds-services", headers=bearer(token("/cds-services"))).status_code == 200
+    r = secured.post(SIGN, json=seed_request, headers=bearer(token()))
+    assert r.status_code == 200, r.text
+
+
+def test_valid_rs384_token_is_accepted(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    r = secured.post(SIGN, json=seed_request, headers=bearer(token(alg="RS384", kid="rsa-1")))
+    assert r.status_code == 200, r.text
+
+
+def test_feedback_accepts_its_own_url_or_the_service_url_as_aud(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    card = secured.post(SIGN, json=seed_request, headers=bearer(token())).json()["cards"][0]
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-25T10:00:00Z",
+            }
+        ]
+    }
+    for aud_path in (SIGN + "/feedback", SIGN):
+        r = secured.post(SIGN + "/feedback", json=body, headers=bearer(token(aud=BASE + aud_path)))
+        assert r.status_code == 200, r.text
+
+
+def _rejected(secured: ValidatingClient, body: dict[str, Any], headers: dict[str, str]) -> str:
+    r = secured.post(SIGN, json=body, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    message: str = r.json()["error"]
+    return message
+
+
+def test_missing_token_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    assert "bearer token is required" in _rejected(secured, seed_request, {})
+    assert secured.get("/cds-services").status_code == 401
+
+
+@pytest.mark.parametrize("alg", ["RS256", "HS384", "HS256", "none"])
+def test_wrong_alg_is_401(
+    secured: ValidatingClient, seed_request: dict[str, Any], alg: str
+) -> None:
+    if alg.startswith("HS"):
+        tok = token(alg=alg, key="a-shared-secret-that-is-long-enough-for-hmac-384-bits!!")
+    elif alg == "none":
+        now = int(time.time())
+        claims = {"iss": ISS, "aud": BASE + SIGN, "iat": now, "exp": now + 60, "jti": "n-1"}
+        tok = jwt.encode(claims, None, algorithm="none", headers={"kid": "ec-1"})
+    else:
+        tok = token(alg=alg, kid="rsa-1")
+    assert "alg" in _rejected(secured, seed_request, bearer(tok))
+
+
+def test_wrong_aud_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    for aud in (BASE + "/cds-services", "https://other.example.org" + SIGN):
+        assert "aud" in _rejected(secured, seed_request, bearer(token(aud=aud)))
+
+
+def test_expired_token_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    old = int(time.time()) - 3600
+    assert "expired" in _rejected(secured, seed_request, bearer(token(iat=old, exp=old + 300)))
+
+
+def test_token_from_the_future_is_401(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    soon = int(time.time()) + 600
+    _rejected(secured, seed_request, bearer(token(iat=soon, exp=soon + 300)))
+
+
+def test_overlong_lifetime_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    now = int(time.time())
+    assert "lifetime" in _rejected(secured, seed_request, bearer(token(exp=now + 86400)))
+
+
+def test_unknown_issuer_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    tok = token(iss="https://attacker.example.org")
+    assert "issuer" in _rejected(secured, seed_request, bearer(tok))
+
+
+def test_replayed_jti_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    tok = token()
+    assert secured.post(SIGN, json=seed_request, headers=bearer(tok)).status_code == 200
+    assert "replay" in _rejected(secured, seed_request, bearer(tok))
+
+
+@pytest.mark.parametrize("missing", ["jti", "exp", "iat", "aud"])
+def test_missing_claim_is_401(
+    secured: ValidatingClient, seed_request: dict[str, Any], missing: str
+) -> None:
+    _rejected(secured, seed_request, bearer(token(**{missing: None})))
+
+
+def test_signature_by_another_key_is_401(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    _rejected(secured, seed_request, bearer(token(key=OTHER_EC_KEY)))
+
+
+def test_unknown_kid_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    assert "kid" in _rejected(secured, seed_request, bearer(token(kid="nope")))
+
+
+def test_jku_outside_the_allowlist_is_401(
+    secured: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    tok = token(headers={"jku": "https://attacker.example.org/jwks.json"})
+    assert "jku" in _rejected(secured, seed_request, bearer(tok))
+
+
+def test_garbage_token_is_401(secured: ValidatingClient, seed_request: dict[str, Any]) -> None:
+    _rejected(secured, seed_request, bearer("not.a.jwt"))
+
+
+def test_reports_need_no_token_but_an_unguessable_id(secured: ValidatingClient) -> None:
+    assert secured.get("/reports/guess").status_code == 404
+
+
+def test_auth_is_on_by_default_and_off_only_in_demo(tmp_path: Path) -> None:
+    assert Settings(demo=False).auth_enabled
+    assert not Settings(demo=True).auth_enabled
+    assert Settings(demo=True, jwt_required=True).auth_enabled
+    locked = create_app(Settings(demo=False, database_path=tmp_path / "d.db"))
+    with ValidatingClient(locked) as c:
+        assert c.get("/cds-services").status_code == 401
+
+
+class _JwksHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps(_jwks()).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_jwks_by_url(tmp_path: Path, seed_request: dict[str, Any]) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JwksHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+        settings = Settings(
+            demo=False,
+            public_base_url=BASE,
+            jwt_issuers={ISS: url},
+            database_path=tmp_path / "u.db",
+        )
+        with ValidatingClient(create_app(settings)) as c:
+            ok = token(headers={"jku": url})
+            assert c.post(SIGN, json=seed_request, headers=bearer(ok)).status_code == 200
+            assert (
+                c.post(SIGN, json=seed_request, headers=bearer(token(kid="x"))).status_code == 401
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
