@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -125,6 +126,13 @@ def create_app(
     app.state.engine = engine
     app.state.settings = settings
     app.state.storage = store
+    if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.exception_handler(CdsError)
     def _cds_error(_: Request, exc: CdsError) -> JSONResponse:

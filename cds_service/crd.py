@@ -52,9 +52,7 @@ def coverage_reference(prefetch_value: Any, order: Json | None) -> str | None:
                 if isinstance(res, dict) and res.get("resourceType") == "Coverage":
                     found.append(res)
     active = [
-        c
-        for c in found
-        if isinstance(c.get("id"), str) and c.get("status", "active") == "active"
+        c for c in found if isinstance(c.get("id"), str) and c.get("status", "active") == "active"
     ]
     if active:
         # CRD dev-29: one (primary) coverage; lowest Coverage.order first when several are sent

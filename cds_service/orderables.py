@@ -249,6 +249,18 @@ class Actions:
         }
 
     # -- billing -------------------------------------------------------------------------
+    def _jcode_display(self, code: str, product: str) -> str:
+        """The HCPCS descriptor from ig-products.yaml when recorded, else product and unit."""
+        for p in self.kn.products.products:
+            for ref in p.hcpcs:
+                if ref.code == code:
+                    descriptor = (ref.model_extra or {}).get("descriptor")
+                    if isinstance(descriptor, str) and descriptor:
+                        return descriptor
+                    if ref.billing_unit_mg:
+                        return f"Injection, immune globulin ({p.name}), {ref.billing_unit_mg} mg"
+        return f"Injection, immune globulin ({product})"
+
     def billing_codes(self, det: Determination) -> list[Json]:
         """The product's J-code (when known), then the home-infusion service codes."""
         out: list[Json] = []
@@ -257,7 +269,7 @@ class Actions:
                 {
                     "system": self.kn.systems["hcpcs"],
                     "code": det.order.hcpcs,
-                    "display": f"{det.order.product} (immune globulin)",
+                    "display": self._jcode_display(det.order.hcpcs, det.order.product),
                 }
             )
         for c in self.file.billing.get("home-infusion", []):

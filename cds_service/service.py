@@ -59,6 +59,41 @@ SERVICES = (
         "medical-necessity criteria will need when it is signed, with orders that document it.",
     ),
 )
+# Da Vinci CRD configuration options (discovery extension; the EHR picks values per request in
+# extension["davinci-crd.configuration"]): one boolean per card type this service returns, plus
+# max-cards. The summary card is always returned (it carries the determination contract).
+CRD_OPTIONS: tuple[dict[str, Any], ...] = (
+    {
+        "code": "coverage-info",
+        "type": "boolean",
+        "name": "Coverage information",
+        "description": "Return the Da Vinci CRD coverage-information systemAction on the order "
+        "and the cards on each documentation gap.",
+        "default": True,
+    },
+    {
+        "code": "guideline",
+        "type": "boolean",
+        "name": "Dose guidance",
+        "description": "Return the dose (mg/kg) card when the dose is outside the range or "
+        "cannot be checked.",
+        "default": True,
+    },
+    {
+        "code": "clinical-reminder",
+        "type": "boolean",
+        "name": "Safety monitoring",
+        "description": "Return the card on labs the IGIV boxed warning asks for before infusion.",
+        "default": True,
+    },
+    {
+        "code": "max-cards",
+        "type": "integer",
+        "name": "Maximum cards",
+        "description": "Return at most this many cards (the summary card is always first).",
+        "default": 10,
+    },
+)
 ASSERTION_KEY = "ivig-cds.coverage-assertion-id"
 REPORT_KEY = "ivig-cds.report"
 # Da Vinci CRD 2.2 standard prefetch key for the patient's coverage (CRDServices.json)
@@ -107,6 +142,7 @@ class Engine:
                     "description": s.description,
                     "prefetch": {k.key: k.query for k in (*self.keys, COVERAGE_KEY)},
                     "usageRequirements": USAGE,
+                    "extension": {"davinci-crd.configuration-options": list(CRD_OPTIONS)},
                 }
                 for s in SERVICES
             ]
@@ -187,11 +223,17 @@ class Engine:
             cards = self.renderer.render_select(det, self.source)
         else:
             cards = self.renderer.render(det, self.source)
+        config = crd_configuration(parsed)
+        cards = _configured(cards, config)
         report_url = f"{self.base_url.rstrip('/')}/reports/{report_id}" if reports else None
         self._decorate(cards, det, ctx, svc.hook, report_url)
         cards[0]["extension"][ASSERTION_KEY] = assertion_id
         response: dict[str, Any] = {"cards": cards}
-        action = self._coverage_action(parsed, det, assertion_id, svc.hook)
+        action = (
+            self._coverage_action(parsed, det, assertion_id, svc.hook)
+            if config["coverage-info"]
+            else None
+        )
         if action is not None:
             response["systemActions"] = [action]
         evaluation = Evaluation(
@@ -247,8 +289,11 @@ class Engine:
             ]
             if report_url is not None:
                 links.append(
-                    {"label": "Full report of this determination", "url": report_url,
-                     "type": "absolute"}
+                    {
+                        "label": "Full report of this determination",
+                        "url": report_url,
+                        "type": "absolute",
+                    }
                 )
                 card["extension"][REPORT_KEY] = report_url
             if links:
@@ -296,6 +341,39 @@ class Engine:
             log.info("coverage not fetched: %s", exc.message)
             return None
         return fetched.get(COVERAGE_KEY.key)
+
+
+def crd_configuration(parsed: ParsedRequest) -> dict[str, Any]:
+    """CRD options for this call: defaults, overridden by extension["davinci-crd.configuration"]
+    (unknown options are ignored, CRD hook-23; a wrong type is a 400 naming it)."""
+    config: dict[str, Any] = {o["code"]: o["default"] for o in CRD_OPTIONS}
+    given = (parsed.request.extension or {}).get("davinci-crd.configuration")
+    if given is None:
+        return config
+    where = "extension.davinci-crd.configuration"
+    if not isinstance(given, dict):
+        raise BadRequest(where, "must be an object")
+    for option in CRD_OPTIONS:
+        code = option["code"]
+        if code not in given:
+            continue
+        value = given[code]
+        if option["type"] == "boolean" and not isinstance(value, bool):
+            raise BadRequest(f"{where}.{code}", "must be true or false")
+        if option["type"] == "integer" and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise BadRequest(f"{where}.{code}", "must be a positive integer")
+        config[code] = value
+    return config
+
+
+def _configured(cards: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Drop cards of switched-off types (never the summary card), then cap at max-cards."""
+    kept = [
+        c for i, c in enumerate(cards) if i == 0 or config.get(c["source"]["topic"]["code"], True)
+    ]
+    return kept[: int(config["max-cards"])]
 
 
 def _selected_only(parsed: ParsedRequest) -> ParsedRequest:

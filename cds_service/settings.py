@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="longest exp - iat accepted (bounds the jti cache)"
     )
 
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser-based CDS clients allowed by CORS (JSON list of origins)",
+    )
+
     @property
     def auth_enabled(self) -> bool:
         return self.jwt_required if self.jwt_required is not None else not self.demo

@@ -310,3 +310,81 @@ def test_non_ig_selection_gets_no_cards(client: TestClient, seed_request: dict[s
     draft = body["context"]["draftOrders"]["entry"][0]["resource"]
     draft["medicationCodeableConcept"] = {"text": "amoxicillin 500 mg"}
     assert _post(client, SELECT, body) == {"cards": []}
+
+
+# -- Da Vinci CRD configuration options --------------------------------------------------------
+
+
+def test_discovery_offers_crd_configuration_options(client: TestClient) -> None:
+    for svc in client.get("/cds-services").json()["services"]:
+        options = {o["code"]: o for o in svc["extension"]["davinci-crd.configuration-options"]}
+        assert options["coverage-info"]["type"] == "boolean"
+        assert options["max-cards"]["type"] == "integer"
+        for o in options.values():
+            assert o["name"]
+            assert o["description"]
+
+
+def test_configuration_switches_off_card_types_and_the_system_action(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    seed_request["extension"] = {
+        "davinci-crd.configuration": {
+            "coverage-info": False,
+            "clinical-reminder": False,
+            "unknown-option": 3,  # ignored (CRD hook-23)
+        }
+    }
+    response = _post(client, SIGN, seed_request)
+    kinds = list(_by_type(response["cards"]))
+    assert kinds == ["summary", "dose"]  # coverage-info cards off; the summary card always stays
+    assert "systemActions" not in response
+
+
+def test_configuration_caps_the_number_of_cards(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    seed_request["extension"] = {"davinci-crd.configuration": {"max-cards": 2}}
+    response = _post(client, SIGN, seed_request)
+    assert len(response["cards"]) == 2
+    assert DETERMINATION_KEY in response["cards"][0]["extension"]
+    assert "systemActions" in response
+
+
+@pytest.mark.parametrize(
+    "config", [{"max-cards": 0}, {"max-cards": "5"}, {"coverage-info": "no"}, ["coverage-info"]]
+)
+def test_bad_configuration_is_400(
+    client: TestClient, seed_request: dict[str, Any], config: Any
+) -> None:
+    seed_request["extension"] = {"davinci-crd.configuration": config}
+    r = client.post(SIGN, json=seed_request)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("extension.davinci-crd.configuration")
+
+
+def test_billing_code_display_is_the_hcpcs_descriptor(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    jcode = _ci(_post(client, SIGN, seed_request))["billingCode"][0]
+    assert jcode["code"] == "J1459"
+    assert "Privigen" in jcode["display"]
+
+
+def test_cors_for_browser_clients_when_configured(tmp_path: Any) -> None:
+    from cds_service.app import create_app
+    from tests.conftest import demo_settings
+
+    app = create_app(demo_settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"]))
+    with ValidatingClient(app) as c:
+        r = c.options(
+            "/cds-services",
+            headers={
+                "Origin": "https://sandbox.cds-hooks.org",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert r.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
+        other = c.get("/cds-services", headers={"Origin": "https://evil.example.org"})
+        assert "access-control-allow-origin" not in other.headers
