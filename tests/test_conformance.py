@@ -185,7 +185,7 @@ def test_seed_gets_a_conditional_coverage_information_system_action(
 def test_no_coverage_known_means_no_coverage_information(
     client: TestClient, seed_request: dict[str, Any]
 ) -> None:
-    del seed_request["prefetch"]["coverage"]
+    del seed_request["context"]["draftOrders"]["entry"][0]["resource"]["insurance"]
     response = _post(client, SIGN, seed_request)
     assert "systemActions" not in response
     assert response["cards"][0]["extension"][DETERMINATION_KEY]["outcome"]
@@ -200,6 +200,29 @@ def test_coverage_from_the_order_insurance_when_not_prefetched(
     assert _ci(_post(client, SIGN, seed_request))["coverage"] == [
         {"reference": "Coverage/from-order"}
     ]
+
+
+def test_the_crd_coverage_prefetch_names_the_primary_coverage(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    def cov(cid: str, order: int, status: str = "active") -> dict[str, Any]:
+        return {
+            "resource": {
+                "resourceType": "Coverage",
+                "id": cid,
+                "status": status,
+                "order": order,
+                "beneficiary": {"reference": "Patient/seed-cvid-1"},
+                "payor": [{"display": "Plan " + cid}],
+            }
+        }
+
+    seed_request["prefetch"]["coverage"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [cov("secondary", 2), cov("old", 1, "cancelled"), cov("primary", 1)],
+    }
+    assert _ci(_post(client, SIGN, seed_request))["coverage"] == [{"reference": "Coverage/primary"}]
 
 
 def test_an_earlier_assertion_for_the_same_coverage_is_replaced(
