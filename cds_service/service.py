@@ -313,7 +313,13 @@ class Engine:
         order = crd.find_order(parsed.context.draftOrders, det.order.ref)
         if order is None:
             return None  # CRD found-36: the order must carry an id the update can target
-        coverage = crd.coverage_reference(self._coverage_value(parsed), order)
+        prefetch = parsed.request.prefetch or {}
+        if COVERAGE_KEY.key in prefetch:  # sent (even null): the EHR answered; no query
+            coverage = crd.coverage_reference(prefetch[COVERAGE_KEY.key], order)
+        else:  # the order's own insurance, else ask fhirServer (one extra query, optional data)
+            coverage = crd.coverage_reference(None, order) or crd.coverage_reference(
+                self._fetch_coverage(parsed), None
+            )
         if coverage is None:
             return None  # no Coverage known: CRD requires one (see crd module docstring)
         assert self.actions is not None
@@ -327,12 +333,8 @@ class Engine:
         )
         return crd.system_action(order, ext)
 
-    def _coverage_value(self, parsed: ParsedRequest) -> Any:
-        """The `coverage` prefetch value; fetched from fhirServer when absent and possible."""
-        prefetch = parsed.request.prefetch or {}
-        value = prefetch.get(COVERAGE_KEY.key)
-        if value is not None or COVERAGE_KEY.key in prefetch:
-            return value
+    def _fetch_coverage(self, parsed: ParsedRequest) -> Any:
+        """The CRD `coverage` query against fhirServer, when there is one to ask."""
         if self.fetcher is None or not parsed.request.fhirServer:
             return None
         try:

@@ -411,3 +411,36 @@ def test_cors_for_browser_clients_when_configured(tmp_path: Any) -> None:
         assert r.headers["access-control-allow-origin"] == "https://sandbox.cds-hooks.org"
         other = c.get("/cds-services", headers={"Origin": "https://evil.example.org"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_coverage_is_queried_from_fhir_server_when_nothing_names_it(
+    client: TestClient, seed_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[list[str]] = []
+
+    def fetcher(parsed: Any, specs: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        asked.append([s.key for s in specs])
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [
+                {"resource": {"resourceType": "Coverage", "id": "fetched", "status": "active"}}
+            ],
+        }
+        return {"coverage": bundle}, {}
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    monkeypatch.setattr(engine, "fetcher", fetcher)
+    del seed_request["context"]["draftOrders"]["entry"][0]["resource"]["insurance"]
+    seed_request["fhirServer"] = "https://ehr.example.org/fhir"
+    assert _ci(_post(client, SIGN, seed_request))["coverage"] == [{"reference": "Coverage/fetched"}]
+    assert asked == [["coverage"]]
+    # the order's insurance (or a coverage prefetch) is enough: no query
+    asked.clear()
+    seed_request["context"]["draftOrders"]["entry"][0]["resource"]["insurance"] = [
+        {"reference": "Coverage/cov-seed-1"}
+    ]
+    assert _ci(_post(client, SIGN, seed_request))["coverage"] == [
+        {"reference": "Coverage/cov-seed-1"}
+    ]
+    assert asked == []
