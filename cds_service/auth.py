@@ -28,12 +28,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
 from cds_service.errors import Unauthorized
 
 ALGORITHMS = ("ES384", "RS384")
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 
 
@@ -49,6 +51,9 @@ class _Keys:
         self._client: jwt.PyJWKClient | None = None
         self._set: jwt.PyJWKSet | None = None
         if spec.startswith(("https://", "http://")):
+            host = urlsplit(spec).hostname or ""
+            if spec.startswith("http://") and host not in LOOPBACK:
+                raise KeySetError(f"JWKS URL {spec}: must be https (http only on loopback)")
             self.url = spec
             self._client = jwt.PyJWKClient(spec, cache_keys=True, lifespan=300, timeout=5)
         else:

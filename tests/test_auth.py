@@ -228,6 +228,16 @@ def test_auth_is_on_by_default_and_off_only_in_demo(tmp_path: Path) -> None:
         assert c.get("/cds-services").status_code == 401
 
 
+def test_jwks_url_must_be_https_off_loopback(jwks_file: Path) -> None:
+    from cds_service.auth import JwtVerifier, KeySetError
+
+    with pytest.raises(KeySetError, match="https"):
+        JwtVerifier({ISS: "http://keys.example.org/jwks.json"})
+    with pytest.raises(KeySetError):
+        JwtVerifier({ISS: str(jwks_file) + ".missing"})
+    JwtVerifier({ISS: "https://keys.example.org/jwks.json"})  # fetched lazily, on first use
+
+
 class _JwksHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = json.dumps(_jwks()).encode()
