@@ -207,6 +207,7 @@ class Engine:
         parsed = parse_request(body, svc.hook)
         if svc.hook == "order-select":
             parsed = _selected_only(parsed)
+        config = crd_configuration(parsed)
         det = self.evaluate(parsed)
         if det is None:
             return Answer({"cards": []})
@@ -223,7 +224,6 @@ class Engine:
             cards = self.renderer.render_select(det, self.source)
         else:
             cards = self.renderer.render(det, self.source)
-        config = crd_configuration(parsed)
         cards = _configured(cards, config)
         report_url = f"{self.base_url.rstrip('/')}/reports/{report_id}" if reports else None
         self._decorate(cards, det, ctx, svc.hook, report_url)
