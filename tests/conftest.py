@@ -25,9 +25,10 @@ from cds_service.app import create_app
 from cds_service.settings import Settings
 from tests import cds_schemas
 
-# Tests that build an app from plain Settings() get demo mode and a throw-away database unless
-# they say otherwise (authentication tests pass demo=False explicitly). Set before any Settings.
-os.environ.setdefault("IVIG_CDS_DEMO", "true")
+# Tests that build an app from plain Settings() get client authentication off and a throw-away
+# database (tests/test_auth.py removes the first for its module). Nothing else changes: demo stays
+# off, so e.g. the FHIR server allowlist behaves as in production. Set before any Settings.
+os.environ.setdefault("IVIG_CDS_JWT_REQUIRED", "false")
 os.environ.setdefault(
     "IVIG_CDS_DATABASE_PATH", str(Path(tempfile.mkdtemp(prefix="ivig-cds-test-")) / "t.db")
 )
@@ -63,9 +64,9 @@ class ValidatingClient(TestClient):
         return response
 
 
-def demo_settings(tmp: Path, **overrides: Any) -> Settings:
-    """Settings for tests that do not test authentication: demo mode, a private database."""
-    values: dict[str, Any] = {"demo": True, "database_path": tmp / "ivig-cds.db"}
+def open_settings(tmp: Path, **overrides: Any) -> Settings:
+    """Settings for tests that do not test authentication: JWT off, a private database."""
+    values: dict[str, Any] = {"jwt_required": False, "database_path": tmp / "ivig-cds.db"}
     values.update(overrides)
     return Settings(**values)
 
@@ -76,8 +77,8 @@ def make_client(app: FastAPI) -> ValidatingClient:
 
 @pytest.fixture(scope="session")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValidatingClient]:
-    """A validating TestClient over the real app (packaged knowledge, templates; demo mode)."""
-    with ValidatingClient(create_app(demo_settings(tmp_path_factory.mktemp("db")))) as c:
+    """A validating TestClient over the real app (packaged knowledge, templates; JWT off)."""
+    with ValidatingClient(create_app(open_settings(tmp_path_factory.mktemp("db")))) as c:
         yield c
 
 

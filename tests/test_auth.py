@@ -71,6 +71,14 @@ def bearer(tok: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tok}"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _secure_defaults() -> Iterator[None]:
+    """conftest switches JWT off for other tests; this module tests the real default."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("IVIG_CDS_JWT_REQUIRED", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("jwks") / "ehr-jwks.json"

@@ -396,9 +396,9 @@ def test_billing_code_display_is_the_hcpcs_descriptor(
 
 def test_cors_for_browser_clients_when_configured(tmp_path: Any) -> None:
     from cds_service.app import create_app
-    from tests.conftest import demo_settings
+    from tests.conftest import open_settings
 
-    app = create_app(demo_settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"]))
+    app = create_app(open_settings(tmp_path, cors_origins=["https://sandbox.cds-hooks.org"]))
     with ValidatingClient(app) as c:
         r = c.options(
             "/cds-services",

@@ -14,7 +14,7 @@ from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.storage import Storage
 from tests import cds_schemas
-from tests.conftest import ValidatingClient, demo_settings
+from tests.conftest import ValidatingClient, open_settings
 
 SIGN = "/cds-services/ivig-order-sign"
 FEEDBACK = SIGN + "/feedback"
@@ -136,7 +136,7 @@ def test_a_rejected_batch_stores_nothing(client: TestClient, seed_request: dict[
 def test_feedback_survives_a_restart_and_is_summarised(
     tmp_path: Path, seed_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = demo_settings(tmp_path)
+    settings = open_settings(tmp_path)
     with ValidatingClient(create_app(settings)) as first:
         cards = _cards(first, seed_request)
         assert _send(first, _overridden(cards["baseline-igg"])).status_code == 200
@@ -147,7 +147,7 @@ def test_feedback_survives_a_restart_and_is_summarised(
         ).split("8080", 1)[1]
     # a new process on the same database file: the report and the feedback are still there,
     # and feedback can still be given on the cards of the earlier response
-    with ValidatingClient(create_app(demo_settings(tmp_path))) as second:
+    with ValidatingClient(create_app(open_settings(tmp_path))) as second:
         html = second.get(report).text
         assert "IgG 180 mg/dL in 2019, scanned" in html
         assert _send(second, _overridden(cards["dose"], "weight-elsewhere")).status_code == 200
