@@ -22,6 +22,7 @@ from cds_service import __version__, knowledge, wording
 from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
 from cds_service.errors import CdsError, NotFound, Unauthorized
+from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
 from cds_service.report import ReportRenderer
@@ -63,6 +64,21 @@ REPORT_HEADERS = {
 }
 
 
+def build_fetcher(settings: Settings) -> FhirFetcher:
+    """The pooled FHIR client that fills prefetch keys the EHR did not send."""
+    return FhirFetcher(
+        Allowlist(settings.fhir_allowlist, loopback=settings.demo),
+        FetchLimits(
+            budget_s=settings.fetch_budget_s,
+            timeout_s=settings.fetch_timeout_s,
+            max_pages=settings.fetch_max_pages,
+            max_resources=settings.fetch_max_resources,
+            page_size=settings.fetch_page_size,
+            workers=settings.fetch_workers,
+        ),
+    )
+
+
 def engine_from_settings(settings: Settings) -> Engine:
     """Knowledge, wording, templates and actions loaded once (a bad file stops start-up)."""
     kn = knowledge.load(settings.knowledge_dir, settings.policy_file)
@@ -71,6 +87,7 @@ def engine_from_settings(settings: Settings) -> Engine:
         wording.load(settings.cards_dir),
         CardRenderer(settings.cards_dir),
         settings.source_label,
+        fetcher=build_fetcher(settings),
         actions=Actions(kn, settings.knowledge_dir, settings.cards_dir),
     )
 

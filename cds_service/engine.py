@@ -58,7 +58,7 @@ class Determination:
     def to_contract(self) -> dict[str, Any]:
         """The machine-readable object of shared/contract/determination.md."""
         start = self.timeline.therapy_start
-        return {
+        contract: dict[str, Any] = {
             "policy": self.policy,
             "outcome": self.outcome,
             "requestType": self.request_type,
@@ -96,6 +96,11 @@ class Determination:
                 for p in self.timeline.labs
             ],
         }
+        if self.unavailable:
+            # inputs that could not be read (prefetch absent and fhirServer failed): the criteria
+            # they feed are never met on their account; required ones end in 412 instead
+            contract["unavailable"] = dict(sorted(self.unavailable.items()))
+        return contract
 
 
 def _safety(record: Record, kn: Knowledge) -> Safety:

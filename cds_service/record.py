@@ -52,30 +52,44 @@ class PrefetchKey:
         return "?" not in self.query
 
 
-def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
-    """Prefetch templates, Observation search narrowed to the codes the rules read."""
+# Observation searches, narrowed by code. One key would carry ~210 LOINC codes (a ~5.6 KB URL, too
+# close to the 8 KB request-line/header limits of common servers once a bearer token is added), so
+# the codes are split by what reads them; together they are exactly the codes the rules read.
+OBSERVATION_KEYS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("observations", ("igg-serum", "body-weight"), True),  # timeline, baseline, trough, dose
+    (
+        "labs",  # secondary-cause work-up and the IGIV boxed-warning safety labs
+        ("creatinine", "bun", "cbc", "cbc-differential", "lft", "hiv-test", "spep"),
+        False,
+    ),
+    ("titers", ("pneumococcal-titer",), False),  # vaccine response
+)
+
+
+def observation_query(kn: Knowledge, valuesets: Iterable[str]) -> str:
     loinc = kn.systems["loinc"]
-    obs_sets = [
-        "igg-serum",
-        "body-weight",
-        "creatinine",
-        "bun",
-        "cbc",
-        "cbc-differential",
-        "lft",
-        "hiv-test",
-        "spep",
-        "pneumococcal-titer",
-    ]
-    codes = sorted({c for vid in obs_sets for (s, c) in kn.vs(vid).exact if s == loinc})
-    obs_query = "Observation?patient={{context.patientId}}&code=" + ",".join(
+    codes = sorted({c for vid in valuesets for (s, c) in kn.vs(vid).exact if s == loinc})
+    return "Observation?patient={{context.patientId}}&code=" + ",".join(
         f"{loinc}|{c}" for c in codes
     )
+
+
+def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
+    """Prefetch templates; Observation searches narrowed to the codes the rules read.
+
+    `required`: without it the determination cannot be made (412 when unobtainable). Optional
+    keys that cannot be read leave the criteria they feed `insufficient` (never met) and are
+    named in the determination's `unavailable`.
+    """
     pid = "patient={{context.patientId}}"
+    observations = tuple(
+        PrefetchKey(key, "Observation", observation_query(kn, sets), required)
+        for key, sets, required in OBSERVATION_KEYS
+    )
     return (
         PrefetchKey("patient", "Patient", "Patient/{{context.patientId}}", True),
         PrefetchKey("conditions", "Condition", f"Condition?{pid}", True),
-        PrefetchKey("observations", "Observation", obs_query, True),
+        *observations,
         PrefetchKey("medicationRequests", "MedicationRequest", f"MedicationRequest?{pid}", True),
         PrefetchKey(
             "medicationStatements", "MedicationStatement", f"MedicationStatement?{pid}", True

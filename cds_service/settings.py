@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     def storage_url(self) -> str:
         return self.database_url or f"sqlite:///{self.database_path}"
 
+    # -- record access: fetching absent prefetch keys from the EHR's fhirServer ---------------
+    fhir_allowlist: list[str] = Field(
+        default_factory=list,
+        description="FHIR base URLs the service may query (JSON list); loopback is added in demo",
+    )
+    fetch_budget_s: float = Field(default=3.0, gt=0, description="all queries of one request")
+    fetch_timeout_s: float = Field(default=2.0, gt=0, description="connect/read timeout per query")
+    fetch_max_pages: int = Field(default=20, ge=1, description="pages followed per query")
+    fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
+    fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
+    fetch_workers: int = Field(default=16, ge=1, description="concurrent queries (all requests)")
+
 
 @cache
 def get_settings() -> Settings:

@@ -1,0 +1,520 @@
+"""Fetch prefetch keys the EHR did not send from its FHIR server (CDS Hooks 2.0 `fhirServer`).
+
+One pooled HTTP client (urllib3 `PoolManager`) shared by all requests; the queries of one request
+run concurrently on a shared thread pool under one overall time budget. Each query:
+
+- is the discovery template with its CDS Hooks tokens filled in (`{{context.patientId}}` ...), sent
+  with the request's `fhirAuthorization` bearer token (and `_count` added to searches);
+- is only sent to a `fhirServer` on the allowlist (`IVIG_CDS_FHIR_ALLOWLIST`; loopback in demo);
+  a server off the list is never contacted and its keys are unreadable (412 when required);
+- retries 429/503 with backoff (urllib3 `Retry`, honouring Retry-After) only while the budget lasts;
+- follows `link[next]` verbatim (never rebuilt), only on the same origin, with page and resource
+  caps and loop detection; never follows redirects (the token must not travel);
+- checks the answer: a searchset Bundle (or the resource read), entries of the asked type and this
+  patient (others dropped), OperationOutcome entries reported (errors make the key unreadable).
+
+A key that cannot be read gets a plain-language reason; the caller decides 412 vs partial.
+Logs carry key names, resource types, counts, status codes and timings: never URLs (they hold the
+patient id), resource ids, names or tokens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util.retry import Retry
+
+from cds_service import __version__
+from cds_service.protocol import ParsedRequest
+from cds_service.record import PrefetchKey, _for_patient
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+# Resource types a search may legitimately carry besides the one asked for (_include'd).
+_INCLUDABLE = frozenset({"Medication"})
+_TOKEN = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9.]*)\s*\}\}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Unreadable(Exception):
+    """A key could not be read; the message is the reason given to the EHR (no token, no PHI)."""
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    budget_s: float = 3.0
+    timeout_s: float = 2.0
+    max_pages: int = 20
+    max_resources: int = 5000
+    page_size: int = 200
+    workers: int = 16
+
+
+# ------------------------------------------------------------------------------ allowlist
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def _origin(url: str) -> _Origin | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    return _Origin(
+        scheme,
+        parts.hostname.lower(),
+        port or _DEFAULT_PORTS[scheme],
+        parts.path.rstrip("/"),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Allowlist:
+    """FHIR base URLs the service may call: same scheme, host and port, and the same path or a
+    path below it. `loopback=True` (demo) also allows any http(s) server on this machine."""
+
+    def __init__(self, bases: list[str], loopback: bool = False) -> None:
+        self.loopback = loopback
+        self.bases: list[_Origin] = []
+        for base in bases:
+            origin = _origin(base)
+            if origin is None:
+                raise ValueError(f"fhir_allowlist entry is not an http(s) base URL: {base!r}")
+            self.bases.append(origin)
+
+    def allows(self, url: str) -> bool:
+        o = _origin(url)
+        if o is None:
+            return False
+        if self.loopback and _is_loopback(o.host):
+            return True
+        return any(
+            (o.scheme, o.host, o.port) == (b.scheme, b.host, b.port)
+            and (o.path == b.path or o.path.startswith(b.path + "/"))
+            for b in self.bases
+        )
+
+
+def same_origin(a: str, b: str) -> bool:
+    oa, ob = _origin(a), _origin(b)
+    return (
+        oa is not None
+        and ob is not None
+        and (oa.scheme, oa.host, oa.port)
+        == (
+            ob.scheme,
+            ob.host,
+            ob.port,
+        )
+    )
+
+
+# ------------------------------------------------------------------------------ templates
+
+
+def token_values(parsed: ParsedRequest) -> dict[str, str]:
+    """CDS Hooks 2.0 prefetch tokens available for this request."""
+    values = {
+        f"context.{k}": str(v)
+        for k, v in parsed.request.context.items()
+        if isinstance(v, str | int) and not isinstance(v, bool)
+    }
+    rtype, _, rid = parsed.context.userId.partition("/")
+    if rid and rtype in ("Practitioner", "PractitionerRole", "Patient", "RelatedPerson"):
+        values[f"user{rtype}Id"] = rid
+    return values
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """Fill `{{token}}`s (URL-encoded); a token without a value makes the query unreadable."""
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in values:
+            raise Unreadable(f"the query needs {{{{{name}}}}}, which the request does not carry")
+        return quote(values[name], safe="")
+
+    return _TOKEN.sub(fill, template)
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+class _BudgetRetry(Retry):
+    """urllib3 Retry that never sleeps past the request's deadline."""
+
+    deadline: float = float("inf")
+
+    def new(self, **kw: Any) -> _BudgetRetry:
+        retry = super().new(**kw)
+        retry.deadline = self.deadline
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        wait_s: float | None = None
+        if response is not None and self.respect_retry_after_header:
+            wait_s = self.get_retry_after(response)
+        if wait_s is None:
+            wait_s = self.get_backoff_time()
+        if time.monotonic() + wait_s >= self.deadline:
+            raise _OutOfBudget
+        time.sleep(wait_s)
+
+
+def _outcome_summary(body: Any, limit: int = 200) -> str:
+    """Issue codes and diagnostics of an OperationOutcome (returned to the EHR, not logged)."""
+    parts = []
+    for iss in (body.get("issue") or []) if isinstance(body, dict) else []:
+        if isinstance(iss, dict):
+            details = iss.get("details") if isinstance(iss.get("details"), dict) else {}
+            text = (details or {}).get("text") or iss.get("diagnostics") or iss.get("code")
+            parts.append(f"{iss.get('severity', '?')}: {text}")
+    return ("; ".join(parts) or "no details")[:limit]
+
+
+def _status_reason(status: int, body: Any) -> str:
+    if status in (401, 403):
+        return f"fhirServer refused access (HTTP {status})"
+    if status in (404, 410):
+        return f"fhirServer does not know this query (HTTP {status}: {_outcome_summary(body)})"
+    if status in (429, 503):
+        return f"fhirServer is overloaded or unavailable (HTTP {status})"
+    if status >= 500:
+        return f"fhirServer failed (HTTP {status})"
+    if 300 <= status < 400:
+        return f"fhirServer answered with a redirect (HTTP {status}), which is not followed"
+    return f"fhirServer rejected the query (HTTP {status}: {_outcome_summary(body)})"
+
+
+@dataclass
+class _KeyStats:
+    pages: int = 0
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+class FhirFetcher:
+    """The Engine's `Fetcher`: (request, absent keys) -> (values by key, unreadable key -> why)."""
+
+    def __init__(self, allowlist: Allowlist, limits: FetchLimits | None = None) -> None:
+        self.allowlist = allowlist
+        self.limits = limits or FetchLimits()
+        self.pool = urllib3.PoolManager(
+            num_pools=32,
+            maxsize=self.limits.workers,
+            block=False,
+            headers={"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"},
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.limits.workers, thread_name_prefix="fhir-fetch"
+        )
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.clear()
+
+    # -- entry point -------------------------------------------------------------------
+    def __call__(
+        self, parsed: ParsedRequest, specs: list[PrefetchKey]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        server = (parsed.request.fhirServer or "").rstrip("/")
+        if not server:
+            return {}, {s.key: "not in prefetch and no fhirServer to fetch from" for s in specs}
+        if not self.allowlist.allows(server):
+            log.warning("fhirServer not on the allowlist; %d keys not fetched", len(specs))
+            why = (
+                f"fhirServer {server} is not on this service's allowlist of FHIR servers "
+                "(IVIG_CDS_FHIR_ALLOWLIST), so it was not queried"
+            )
+            return {}, {s.key: why for s in specs}
+        headers = {}
+        auth = parsed.request.fhirAuthorization
+        if auth is not None:
+            headers["Authorization"] = f"Bearer {auth.access_token}"
+        tokens = token_values(parsed)
+        budget = self.limits.budget_s
+        started = time.monotonic()
+        deadline = started + budget
+        values: dict[str, Any] = {}
+        unreadable: dict[str, str] = {}
+        futures: dict[Future[Any], PrefetchKey] = {}
+        for spec in specs:
+            try:
+                relative = render_template(spec.query, tokens)
+            except Unreadable as exc:
+                unreadable[spec.key] = str(exc)
+                continue
+            futures[
+                self._executor.submit(
+                    self._fetch_key, server, spec, relative, headers, tokens, deadline
+                )
+            ] = spec
+        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        for fut in pending:
+            fut.cancel()
+            unreadable[futures[fut].key] = f"not read within the {budget:g} s time budget"
+        for fut in done:
+            key = futures[fut].key
+            try:
+                values[key] = fut.result()
+            except Unreadable as exc:
+                unreadable[key] = str(exc)
+            except Exception as exc:  # never a 500 for what a remote server did
+                log.exception("fetch %s: unexpected %s", key, type(exc).__name__)
+                unreadable[key] = f"could not be read ({type(exc).__name__})"
+        log.info(
+            "fetched %d/%d keys in %.0f ms; unreadable: %s",
+            len(values),
+            len(specs),
+            (time.monotonic() - started) * 1000,
+            sorted(unreadable) or "none",
+        )
+        return values, unreadable
+
+    # -- one key -----------------------------------------------------------------------
+    def _get(self, url: str, headers: dict[str, str], deadline: float) -> tuple[int, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _OutOfBudget
+        per_call = min(self.limits.timeout_s, remaining)
+        retry = _BudgetRetry(
+            total=3,
+            connect=0,
+            read=0,
+            redirect=0,
+            other=0,
+            status=3,
+            status_forcelist=(429, 503),
+            allowed_methods=frozenset({"GET"}),
+            backoff_factor=0.1,
+            backoff_max=1.0,
+            raise_on_redirect=False,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        retry.deadline = deadline
+        try:
+            resp = self.pool.request(
+                "GET",
+                url,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=per_call, read=per_call),
+                retries=retry,
+                redirect=False,
+            )
+        except MaxRetryError as exc:
+            raise Unreadable(self._transport_reason(exc.reason)) from None
+        except (ConnectTimeoutError, ReadTimeoutError, NewConnectionError, SSLError) as exc:
+            raise Unreadable(self._transport_reason(exc)) from None
+        except ProtocolError:
+            raise Unreadable("fhirServer closed the connection mid-answer") from None
+        except HTTPError as exc:
+            raise Unreadable(f"could not talk to fhirServer ({type(exc).__name__})") from None
+        try:
+            body = orjson.loads(resp.data) if resp.data else None
+        except orjson.JSONDecodeError:
+            if resp.status >= 400:
+                body = None
+            else:
+                raise Unreadable(f"fhirServer sent malformed JSON (HTTP {resp.status})") from None
+        return resp.status, body
+
+    def _transport_reason(self, exc: BaseException | None) -> str:
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+            return f"fhirServer did not answer within {self.limits.timeout_s:g} s"
+        if isinstance(exc, SSLError):
+            return "TLS handshake with fhirServer failed"
+        if isinstance(exc, NewConnectionError):
+            return "could not connect to fhirServer"
+        return f"could not talk to fhirServer ({type(exc).__name__})"
+
+    def _fetch_key(
+        self,
+        server: str,
+        spec: PrefetchKey,
+        relative: str,
+        headers: dict[str, str],
+        tokens: dict[str, str],
+        deadline: float,
+    ) -> Any:
+        t0 = time.monotonic()
+        patient = tokens.get("context.patientId", "")
+        try:
+            if spec.is_read:
+                return self._read(server, spec, relative, headers, patient, deadline)
+            return self._search(server, spec, relative, headers, patient, deadline, t0)
+        except _OutOfBudget:
+            raise Unreadable(
+                f"not read within the {self.limits.budget_s:g} s time budget"
+            ) from None
+        except Unreadable as exc:
+            log.warning("fetch %s: unreadable (%s)", spec.key, type(exc).__name__)
+            raise
+
+    def _read(
+        self,
+        server: str,
+        spec: PrefetchKey,
+        relative: str,
+        headers: dict[str, str],
+        patient: str,
+        deadline: float,
+    ) -> Any:
+        status, body = self._get(f"{server}/{relative}", headers, deadline)
+        if status in (404, 410):
+            log.info("fetch %s: HTTP %d, no such %s", spec.key, status, spec.resource_type)
+            return None  # the server holds no such resource: "no data", like a null prefetch
+        if status != 200:
+            raise Unreadable(_status_reason(status, body))
+        if not isinstance(body, dict) or body.get("resourceType") != spec.resource_type:
+            got = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+            raise Unreadable(f"fhirServer answered a {got} where a {spec.resource_type} was asked")
+        if spec.resource_type == "Patient" and body.get("id") != patient:
+            raise Unreadable("fhirServer answered a different Patient than the one asked for")
+        return body
+
+    def _search(
+        self,
+        server: str,
+        spec: PrefetchKey,
+        relative: str,
+        headers: dict[str, str],
+        patient: str,
+        deadline: float,
+        t0: float,
+    ) -> dict[str, Any]:
+        lim = self.limits
+        url = f"{server}/{relative}"
+        if "_count=" not in relative:
+            url += f"&_count={lim.page_size}" if "?" in relative else f"?_count={lim.page_size}"
+        seen: set[str] = set()
+        entries: list[dict[str, Any]] = []
+        stats = _KeyStats()
+        errors: list[str] = []
+        while True:
+            seen.add(url)
+            status, body = self._get(url, headers, deadline)
+            stats.pages += 1
+            if status != 200:
+                raise Unreadable(_status_reason(status, body))
+            if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+                got = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+                if got == "OperationOutcome":
+                    raise Unreadable(f"fhirServer answered an error: {_outcome_summary(body)}")
+                raise Unreadable(f"fhirServer answered a {got} where a search Bundle was asked")
+            if body.get("type") != "searchset":
+                raise Unreadable(
+                    f"fhirServer answered a Bundle of type {body.get('type')!r}, not a searchset"
+                )
+            raw_entries = body.get("entry") or []
+            if not isinstance(raw_entries, list):
+                raise Unreadable("fhirServer answered a Bundle whose entry is not a list")
+            for entry in raw_entries:
+                res = entry.get("resource") if isinstance(entry, dict) else None
+                rtype = res.get("resourceType") if isinstance(res, dict) else None
+                if not isinstance(res, dict) or not isinstance(rtype, str):
+                    stats.dropped["(not a resource)"] += 1
+                elif rtype == "OperationOutcome":
+                    for iss in res.get("issue") or []:
+                        if isinstance(iss, dict):
+                            stats.outcomes[f"{iss.get('severity')}/{iss.get('code')}"] += 1
+                            if iss.get("severity") in ("error", "fatal"):
+                                errors.append(_outcome_summary({"issue": [iss]}))
+                elif rtype in _INCLUDABLE or (
+                    rtype == spec.resource_type and _for_patient(res, patient)
+                ):
+                    entries.append({"resource": res})
+                else:
+                    stats.dropped[rtype] += 1
+            if len(entries) > lim.max_resources:
+                raise Unreadable(
+                    f"the {spec.resource_type} search returned more than {lim.max_resources} "
+                    "resources, too many to read"
+                )
+            nxt = next(
+                (
+                    ln.get("url")
+                    for ln in body.get("link") or []
+                    if isinstance(ln, dict) and ln.get("relation") == "next"
+                ),
+                None,
+            )
+            if not nxt:
+                break
+            if not isinstance(nxt, str) or not same_origin(nxt, server):
+                raise Unreadable("fhirServer's next-page link leaves fhirServer; not followed")
+            if not self.allowlist.allows(nxt):
+                raise Unreadable("fhirServer's next-page link is not on the allowlist")
+            if nxt in seen:
+                raise Unreadable(
+                    f"fhirServer's paging loops (the {spec.resource_type} next-page link "
+                    "repeats a page already read)"
+                )
+            if stats.pages >= lim.max_pages:
+                raise Unreadable(
+                    f"the {spec.resource_type} search has more than {lim.max_pages} pages"
+                )
+            url = nxt
+        stats.kept = len(entries)
+        if stats.outcomes:
+            log.warning("fetch %s: OperationOutcome entries %s", spec.key, dict(stats.outcomes))
+        if stats.dropped:
+            log.warning(
+                "fetch %s: dropped entries of other types or patients %s",
+                spec.key,
+                dict(stats.dropped),
+            )
+        log.info(
+            "fetch %s: %d %s in %d page(s), %.0f ms",
+            spec.key,
+            stats.kept,
+            spec.resource_type,
+            stats.pages,
+            (time.monotonic() - t0) * 1000,
+        )
+        if errors:
+            raise Unreadable(f"fhirServer reported an error: {'; '.join(errors)}"[:300])
+        return {"resourceType": "Bundle", "type": "searchset", "entry": entries}

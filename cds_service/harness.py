@@ -1,0 +1,363 @@
+"""Scenario harness: load fixture records into a FHIR R4 server and check the service fetches them.
+
+For each `fhir_fixtures/<scenario>/order-sign-request.json` (with `expected-determination.json`):
+the resources of its prefetch are loaded into the FHIR server as one transaction of PUTs with ids
+namespaced by run (`<ns>-<id>`, references rewritten), so runs and scenarios never collide; then the
+service is called the way an EHR would call it (order-sign with `fhirServer`, no prefetch) and its
+determination, with the namespace taken out again, is compared with the expected one.
+
+Used by `ivig-cds harness` and by the integration tests (same loader, same comparison).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+from cds_service.record import PrefetchKey, _for_patient, resources_of
+
+FHIR_JSON = "application/fhir+json"
+REQUEST_FILE = "order-sign-request.json"
+EXPECTED_FILE = "expected-determination.json"
+DETERMINATION_KEY = "ivig-cds.determination"
+SERVICE_ID = "ivig-order-sign"
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    request: dict[str, Any]
+    expected: dict[str, Any] | None
+
+    @property
+    def patient_id(self) -> str:
+        return str(self.request["context"]["patientId"])
+
+
+def discover(fixtures: Path) -> list[Scenario]:
+    """Every `<dir>/order-sign-request.json` under `fixtures`, sorted by directory name."""
+    out = []
+    for path in sorted(fixtures.glob(f"*/{REQUEST_FILE}")):
+        expected_path = path.parent / EXPECTED_FILE
+        expected = json.loads(expected_path.read_text("utf-8")) if expected_path.exists() else None
+        out.append(Scenario(path.parent.name, json.loads(path.read_text("utf-8")), expected))
+    return out
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def record_resources(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The patient's record as the fixture holds it: every resource of every prefetch value
+    (not the draft orders, which travel in the context), de-duplicated by type and id."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for value in (request.get("prefetch") or {}).values():
+        for res in resources_of(value):
+            seen.setdefault((str(res.get("resourceType")), str(res.get("id"))), res)
+    return list(seen.values())
+
+
+def _code_filter(query: str) -> set[tuple[str | None, str]] | None:
+    params = parse_qsl(urlsplit(query).query)
+    codes = [v for k, v in params if k == "code"]
+    if not codes:
+        return None
+    out: set[tuple[str | None, str]] = set()
+    for value in codes:
+        for item in value.split(","):
+            system, bar, code = item.rpartition("|")
+            out.add((system if bar else None, code))
+    return out
+
+
+def _matches_code(res: dict[str, Any], wanted: set[tuple[str | None, str]]) -> bool:
+    for coding in (res.get("code") or {}).get("coding") or []:
+        system, code = coding.get("system"), coding.get("code")
+        if (system, code) in wanted or (None, code) in wanted:
+            return True
+    return False
+
+
+def local_prefetch(
+    resources: Iterable[dict[str, Any]], keys: Iterable[PrefetchKey], patient_id: str
+) -> dict[str, Any]:
+    """Answer each prefetch template from the given resources, as an EHR would from memory
+    (type, patient and code filters only: what the service's templates use)."""
+    pool = list(resources)
+    out: dict[str, Any] = {}
+    for spec in keys:
+        if spec.is_read:
+            out[spec.key] = next(
+                (
+                    r
+                    for r in pool
+                    if r.get("resourceType") == spec.resource_type and r.get("id") == patient_id
+                ),
+                None,
+            )
+            continue
+        wanted = _code_filter(spec.query)
+        hits = [
+            r
+            for r in pool
+            if r.get("resourceType") == spec.resource_type
+            and _for_patient(r, patient_id)
+            and (wanted is None or _matches_code(r, wanted))
+        ]
+        out[spec.key] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(hits),
+            "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in hits],
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------ namespacing
+
+
+def new_namespace() -> str:
+    return "h" + secrets.token_hex(3)
+
+
+def _walk_references(node: Any, rename: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref in rename:
+            node["reference"] = rename[ref]
+        for value in node.values():
+            _walk_references(value, rename)
+    elif isinstance(node, list):
+        for item in node:
+            _walk_references(item, rename)
+
+
+def namespace_request(request: dict[str, Any], ns: str) -> dict[str, Any]:
+    """A copy of the request whose patient and record resources carry ids `<ns>-<id>`, with
+    every reference to them rewritten (draft orders included); contained ids are untouched."""
+    req = copy.deepcopy(request)
+    pid = str(req["context"]["patientId"])
+    rename = {f"Patient/{pid}": f"Patient/{ns}-{pid}"}
+    for res in record_resources(req):
+        rename[f"{res['resourceType']}/{res['id']}"] = f"{res['resourceType']}/{ns}-{res['id']}"
+    for value in (req.get("prefetch") or {}).values():
+        for res in resources_of(value):
+            if not str(res.get("id", "")).startswith(f"{ns}-"):
+                res["id"] = f"{ns}-{res['id']}"
+    for value in (req.get("prefetch") or {}).values():
+        if isinstance(value, dict):
+            for entry in value.get("entry") or []:
+                if isinstance(entry, dict) and "fullUrl" in entry:
+                    res = entry.get("resource") or {}
+                    entry["fullUrl"] = f"{res.get('resourceType')}/{res.get('id')}"
+    _walk_references(req.get("prefetch"), rename)
+    _walk_references(req["context"].get("draftOrders"), rename)
+    req["context"]["patientId"] = f"{ns}-{pid}"
+    if isinstance(req["context"].get("encounterId"), str):
+        req["context"]["encounterId"] = f"{ns}-{req['context']['encounterId']}"
+    return req
+
+
+def strip_namespace(value: Any, ns: str) -> Any:
+    """Take the run's namespace out of every string (references, reasons) of a determination."""
+    text = json.dumps(value).replace(f"/{ns}-", "/").replace(f"{ns}-", "")
+    return json.loads(text)
+
+
+def transaction(resources: Iterable[dict[str, Any]], method: str = "PUT") -> dict[str, Any]:
+    """A transaction Bundle; PUT keeps the ids (POST would let the server assign them)."""
+    entries = []
+    for res in resources:
+        url = f"{res['resourceType']}/{res['id']}"
+        entry: dict[str, Any] = {"fullUrl": url, "request": {"method": method, "url": url}}
+        if method != "DELETE":
+            entry["resource"] = res
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def ehr_request(
+    request: dict[str, Any], fhir_server: str, keep: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The request as an EHR that prefetched only `keep` (default none) would send it."""
+    req = copy.deepcopy(request)
+    kept = {k: v for k, v in (req.get("prefetch") or {}).items() if k in set(keep)}
+    req.pop("prefetch", None)
+    if kept:
+        req["prefetch"] = kept
+    req["fhirServer"] = fhir_server
+    return req
+
+
+def determination_of(response: dict[str, Any]) -> dict[str, Any] | None:
+    cards = response.get("cards") or []
+    if not cards:
+        return None
+    det = (cards[0].get("extension") or {}).get(DETERMINATION_KEY)
+    return det if isinstance(det, dict) else None
+
+
+# ------------------------------------------------------------------------------ FHIR server I/O
+
+
+class FhirLoader:
+    """Loads and deletes scenario records on a FHIR R4 server with transaction Bundles."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def post_bundle(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        resp = self.session.post(self.base_url, data=json.dumps(bundle), timeout=self.timeout)
+        try:
+            body: Any = resp.json()
+        except ValueError:
+            body = resp.text[:500]
+        if resp.status_code >= 400:
+            raise HarnessError(f"transaction -> HTTP {resp.status_code}: {_outcome(body)}")
+        if not isinstance(body, dict):
+            raise HarnessError("transaction answered with a non-object body")
+        failed = [
+            f"{e.get('response', {}).get('status')}"
+            for e in body.get("entry") or []
+            if not str(e.get("response", {}).get("status", "")).startswith("2")
+        ]
+        if failed:
+            raise HarnessError(f"transaction entries failed: {', '.join(failed)}")
+        return body
+
+    def load(self, resources: list[dict[str, Any]]) -> None:
+        self.post_bundle(transaction(resources, "PUT"))
+
+    def delete(self, resources: list[dict[str, Any]]) -> None:
+        # dependents first (Patient last), so servers with referential integrity accept it
+        ordered = sorted(resources, key=lambda r: r.get("resourceType") == "Patient")
+        self.post_bundle(transaction(ordered, "DELETE"))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _outcome(body: Any) -> str:
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        return "; ".join(
+            str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code"))
+            for i in body.get("issue") or []
+            if isinstance(i, dict)
+        )[:500]
+    return str(body)[:500]
+
+
+# ------------------------------------------------------------------------------ a run
+
+
+@dataclass
+class Result:
+    scenario: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+def diff_summary(got: dict[str, Any] | None, expected: dict[str, Any]) -> str:
+    """A short description of how a determination differs from the expected one."""
+    if got is None:
+        return "no determination in the response"
+    diffs = [k for k in expected if got.get(k) != expected[k]]
+    crit_got = {c["id"]: c["status"] for c in got.get("criteria", [])}
+    crit_exp = {c["id"]: c["status"] for c in expected.get("criteria", [])}
+    changed = [
+        f"{cid} {crit_exp[cid]}->{crit_got.get(cid)}"
+        for cid in crit_exp
+        if crit_got.get(cid) != crit_exp[cid]
+    ]
+    parts = [f"fields differ: {', '.join(diffs)}"] if diffs else []
+    if changed:
+        parts.append("; ".join(changed))
+    if "unavailable" in got:
+        parts.append(f"unavailable: {', '.join(sorted(got['unavailable']))}")
+    return " | ".join(parts) or "equal"
+
+
+def run_scenario(
+    scenario: Scenario,
+    loader: FhirLoader,
+    service_url: str,
+    ns: str,
+    http: requests.Session,
+    cleanup: bool = False,
+    fhir_authorization: dict[str, Any] | None = None,
+) -> Result:
+    t0 = time.monotonic()
+    try:
+        req = namespace_request(scenario.request, ns)
+        resources = record_resources(req)
+        loader.load(resources)
+        try:
+            body = ehr_request(req, loader.base_url)
+            if fhir_authorization:
+                body["fhirAuthorization"] = fhir_authorization
+            resp = http.post(
+                f"{service_url.rstrip('/')}/cds-services/{SERVICE_ID}", json=body, timeout=60
+            )
+            if resp.status_code != 200:
+                return Result(
+                    scenario.name,
+                    False,
+                    f"HTTP {resp.status_code}: {resp.text[:300]}",
+                    time.monotonic() - t0,
+                )
+            got = determination_of(resp.json())
+            got = strip_namespace(got, ns) if got is not None else None
+            if scenario.expected is None:
+                return Result(
+                    scenario.name,
+                    got is not None,
+                    "no expected determination",
+                    time.monotonic() - t0,
+                )
+            ok = got == scenario.expected
+            detail = "equal" if ok else diff_summary(got, scenario.expected)
+            return Result(scenario.name, ok, detail, time.monotonic() - t0)
+        finally:
+            if cleanup:
+                loader.delete(resources)
+    except (HarnessError, requests.RequestException, ValueError) as exc:
+        return Result(
+            scenario.name, False, f"{type(exc).__name__}: {exc}"[:300], time.monotonic() - t0
+        )
+
+
+def iter_run(
+    scenarios: list[Scenario],
+    fhir_server: str,
+    service_url: str,
+    cleanup: bool = False,
+    ns: str | None = None,
+) -> Iterator[Result]:
+    ns = ns or new_namespace()
+    loader = FhirLoader(fhir_server)
+    http = requests.Session()
+    try:
+        for scenario in scenarios:
+            yield run_scenario(scenario, loader, service_url, ns, http, cleanup)
+    finally:
+        loader.close()
+        http.close()
