@@ -48,6 +48,8 @@ from cds_service.protocol import ParsedRequest
 from cds_service.record import PrefetchKey, _for_patient
 
 log = logging.getLogger(__name__)
+# urllib3 logs request URLs (which carry the patient id) at DEBUG and on retries: keep it quiet
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 FHIR_JSON = "application/fhir+json"
 # Resource types a search may legitimately carry besides the one asked for (_include'd).
@@ -242,12 +244,8 @@ class FhirFetcher:
     def __init__(self, allowlist: Allowlist, limits: FetchLimits | None = None) -> None:
         self.allowlist = allowlist
         self.limits = limits or FetchLimits()
-        self.pool = urllib3.PoolManager(
-            num_pools=32,
-            maxsize=self.limits.workers,
-            block=False,
-            headers={"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"},
-        )
+        self.headers = {"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"}
+        self.pool = urllib3.PoolManager(num_pools=32, maxsize=self.limits.workers, block=False)
         self._executor = ThreadPoolExecutor(
             max_workers=self.limits.workers, thread_name_prefix="fhir-fetch"
         )
@@ -270,7 +268,7 @@ class FhirFetcher:
                 "(IVIG_CDS_FHIR_ALLOWLIST), so it was not queried"
             )
             return {}, {s.key: why for s in specs}
-        headers = {}
+        headers = dict(self.headers)
         auth = parsed.request.fhirAuthorization
         if auth is not None:
             headers["Authorization"] = f"Bearer {auth.access_token}"
@@ -363,12 +361,12 @@ class FhirFetcher:
         return resp.status, body
 
     def _transport_reason(self, exc: BaseException | None) -> str:
+        if isinstance(exc, NewConnectionError):  # (a subclass of ConnectTimeoutError)
+            return "could not connect to fhirServer"
         if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
             return f"fhirServer did not answer within {self.limits.timeout_s:g} s"
         if isinstance(exc, SSLError):
             return "TLS handshake with fhirServer failed"
-        if isinstance(exc, NewConnectionError):
-            return "could not connect to fhirServer"
         return f"could not talk to fhirServer ({type(exc).__name__})"
 
     def _fetch_key(
@@ -433,6 +431,7 @@ class FhirFetcher:
         seen: set[str] = set()
         entries: list[dict[str, Any]] = []
         stats = _KeyStats()
+        read = 0
         errors: list[str] = []
         while True:
             seen.add(url)
@@ -452,6 +451,12 @@ class FhirFetcher:
             raw_entries = body.get("entry") or []
             if not isinstance(raw_entries, list):
                 raise Unreadable("fhirServer answered a Bundle whose entry is not a list")
+            read += len(raw_entries)
+            if read > lim.max_resources:
+                raise Unreadable(
+                    f"the {spec.resource_type} search returned more than {lim.max_resources} "
+                    "resources, too many to read"
+                )
             for entry in raw_entries:
                 res = entry.get("resource") if isinstance(entry, dict) else None
                 rtype = res.get("resourceType") if isinstance(res, dict) else None
@@ -469,11 +474,6 @@ class FhirFetcher:
                     entries.append({"resource": res})
                 else:
                     stats.dropped[rtype] += 1
-            if len(entries) > lim.max_resources:
-                raise Unreadable(
-                    f"the {spec.resource_type} search returned more than {lim.max_resources} "
-                    "resources, too many to read"
-                )
             nxt = next(
                 (
                     ln.get("url")

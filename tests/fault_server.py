@@ -259,7 +259,7 @@ class FaultServer:
         if self._httpd is not None:
             raise RuntimeError("FaultServer already started")
         self._stopping.clear()
-        httpd = ThreadingHTTPServer((self.host, 0), _make_handler(self))
+        httpd = _Server((self.host, 0), _make_handler(self))
         httpd.daemon_threads = True  # a delayed handler must not block shutdown
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -352,6 +352,12 @@ class FaultServer:
         return reply
 
 
+class _Server(ThreadingHTTPServer):
+    # the default listen backlog (5) drops SYNs when a client opens ~10 connections at once,
+    # which then wait a full second for the retransmit: make room for concurrent clients
+    request_queue_size = 128
+
+
 class _Abort(Exception):
     """Server is stopping while a delayed reply waits: drop the connection."""
 
@@ -359,6 +365,7 @@ class _Abort(Exception):
 def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out separately: no 40 ms stalls
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

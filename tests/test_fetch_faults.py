@@ -1,0 +1,392 @@
+"""Fetching from fhirServer against a controllable fake: every fault ends in a clear 412 or a
+partial determination that names what was unavailable; never a hang, never a 500."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cds_service.app import create_app
+from cds_service.fhir_client import Allowlist, render_template
+from cds_service.harness import local_prefetch, record_resources
+from cds_service.record import PrefetchKey
+from cds_service.settings import Settings
+from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
+from tests.fault_server import (
+    FaultServer,
+    RecordedRequest,
+    Reply,
+    delayed,
+    error,
+    huge_searchset,
+    malformed_json,
+    operation_outcome,
+    paging_loop,
+    searchset,
+    sequence,
+)
+
+URL = "/cds-services/ivig-order-sign"
+TOKEN = "s3cr3t-access-token-never-logged"
+BUDGET = 1.0
+SEED = load_json(FIXTURES / "seed" / "order-sign-request.json")
+EXPECTED = load_json(FIXTURES / "seed" / "expected-determination.json")
+PATIENT = SEED["context"]["patientId"]
+TYPES = (
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "Immunization",
+    "Encounter",
+)
+
+
+@pytest.fixture(scope="module")
+def fetch_client() -> Iterator[TestClient]:
+    """The app with loopback FHIR servers allowed (demo) and a short budget for fast tests."""
+    settings = Settings(demo=True, fetch_budget_s=BUDGET, fetch_timeout_s=0.8)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _answer_from_record(resources: list[dict[str, Any]]) -> Any:
+    """A search handler answering any `<Type>?patient=..&code=..` query from `resources`."""
+
+    def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
+        spec = PrefetchKey("q", req.path, f"{req.path}?{req.query}", False)
+        patient = (req.param("patient") or "").removeprefix("Patient/")
+        return Reply(body=local_prefetch(resources, [spec], patient)["q"])
+
+    return handle
+
+
+def seed_routes() -> dict[str, Any]:
+    resources = record_resources(SEED)
+    routes: dict[str, Any] = {f"Patient/{PATIENT}": SEED["prefetch"]["patient"]}
+    for rtype in TYPES:
+        routes[rtype] = _answer_from_record(resources)
+    return routes
+
+
+@pytest.fixture
+def fake() -> Iterator[FaultServer]:
+    with FaultServer(seed_routes()) as srv:
+        yield srv
+
+
+def ehr_body(server: str, keep: tuple[str, ...] = (), token: bool = True) -> dict[str, Any]:
+    body = copy.deepcopy(SEED)
+    body["prefetch"] = {k: v for k, v in body["prefetch"].items() if k in keep}
+    body["fhirServer"] = server
+    if token:
+        body["fhirAuthorization"] = {
+            "access_token": TOKEN,
+            "token_type": "Bearer",
+            "expires_in": 30,
+            "scope": "patient/*.read",
+            "subject": "ivig-cds",
+        }
+    return body
+
+
+def post(client: TestClient, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
+    t0 = time.monotonic()
+    r = client.post(URL, json=body)
+    return r.status_code, r.json(), time.monotonic() - t0
+
+
+def determination(data: dict[str, Any]) -> dict[str, Any]:
+    det: dict[str, Any] = data["cards"][0]["extension"][DETERMINATION_KEY]
+    return det
+
+
+# ------------------------------------------------------------------------------ happy path
+
+
+def test_all_keys_fetched_gives_the_prefetch_determination(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    assert determination(data) == EXPECTED
+    paths = sorted(r.path for r in fake.requests)
+    assert paths.count("Observation") == 3  # observations, labs, titers
+    assert f"Patient/{PATIENT}" in paths
+    for req in fake.requests:
+        assert req.headers["authorization"] == f"Bearer {TOKEN}"
+        assert req.headers["accept"] == "application/fhir+json"
+        if req.path != f"Patient/{PATIENT}":
+            assert req.param("patient") == PATIENT
+            assert req.param("_count") == "200"
+    codes = {req.param("code") for req in fake.requests_to("Observation")}
+    assert any(c and "http://loinc.org|2465-3" in c for c in codes)
+
+
+def test_only_absent_and_outcome_keys_are_fetched(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    body = ehr_body(fake.base_url, keep=tuple(k for k in SEED["prefetch"] if k != "conditions"))
+    body["prefetch"]["encounters"] = operation_outcome("EHR could not run this prefetch")
+    body["prefetch"]["medicationDispenses"] = None  # null: the EHR holds none; not fetched
+    status, data, _ = post(fetch_client, body)
+    assert status == 200, data
+    assert determination(data) == EXPECTED
+    assert sorted(r.path for r in fake.requests) == ["Condition", "Encounter"]
+
+
+def test_open_server_without_authorization_is_queried_without_a_token(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url, token=False))
+    assert status == 200, data
+    assert all("authorization" not in r.headers for r in fake.requests)
+
+
+def test_other_patients_and_types_are_dropped(
+    fetch_client: TestClient, fake: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    intruder = {
+        "resourceType": "Condition",
+        "id": "other-patient-cvid",
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D80.1"}]},
+        "subject": {"reference": "Patient/someone-else"},
+    }
+    odd = {"resourceType": "Observation", "id": "odd", "status": "final", "code": {}}
+    seed_conditions = [r for r in record_resources(SEED) if r["resourceType"] == "Condition"]
+    fake.set("Condition", searchset([*seed_conditions, intruder, odd]))
+    with caplog.at_level(logging.INFO, logger="cds_service"):
+        status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    assert determination(data) == EXPECTED
+    assert "Condition/other-patient-cvid" not in str(data)
+    assert "dropped entries" in caplog.text
+
+
+def test_tokens_and_patient_ids_are_never_logged(
+    fetch_client: TestClient, fake: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.set("Encounter", error(500))
+    with caplog.at_level(logging.DEBUG):
+        post(fetch_client, ehr_body(fake.base_url))
+    assert caplog.records, "the fetch path logs what it did"
+    assert TOKEN not in caplog.text
+    assert PATIENT not in caplog.text
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+@pytest.mark.parametrize(
+    ("route", "words"),
+    [
+        (error(500), "HTTP 500"),
+        (error(401), "refused access (HTTP 401)"),
+        (error(403), "refused access (HTTP 403)"),
+        (malformed_json(), "malformed JSON"),
+        (paging_loop(), "paging loops"),
+        (huge_searchset(10_000, patient=PATIENT), "more than 5000"),
+        (huge_searchset(10_000, page_size=100, patient=PATIENT), "more than 20 pages"),
+        (Reply(body={"resourceType": "Patient", "id": "x"}), "where a search Bundle"),
+        (Reply(body={"resourceType": "Bundle", "type": "collection"}), "not a searchset"),
+        (Reply(302, headers={"Location": "http://example.org/"}), "redirect"),
+        (
+            Reply(body={**searchset([]), "entry": [{"resource": operation_outcome("boom")}]}),
+            "reported an error",
+        ),
+    ],
+    ids=[
+        "500",
+        "401",
+        "403",
+        "malformed-json",
+        "paging-loop",
+        "10000-results",
+        "10000-paged",
+        "not-a-bundle",
+        "wrong-bundle-type",
+        "redirect",
+        "outcome-entry",
+    ],
+)
+def test_required_key_fault_is_412_naming_it(
+    fetch_client: TestClient, fake: FaultServer, route: Any, words: str
+) -> None:
+    fake.set("Observation", route)
+    status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 412, data
+    assert "observations" in data["error"]
+    assert words in data["error"]
+    assert TOKEN not in data["error"]
+    assert elapsed < BUDGET + 1.5
+
+
+def test_slow_server_past_the_budget_is_412_on_time(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    fake.set("Condition", delayed(10))
+    status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 412, data
+    assert "conditions" in data["error"]
+    assert elapsed < BUDGET + 1.0
+
+
+def test_all_keys_slow_in_parallel_still_ends_on_time(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    for rtype in TYPES:
+        fake.set(rtype, delayed(0.4, searchset([])))
+    status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data  # 10 queries x 0.4 s run concurrently within the 1 s budget
+    assert elapsed < BUDGET + 0.5
+
+
+@pytest.mark.parametrize("key_type", ["Encounter", "Immunization"])
+def test_optional_key_fault_gives_a_partial_determination(
+    fetch_client: TestClient, fake: FaultServer, key_type: str
+) -> None:
+    fake.set(key_type, delayed(10))
+    status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    det = determination(data)
+    key = {"Encounter": "encounters", "Immunization": "immunizations"}[key_type]
+    assert list(det["unavailable"]) == [key]
+    assert "within" in det["unavailable"][key]  # the per-query timeout or the overall budget
+    assert det["outcome"] != "meets-criteria"
+    assert elapsed < BUDGET + 1.0
+
+
+def test_unreadable_optional_labs_never_count_as_met(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    def by_code(req: RecordedRequest, srv: FaultServer) -> Reply:
+        if "2465-3" in (req.param("code") or ""):
+            return _answer_from_record(record_resources(SEED))(req, srv)
+        return error(500)
+
+    fake.set("Observation", by_code)
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    det = determination(data)
+    assert sorted(det["unavailable"]) == ["labs", "titers"]
+    status_of = {c["id"]: c["status"] for c in det["criteria"]}
+    assert status_of["vaccine-response"] != "met"  # the titers that showed it were not read
+    assert status_of["secondary-causes-excluded"] != "met"
+
+
+def test_429_then_success_is_retried(fetch_client: TestClient, fake: FaultServer) -> None:
+    fake.set("Condition", sequence([error(429, retry_after=0)], then=seed_routes()["Condition"]))
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    assert determination(data) == EXPECTED
+    assert len(fake.requests_to("Condition")) == 2
+
+
+def test_503_with_retry_after_beyond_the_budget_gives_up_at_once(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    fake.set("Condition", error(503, retry_after=30))
+    status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 412, data
+    assert "conditions" in data["error"]
+    assert elapsed < BUDGET
+    assert len(fake.requests_to("Condition")) == 1
+
+
+def test_connection_refused_is_412(fetch_client: TestClient) -> None:
+    with FaultServer({}) as gone:
+        url = gone.base_url
+    status, data, _ = post(fetch_client, ehr_body(url))
+    assert status == 412, data
+    assert "could not connect to fhirServer" in data["error"]
+
+
+def test_next_link_to_another_host_is_not_followed(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    with FaultServer({"*": searchset([])}) as elsewhere:
+        fake.set("Condition", searchset([], links={"next": f"{elsewhere.base_url}/x?page=2"}))
+        status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+        assert elsewhere.requests == []  # the token never travels to another server
+    assert status == 412, data
+    assert "leaves fhirServer" in data["error"]
+
+
+def test_next_links_are_followed_verbatim(fetch_client: TestClient, fake: FaultServer) -> None:
+    fake.set(
+        "Encounter", huge_searchset(250, page_size=100, resource_type="Encounter", patient=PATIENT)
+    )
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    pages = fake.requests_to("Encounter")
+    assert [p.param("_getpagesoffset") for p in pages] == [None, "100", "200"]
+
+
+def test_fhir_server_off_the_allowlist_is_never_contacted(fake: FaultServer) -> None:
+    with TestClient(create_app(Settings(fhir_allowlist=["https://ehr.example.org/fhir"]))) as c:
+        status, data, _ = post(c, ehr_body(fake.base_url))
+    assert status == 412, data
+    assert "allowlist" in data["error"]
+    assert fake.requests == []
+
+
+def test_full_prefetch_needs_no_allowlisted_server(fake: FaultServer) -> None:
+    body = ehr_body(fake.base_url, keep=tuple(SEED["prefetch"]))
+    with TestClient(create_app(Settings())) as c:
+        status, data, _ = post(c, body)
+    assert status == 200, data
+    assert fake.requests == []
+
+
+# ------------------------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://ehr.example.org/fhir", True),
+        ("https://ehr.example.org/fhir/", True),
+        ("https://EHR.example.org:443/fhir/r4", True),
+        ("https://ehr.example.org/fhirx", False),
+        ("http://ehr.example.org/fhir", False),
+        ("https://ehr.example.org:8443/fhir", False),
+        ("https://user:pw@ehr.example.org/fhir", False),
+        ("https://evil.example.org/fhir", False),
+        ("http://127.0.0.1:9999/fhir", False),
+        ("file:///etc/passwd", False),
+        ("not a url", False),
+    ],
+)
+def test_allowlist(url: str, allowed: bool) -> None:
+    assert Allowlist(["https://ehr.example.org/fhir"]).allows(url) is allowed
+
+
+def test_loopback_allowed_only_in_demo() -> None:
+    demo = Allowlist([], loopback=True)
+    assert demo.allows("http://127.0.0.1:8080/fhir")
+    assert demo.allows("http://localhost:1/fhir")
+    assert demo.allows("http://[::1]:8080/fhir")
+    assert not demo.allows("http://10.0.0.1/fhir")
+    assert not Allowlist([]).allows("http://127.0.0.1:8080/fhir")
+
+
+def test_allowlist_rejects_a_bad_entry() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        Allowlist(["ftp://x"])
+
+
+def test_template_tokens_are_filled_and_encoded() -> None:
+    values = {"context.patientId": "a b&c", "userPractitionerId": "dr-1"}
+    assert render_template("X?patient={{context.patientId}}", values) == "X?patient=a%20b%26c"
+    assert render_template("X?p={{ userPractitionerId }}", values) == "X?p=dr-1"
+    with pytest.raises(Exception, match=r"context\.encounterId"):
+        render_template("Encounter/{{context.encounterId}}", {})
