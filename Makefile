@@ -4,8 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# the real FHIR R4 server the tests and the harness start (sekmet-fhir, pinned, own venv)
+FHIR_VENV ?= .venv-fhir
 
-.PHONY: install run test lint check clean
+.PHONY: install fhir-server run test lint check clean harness
 
 install: $(VENV)/.installed
 
@@ -15,11 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+fhir-server: install ## install the local FHIR R4 server used by the tests and the harness
+	$(BIN)/python -m cds_service.local_fhir install $(FHIR_VENV)
+
 run: install ## install and start the service with its demo data
 	IVIG_CDS_DEMO=true $(BIN)/ivig-cds serve --host $(HOST) --port $(PORT)
 
-test: install ## install and run the whole test suite
-	$(BIN)/pytest -q
+test: install fhir-server ## install and run the whole test suite
+	IVIG_CDS_FHIR_VENV=$(FHIR_VENV) $(BIN)/pytest -q
 
 lint: install ## ruff + mypy --strict
 	$(BIN)/ruff check cds_service tests
@@ -28,4 +33,4 @@ lint: install ## ruff + mypy --strict
 check: lint test
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

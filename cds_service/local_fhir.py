@@ -11,6 +11,9 @@ service's venv).  Typical use from a pytest session fixture::
 Every server gets a fresh temporary directory (settings file, SQLite data dir, log file, cwd) and
 a free loopback port.  ``stop()`` kills the whole process group by PID and deletes the directory.
 Only the standard library and ``requests`` are used.
+
+Development tooling (tests, `make harness`), never on the request path; `make fhir-server` runs
+`python -m cds_service.local_fhir install .venv-fhir`.
 """
 
 from __future__ import annotations
@@ -399,3 +402,16 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     # the leader is reaped; make sure no straggler of its group survives
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m cds_service.local_fhir install VENV_DIR`: install sekmet-fhir (idempotent)."""
+    if len(argv) != 2 or argv[0] != "install":
+        sys.stderr.write("usage: python -m cds_service.local_fhir install VENV_DIR\n")
+        return 2
+    ensure_installed(Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
+from cds_service.local_fhir import FhirServer, ensure_installed
 from cds_service.settings import Settings
 from tests import cds_schemas
 
@@ -91,3 +92,12 @@ def seed_request() -> dict[str, Any]:
     """The founding case as a CDS Hooks order-sign request (fresh copy per test)."""
     data: dict[str, Any] = load_json(FIXTURES / "seed" / "order-sign-request.json")
     return data
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    """A real FHIR R4 server (sekmet-fhir, pinned, in its own venv `.venv-fhir`) with a fresh
+    data directory for this test session; stopped by PID at the end."""
+    exe = ensure_installed(Path(os.environ.get("IVIG_CDS_FHIR_VENV", ROOT / ".venv-fhir")))
+    with FhirServer(exe, validation="strict", tmp_root=tmp_path_factory.mktemp("sekmet")) as srv:
+        yield srv
