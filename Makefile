@@ -30,6 +30,9 @@ lint: install ## ruff + mypy --strict
 	$(BIN)/ruff check cds_service tests
 	$(BIN)/mypy --strict cds_service
 
+harness: install ## scenario harness against a local FHIR server and service (no network)
+	$(BIN)/ivig-cds harness --local-fhir $(FHIR_VENV) --cleanup
+
 check: lint test
 
 clean:

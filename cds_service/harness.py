@@ -14,8 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ REQUEST_FILE = "order-sign-request.json"
 EXPECTED_FILE = "expected-determination.json"
 DETERMINATION_KEY = "ivig-cds.determination"
 SERVICE_ID = "ivig-order-sign"
+DEFAULT_FHIR_SERVER = "https://hapi.fhir.org/baseR4"  # the public HAPI FHIR R4 sandbox
 
 
 class HarnessError(RuntimeError):
@@ -361,3 +364,110 @@ def iter_run(
     finally:
         loader.close()
         http.close()
+
+
+# ------------------------------------------------------------------------------ CLI support
+
+
+@contextmanager
+def service_in_thread(fhir_server: str) -> Iterator[str]:
+    """This service on a free loopback port (uvicorn in a thread), allowed to query only
+    `fhir_server`; yields its base URL."""
+    import uvicorn
+
+    from cds_service.app import create_app
+    from cds_service.local_fhir import free_port
+    from cds_service.settings import Settings
+
+    port = free_port()
+    app = create_app(Settings(fhir_allowlist=[fhir_server.rstrip("/")]))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="ivig-cds-harness", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise HarnessError("the in-process service did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def local_fhir_server(venv: Path) -> Iterator[str]:
+    """A local sekmet FHIR R4 server (installed into `venv` on first use); yields its base URL."""
+    from cds_service.local_fhir import FhirServer, ensure_installed
+
+    with FhirServer(ensure_installed(venv), validation="strict") as srv:
+        yield srv.base_url
+
+
+def run_cli(
+    fhir_server: str | None,
+    service_url: str | None,
+    fixtures: Path,
+    cleanup: bool,
+    only: tuple[str, ...],
+    local_fhir: Path | None,
+) -> int:
+    """`ivig-cds harness`: returns the exit status (0 all passed, 1 a failure, 2 no run)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    console = Console()
+    scenarios = [s for s in discover(fixtures) if not only or s.name in only]
+    if not scenarios:
+        console.print(f"[red]no scenarios under {fixtures}[/red]")
+        return 2
+    with ExitStack() as stack:
+        try:
+            if local_fhir is not None:
+                console.print(f"starting a local FHIR R4 server (sekmet, venv {local_fhir}) ...")
+                fhir_server = stack.enter_context(local_fhir_server(local_fhir))
+            assert fhir_server is not None
+            if service_url is None:
+                service_url = stack.enter_context(service_in_thread(fhir_server))
+        except (HarnessError, RuntimeError, OSError) as exc:
+            console.print(f"[red]could not start: {exc}[/red]")
+            return 2
+        ns = new_namespace()
+        console.print(
+            f"FHIR server {fhir_server}\nservice     {service_url}\n"
+            f"namespace   {ns} ({len(scenarios)} scenarios)"
+        )
+        results: list[Result] = []
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("scenarios", total=len(scenarios))
+            for scenario, result in zip(
+                scenarios,
+                iter_run(scenarios, fhir_server, service_url, cleanup, ns),
+                strict=True,
+            ):
+                progress.update(task, advance=1, description=scenario.name)
+                results.append(result)
+    table = Table(title=f"ivig-cds harness: {fhir_server}")
+    table.add_column("scenario")
+    table.add_column("result")
+    table.add_column("s", justify="right")
+    table.add_column("detail", overflow="fold")
+    for r in results:
+        mark = "[green]PASS[/green]" if r.passed else "[red]FAIL[/red]"
+        table.add_row(r.scenario, mark, f"{r.seconds:.2f}", "" if r.passed else r.detail)
+    console.print(table)
+    failed = sum(not r.passed for r in results)
+    console.print(
+        f"{len(results) - failed} passed, {failed} failed" + (" (cleaned up)" if cleanup else "")
+    )
+    return 1 if failed else 0
