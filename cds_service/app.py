@@ -75,6 +75,7 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
             max_resources=settings.fetch_max_resources,
             page_size=settings.fetch_page_size,
             workers=settings.fetch_workers,
+            max_url=settings.fetch_max_url,
         ),
     )
 

@@ -74,6 +74,7 @@ class FetchLimits:
     max_resources: int = 5000
     page_size: int = 200
     workers: int = 16
+    max_url: int = 2048  # longer code lists are split over several queries
 
 
 # ------------------------------------------------------------------------------ allowlist
@@ -233,6 +234,7 @@ def _status_reason(status: int, body: Any) -> str:
 @dataclass
 class _KeyStats:
     pages: int = 0
+    read: int = 0
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -414,6 +416,31 @@ class FhirFetcher:
             raise Unreadable("fhirServer answered a different Patient than the one asked for")
         return body
 
+    def _start_urls(self, server: str, relative: str) -> list[str]:
+        """The search as one URL, or, when its OR-list of codes would make the URL longer than
+        `max_url`, as several URLs each carrying a share of the codes (the union of their
+        results is the same result: `code=a,b` matches exactly what `code=a` or `code=b` does)."""
+        path, _, query = relative.partition("?")
+        params = [p for p in query.split("&") if p]
+        if not any(p.startswith("_count=") for p in params):
+            params.append(f"_count={self.limits.page_size}")
+
+        def url(ps: list[str]) -> str:
+            return f"{server}/{path}?{'&'.join(ps)}"
+
+        code_at = next((i for i, p in enumerate(params) if p.startswith("code=")), None)
+        if code_at is None or _wire_length(url(params)) <= self.limits.max_url:
+            return [url(params)]
+        codes = params[code_at].removeprefix("code=").split(",")
+        others = params[:code_at] + params[code_at + 1 :]
+        room = self.limits.max_url - _wire_length(url([*others, "code="]))
+        chunks: list[list[str]] = [[]]
+        for code in codes:
+            if chunks[-1] and _wire_length(",".join([*chunks[-1], code])) > room:
+                chunks.append([])
+            chunks[-1].append(code)
+        return [url([*others, "code=" + ",".join(chunk)]) for chunk in chunks]
+
     def _search(
         self,
         server: str,
@@ -424,15 +451,54 @@ class FhirFetcher:
         deadline: float,
         t0: float,
     ) -> dict[str, Any]:
-        lim = self.limits
-        url = f"{server}/{relative}"
-        if "_count=" not in relative:
-            url += f"&_count={lim.page_size}" if "?" in relative else f"?_count={lim.page_size}"
-        seen: set[str] = set()
-        entries: list[dict[str, Any]] = []
         stats = _KeyStats()
-        read = 0
+        entries: dict[tuple[str, str], dict[str, Any]] = {}
         errors: list[str] = []
+        urls = self._start_urls(server, relative)
+        for url in urls:
+            self._pages(url, server, spec, headers, patient, deadline, stats, entries, errors)
+        stats.kept = len(entries)
+        if stats.outcomes:
+            log.warning("fetch %s: OperationOutcome entries %s", spec.key, dict(stats.outcomes))
+        if stats.dropped:
+            log.warning(
+                "fetch %s: dropped entries of other types or patients %s",
+                spec.key,
+                dict(stats.dropped),
+            )
+        log.info(
+            "fetch %s: %d %s in %d quer%s, %d page(s), %.0f ms",
+            spec.key,
+            stats.kept,
+            spec.resource_type,
+            len(urls),
+            "y" if len(urls) == 1 else "ies",
+            stats.pages,
+            (time.monotonic() - t0) * 1000,
+        )
+        if errors:
+            raise Unreadable(f"fhirServer reported an error: {'; '.join(errors)}"[:300])
+        return {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": res} for res in entries.values()],
+        }
+
+    def _pages(
+        self,
+        url: str,
+        server: str,
+        spec: PrefetchKey,
+        headers: dict[str, str],
+        patient: str,
+        deadline: float,
+        stats: _KeyStats,
+        entries: dict[tuple[str, str], dict[str, Any]],
+        errors: list[str],
+    ) -> None:
+        """Read one search and its next pages into `entries` (keyed by type and id)."""
+        lim = self.limits
+        seen: set[str] = set()
         while True:
             seen.add(url)
             status, body = self._get(url, headers, deadline)
@@ -451,8 +517,8 @@ class FhirFetcher:
             raw_entries = body.get("entry") or []
             if not isinstance(raw_entries, list):
                 raise Unreadable("fhirServer answered a Bundle whose entry is not a list")
-            read += len(raw_entries)
-            if read > lim.max_resources:
+            stats.read += len(raw_entries)
+            if stats.read > lim.max_resources:
                 raise Unreadable(
                     f"the {spec.resource_type} search returned more than {lim.max_resources} "
                     "resources, too many to read"
@@ -471,7 +537,7 @@ class FhirFetcher:
                 elif rtype in _INCLUDABLE or (
                     rtype == spec.resource_type and _for_patient(res, patient)
                 ):
-                    entries.append({"resource": res})
+                    entries.setdefault((rtype, str(res.get("id"))), res)
                 else:
                     stats.dropped[rtype] += 1
             nxt = next(
@@ -483,7 +549,7 @@ class FhirFetcher:
                 None,
             )
             if not nxt:
-                break
+                return
             if not isinstance(nxt, str) or not same_origin(nxt, server):
                 raise Unreadable("fhirServer's next-page link leaves fhirServer; not followed")
             if not self.allowlist.allows(nxt):
@@ -498,23 +564,8 @@ class FhirFetcher:
                     f"the {spec.resource_type} search has more than {lim.max_pages} pages"
                 )
             url = nxt
-        stats.kept = len(entries)
-        if stats.outcomes:
-            log.warning("fetch %s: OperationOutcome entries %s", spec.key, dict(stats.outcomes))
-        if stats.dropped:
-            log.warning(
-                "fetch %s: dropped entries of other types or patients %s",
-                spec.key,
-                dict(stats.dropped),
-            )
-        log.info(
-            "fetch %s: %d %s in %d page(s), %.0f ms",
-            spec.key,
-            stats.kept,
-            spec.resource_type,
-            stats.pages,
-            (time.monotonic() - t0) * 1000,
-        )
-        if errors:
-            raise Unreadable(f"fhirServer reported an error: {'; '.join(errors)}"[:300])
-        return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+
+def _wire_length(text: str) -> int:
+    """Length once percent-encoded as sent (`|` and other unsafe characters take 3 bytes)."""
+    return len(quote(text, safe=":/?&=,%-._~+"))

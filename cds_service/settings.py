@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
     fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
     fetch_workers: int = Field(default=16, ge=1, description="concurrent queries (all requests)")
+    fetch_max_url: int = Field(
+        default=2048, ge=256, description="longer code lists are split over several queries"
+    )
 
 
 @cache
