@@ -116,6 +116,17 @@ def is_operation_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
 
+def has_next_page(value: Any) -> bool:
+    """A search Bundle that says more pages follow (link with relation `next`)."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return False
+    links = value.get("link")
+    return isinstance(links, list) and any(
+        isinstance(link, dict) and link.get("relation") == "next" and link.get("url")
+        for link in links
+    )
+
+
 def check_prefetch_value(spec: PrefetchKey, value: Any) -> None:
     """Reject a prefetch value of the wrong shape with a 400 naming the field."""
     where = f"prefetch.{spec.key}"

@@ -156,11 +156,18 @@ class Engine:
         prefetch = parsed.request.prefetch or {}
         values: dict[str, Any] = {}
         absent: list[record.PrefetchKey] = []
+        paged: set[str] = set()
         for spec in self.keys:
             if spec.key not in prefetch or record.is_operation_outcome(prefetch[spec.key]):
                 absent.append(spec)
                 continue
             record.check_prefetch_value(spec, prefetch[spec.key])
+            if record.has_next_page(prefetch[spec.key]):
+                # CDS Hooks 2.0 lets a client paginate prefetch: only a first page was sent, so
+                # the whole search is run against fhirServer (never decide on part of a record)
+                paged.add(spec.key)
+                absent.append(spec)
+                continue
             values[spec.key] = prefetch[spec.key]
         unreadable: dict[str, str] = {}
         if absent:
@@ -168,8 +175,15 @@ class Engine:
                 fetched, unreadable = self.fetcher(parsed, absent)
                 values.update(fetched)
             else:
-                why = "not in prefetch and no fhirServer to fetch from"
-                unreadable = {spec.key: why for spec in absent}
+                unreadable = {
+                    spec.key: (
+                        "prefetch holds only the first page of results and there is no "
+                        "fhirServer to read the rest from"
+                        if spec.key in paged
+                        else "not in prefetch and no fhirServer to fetch from"
+                    )
+                    for spec in absent
+                }
         required = {s.key for s in self.keys if s.required}
         fatal = {k: v for k, v in unreadable.items() if k in required}
         if fatal:

@@ -144,6 +144,27 @@ def test_only_absent_and_outcome_keys_are_fetched(
     assert sorted(r.path for r in fake.requests) == ["Condition", "Encounter"]
 
 
+def test_paginated_prefetch_is_read_whole_from_the_server(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    body = ehr_body(fake.base_url, keep=tuple(SEED["prefetch"]))
+    first_page = body["prefetch"]["conditions"]
+    first_page["entry"] = first_page["entry"][:1]
+    first_page["link"] = [{"relation": "next", "url": f"{fake.base_url}/Condition?page=2"}]
+    status, data, _ = post(fetch_client, body)
+    assert status == 200, data
+    assert determination(data) == EXPECTED
+    assert [r.path for r in fake.requests] == ["Condition"]
+
+
+def test_paginated_prefetch_without_a_server_is_412(fetch_client: TestClient) -> None:
+    body = copy.deepcopy(SEED)
+    body["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": "http://x/p2"}]
+    status, data, _ = post(fetch_client, body)
+    assert status == 412, data
+    assert "conditions: prefetch holds only the first page" in data["error"]
+
+
 def test_open_server_without_authorization_is_queried_without_a_token(
     fetch_client: TestClient, fake: FaultServer
 ) -> None:
