@@ -380,7 +380,10 @@ def service_in_thread(fhir_server: str) -> Iterator[str]:
     from cds_service.settings import Settings
 
     port = free_port()
-    app = create_app(Settings(fhir_allowlist=[fhir_server.rstrip("/")]))
+    # a loopback-only helper for the harness: it may query only `fhir_server`, and client JWT
+    # authentication (where this version has it) is off, as the harness is the only client
+    settings = Settings(fhir_allowlist=[fhir_server.rstrip("/")], jwt_required=False)
+    app = create_app(settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

@@ -55,6 +55,9 @@ class PrefetchKey:
 # Observation searches, narrowed by code. One key would carry ~210 LOINC codes (a ~5.6 KB URL, too
 # close to the 8 KB request-line/header limits of common servers once a bearer token is added), so
 # the codes are split by what reads them; together they are exactly the codes the rules read.
+# No look-back date narrows them: CDS Hooks 2.0 templates have no date token (`{{today}}` is 3.0
+# STU), and a pre-treatment IgG may be many years old; the fetcher also splits any code list
+# that would still make a URL longer than `fetch_max_url`.
 OBSERVATION_KEYS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("observations", ("igg-serum", "body-weight"), True),  # timeline, baseline, trough, dose
     (

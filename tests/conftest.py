@@ -76,6 +76,12 @@ def make_client(app: FastAPI) -> ValidatingClient:
     return ValidatingClient(app)
 
 
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for the record-access tests' own apps: JWT off, the environment's private
+    database; everything else (demo, allowlist) as given."""
+    return Settings(**{"jwt_required": False, **overrides})
+
+
 @pytest.fixture(scope="session")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValidatingClient]:
     """A validating TestClient over the real app (packaged knowledge, templates; JWT off)."""

@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from cds_service import harness
 from cds_service.app import create_app
 from cds_service.local_fhir import FhirServer
-from cds_service.settings import Settings
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, make_settings
 
 URL = "/cds-services/ivig-order-sign"
 SCENARIOS = harness.discover(FIXTURES)
@@ -33,7 +32,7 @@ AUTH = {
 
 @pytest.fixture(scope="module")
 def live(fhir_server: FhirServer) -> Iterator[TestClient]:
-    settings = Settings(fhir_allowlist=[fhir_server.base_url])
+    settings = make_settings(fhir_allowlist=[fhir_server.base_url])
     with TestClient(create_app(settings)) as c:
         yield c
 
