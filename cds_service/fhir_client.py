@@ -535,7 +535,7 @@ class FhirFetcher:
                             if iss.get("severity") in ("error", "fatal"):
                                 errors.append(_outcome_summary({"issue": [iss]}))
                 elif rtype in _INCLUDABLE or (
-                    rtype == spec.resource_type and _for_patient(res, patient)
+                    rtype == spec.resource_type and _belongs_to(res, patient)
                 ):
                     entries.setdefault((rtype, str(res.get("id"))), res)
                 else:
@@ -564,6 +564,17 @@ class FhirFetcher:
                     f"the {spec.resource_type} search has more than {lim.max_pages} pages"
                 )
             url = nxt
+
+
+def _belongs_to(res: dict[str, Any], patient: str) -> bool:
+    """The resource is this patient's (Coverage names its patient as `beneficiary`)."""
+    if res.get("resourceType") == "Coverage":
+        ref = res.get("beneficiary")
+        target = ref.get("reference") if isinstance(ref, dict) else None
+        return isinstance(target, str) and (
+            target == f"Patient/{patient}" or target.endswith(f"/Patient/{patient}")
+        )
+    return _for_patient(res, patient)
 
 
 def _wire_length(text: str) -> int:

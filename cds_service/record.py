@@ -119,6 +119,37 @@ def is_operation_outcome(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
 
 
+_DATE_FIELDS = (
+    ("effectiveDateTime",),
+    ("effectivePeriod", "start"),
+    ("effectiveInstant",),
+    ("onsetDateTime",),
+    ("onsetPeriod", "start"),
+    ("occurrenceDateTime",),
+    ("authoredOn",),
+    ("whenHandedOver",),
+    ("whenPrepared",),
+    ("period", "start"),
+    ("recordedDate",),
+    ("dateAsserted",),
+    ("issued",),
+)
+
+
+def canonical_key(res: dict[str, Any]) -> tuple[str, str, str]:
+    """Sort key that makes a record independent of the order its sources returned it in:
+    resource type, then the clinical date (oldest first, undated last), then id."""
+    when = "~"  # after every date
+    for path in _DATE_FIELDS:
+        node: Any = res
+        for step in path:
+            node = node.get(step) if isinstance(node, dict) else None
+        if isinstance(node, str) and node:
+            when = node
+            break
+    return str(res.get("resourceType")), when, str(res.get("id"))
+
+
 def has_next_page(value: Any) -> bool:
     """A search Bundle that says more pages follow (link with relation `next`)."""
     if not isinstance(value, dict) or value.get("resourceType") != "Bundle":

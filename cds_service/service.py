@@ -195,6 +195,9 @@ class Engine:
             if not found:
                 empty.add(key)
             resources.extend(found)
+        # one canonical order, whatever order the EHR's prefetch or its FHIR server (or the
+        # split of a long search into several queries) gave: the same record, the same answer
+        resources.sort(key=record.canonical_key)
         return resources, unreadable, empty
 
     def evaluate(self, parsed: ParsedRequest) -> engine.Determination | None:

@@ -1,6 +1,6 @@
 """Build the scenario fixtures: fhir_fixtures/<scenario>/order-sign-request.json.
 
-Each scenario is a CDS Hooks order-sign request with the full prefetch (the seed's keys) for one
+Each scenario is a CDS Hooks order-sign request with the full prefetch (the service's keys) for one
 patient whose id is unique to the scenario. Resources are valid FHIR R4 (ids on every resource,
 Observation status + code, subject "Patient/<id>"), so they can also be loaded into a FHIR server.
 
@@ -53,6 +53,30 @@ SEROTYPES = [
     ("19f", "86021-3", 0.9),
     ("23f", "86061-9", 0.4),
 ]
+
+
+def observation_keys(observations: list[R]) -> dict[str, list[R]]:
+    """Observations under the service's Observation prefetch keys (observations, labs, titers:
+    cds_service.record.OBSERVATION_KEYS), each by the codes its template asks for; one with a
+    code no template asks for stays under `observations`."""
+    sys.path.insert(0, str(HERE.parent))
+    from cds_service import knowledge, record
+
+    kn = knowledge.load()
+    loinc = kn.systems["loinc"]
+    out: dict[str, list[R]] = {key: [] for key, _, _ in record.OBSERVATION_KEYS}
+    for obs in observations:
+        codes = {(c.get("system"), c.get("code")) for c in obs["code"].get("coding", [])}
+        key = next(
+            (
+                key
+                for key, sets, _ in record.OBSERVATION_KEYS
+                if any(s == loinc and (s, c) in codes for v in sets for s, c in kn.vs(v).exact)
+            ),
+            "observations",
+        )
+        out[key].append(obs)
+    return out
 
 
 def bundle(resources: list[R]) -> R:
@@ -381,10 +405,11 @@ class Patient:
         }
         if self.birth:
             patient["birthDate"] = self.birth
+        observations = observation_keys(self.observations)
         prefetch: dict[str, Any] = {
             "patient": patient,
             "conditions": bundle(self.conditions),
-            "observations": bundle(self.observations),
+            **{key: bundle(found) for key, found in observations.items()},
             "medicationRequests": bundle(self.med_requests),
             "medicationStatements": bundle(self.med_statements),
             "medicationAdministrations": bundle(self.med_admins),
@@ -393,7 +418,8 @@ class Patient:
             "encounters": bundle(self.encounters),
         }
         for key in self.null_keys:
-            prefetch[key] = None
+            for nulled in observations if key == "observations" else [key]:
+                prefetch[nulled] = None  # no Observations at all: every Observation key is null
         # resource ids unique across scenarios, so all of them can share one FHIR server
         tag = self.pid.removeprefix("scn-")
         for value in prefetch.values():

@@ -4,6 +4,7 @@ partial determination that names what was unavailable; never a hang, never a 500
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from cds_service.app import create_app
 from cds_service.fhir_client import Allowlist, render_template
 from cds_service.harness import local_prefetch, record_resources
 from cds_service.record import PrefetchKey
-from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json, make_settings
+from tests.conftest import DETERMINATION_KEY, FIXTURES, ValidatingClient, load_json, make_settings
 from tests.fault_server import (
     FaultServer,
     RecordedRequest,
@@ -53,7 +54,7 @@ TYPES = (
 def fetch_client() -> Iterator[TestClient]:
     """The app with loopback FHIR servers allowed (demo) and a short budget for fast tests."""
     settings = make_settings(demo=True, fetch_budget_s=BUDGET, fetch_timeout_s=0.8)
-    with TestClient(create_app(settings)) as c:
+    with ValidatingClient(create_app(settings)) as c:
         yield c
 
 
@@ -164,6 +165,34 @@ def test_paginated_prefetch_without_a_server_is_412(fetch_client: TestClient) ->
     assert "conditions: prefetch holds only the first page" in data["error"]
 
 
+def test_crd_coverage_is_fetched_for_this_patient_only(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    def coverage(rid: str, patient: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Coverage",
+            "id": rid,
+            "status": "active",
+            "beneficiary": {"reference": f"Patient/{patient}"},
+            "payor": [{"display": "A payer"}],
+        }
+
+    fake.set(
+        "Coverage", searchset([coverage("cov-other", "someone-else"), coverage("cov-1", PATIENT)])
+    )
+    body = ehr_body(fake.base_url, keep=tuple(SEED["prefetch"]))
+    body["prefetch"].pop("coverage", None)
+    draft = body["context"]["draftOrders"]["entry"][0]["resource"]
+    draft.pop("insurance", None)  # nothing names the coverage: one query to fhirServer
+    status, data, _ = post(fetch_client, body)
+    assert status == 200, data
+    assert [r.path for r in fake.requests] == ["Coverage"]
+    assert fake.requests[0].param("status") == "active"
+    text = json.dumps(data)
+    assert "Coverage/cov-1" in text
+    assert "cov-other" not in text
+
+
 def test_open_server_without_authorization_is_queried_without_a_token(
     fetch_client: TestClient, fake: FaultServer
 ) -> None:
@@ -250,7 +279,7 @@ def test_required_key_fault_is_412_naming_it(
 @pytest.fixture(scope="module")
 def default_client() -> Iterator[TestClient]:
     """The app with the default budget (3 s) and caps."""
-    with TestClient(create_app(make_settings(demo=True))) as c:
+    with ValidatingClient(create_app(make_settings(demo=True))) as c:
         yield c
 
 
@@ -386,7 +415,7 @@ def test_fhir_server_off_the_allowlist_is_never_contacted(fake: FaultServer) -> 
 
 def test_full_prefetch_needs_no_allowlisted_server(fake: FaultServer) -> None:
     body = ehr_body(fake.base_url, keep=tuple(SEED["prefetch"]))
-    with TestClient(create_app(make_settings())) as c:
+    with ValidatingClient(create_app(make_settings())) as c:
         status, data, _ = post(c, body)
     assert status == 200, data
     assert fake.requests == []
@@ -440,7 +469,7 @@ def test_template_tokens_are_filled_and_encoded() -> None:
 def test_long_code_lists_are_split_over_several_queries_with_the_same_result(
     fake: FaultServer,
 ) -> None:
-    with TestClient(create_app(make_settings(demo=True, fetch_max_url=400))) as c:
+    with ValidatingClient(create_app(make_settings(demo=True, fetch_max_url=400))) as c:
         status, data, _ = post(c, ehr_body(fake.base_url))
     assert status == 200, data
     assert determination(data) == EXPECTED

@@ -169,7 +169,7 @@ def test_rituximab_by_brand_name_inside_the_look_back_is_not_met(client: TestCli
 
 def test_positive_hiv_test_is_not_met(client: TestClient) -> None:
     def change(req: dict[str, Any]) -> None:
-        _resource(req, "observations", "-hiv-1")["valueCodeableConcept"] = {
+        _resource(req, "labs", "-hiv-1")["valueCodeableConcept"] = {
             "coding": [{"system": SNOMED, "code": "10828004", "display": "Positive"}]
         }
 
@@ -233,7 +233,7 @@ def test_unknown_age_decides_vaccine_response_only_when_bands_agree(client: Test
         del req["prefetch"]["patient"]["birthDate"]
         low = [
             e["resource"]
-            for e in _entries(req, "observations")
+            for e in _entries(req, "titers")
             if "-spn-" in e["resource"]["id"] and e["resource"]["valueQuantity"]["value"] < 1.3
         ]
         assert len(low) == 11  # the base has 3 of 14 protective
@@ -255,7 +255,7 @@ def test_unknown_age_with_clearly_impaired_response_is_met(client: TestClient) -
 
 def test_titers_not_in_ug_per_ml_are_not_interpreted(client: TestClient) -> None:
     def change(req: dict[str, Any]) -> None:
-        for e in _entries(req, "observations"):
+        for e in _entries(req, "titers"):
             if "-spn-" in e["resource"]["id"]:
                 e["resource"]["valueQuantity"].update(unit="[IU]/mL", code="[IU]/mL")
 

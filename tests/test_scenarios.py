@@ -24,6 +24,8 @@ PREFETCH_KEYS = {
     "patient",
     "conditions",
     "observations",
+    "labs",
+    "titers",
     "medicationRequests",
     "medicationStatements",
     "medicationAdministrations",
