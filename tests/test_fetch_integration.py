@@ -8,6 +8,7 @@ and the fixture's own prefetch with fhirServer. All must be equal, and equal to 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,3 +83,15 @@ def test_unknown_patient_on_a_real_server_is_a_determination_without_data(
     assert det is not None
     assert det["outcome"] == "insufficient-documentation"
     assert "unavailable" not in det
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_the_order_of_results_does_not_matter(
+    client: TestClient, scenario: harness.Scenario
+) -> None:
+    """Servers return search results in their own order: reversed entries, same determination."""
+    body = copy.deepcopy(scenario.request)
+    for value in (body.get("prefetch") or {}).values():
+        if isinstance(value, dict) and isinstance(value.get("entry"), list):
+            value["entry"].reverse()
+    assert _determination(client, body) == scenario.expected
