@@ -58,14 +58,6 @@ class Settings(BaseSettings):
         description="browser-based CDS clients allowed by CORS (JSON list of origins)",
     )
 
-    @property
-    def auth_enabled(self) -> bool:
-        return self.jwt_required if self.jwt_required is not None else not self.demo
-
-    @property
-    def storage_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.database_path}"
-
     # -- record access: fetching absent prefetch keys from the EHR's fhirServer ---------------
     fhir_allowlist: list[str] = Field(
         default_factory=list,
@@ -80,6 +72,14 @@ class Settings(BaseSettings):
     fetch_max_url: int = Field(
         default=2048, ge=256, description="longer code lists are split over several queries"
     )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.jwt_required if self.jwt_required is not None else not self.demo
+
+    @property
+    def storage_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.database_path}"
 
 
 @cache
