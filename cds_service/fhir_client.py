@@ -7,6 +7,8 @@ run concurrently on a shared thread pool under one overall time budget. Each que
   with the request's `fhirAuthorization` bearer token (and `_count` added to searches);
 - is only sent to a `fhirServer` on the allowlist (`IVIG_CDS_FHIR_ALLOWLIST`; loopback in demo);
   a server off the list is never contacted and its keys are unreadable (412 when required);
+- is split into several concurrent queries when its code OR-list would make the URL longer than
+  `fetch_max_url` (the union of their results is the same result);
 - retries 429/503 with backoff (urllib3 `Retry`, honouring Retry-After) only while the budget lasts;
 - follows `link[next]` verbatim (never rebuilt), only on the same origin, with page and resource
   caps and loop detection; never follows redirects (the token must not travel);
@@ -287,24 +289,30 @@ class FhirFetcher:
             except Unreadable as exc:
                 unreadable[spec.key] = str(exc)
                 continue
-            futures[
-                self._executor.submit(
-                    self._fetch_key, server, spec, relative, headers, tokens, deadline
+            # a search whose code list is too long for one URL runs as several concurrent queries
+            urls = [f"{server}/{relative}"] if spec.is_read else self._start_urls(server, relative)
+            for url in urls:
+                job = self._executor.submit(
+                    self._fetch_key, server, spec, url, headers, tokens, deadline
                 )
-            ] = spec
+                futures[job] = spec
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for fut in pending:
             fut.cancel()
             unreadable[futures[fut].key] = f"not read within the {budget:g} s time budget"
+        parts: dict[str, list[Any]] = {}
         for fut in done:
             key = futures[fut].key
             try:
-                values[key] = fut.result()
+                parts.setdefault(key, []).append(fut.result())
             except Unreadable as exc:
-                unreadable[key] = str(exc)
+                unreadable.setdefault(key, str(exc))
             except Exception as exc:  # never a 500 for what a remote server did
                 log.exception("fetch %s: unexpected %s", key, type(exc).__name__)
-                unreadable[key] = f"could not be read ({type(exc).__name__})"
+                unreadable.setdefault(key, f"could not be read ({type(exc).__name__})")
+        for key, results in parts.items():
+            if key not in unreadable:
+                values[key] = results[0] if len(results) == 1 else _merge(results)
         log.info(
             "fetched %d/%d keys in %.0f ms; unreadable: %s",
             len(values),
@@ -375,7 +383,7 @@ class FhirFetcher:
         self,
         server: str,
         spec: PrefetchKey,
-        relative: str,
+        url: str,
         headers: dict[str, str],
         tokens: dict[str, str],
         deadline: float,
@@ -384,8 +392,8 @@ class FhirFetcher:
         patient = tokens.get("context.patientId", "")
         try:
             if spec.is_read:
-                return self._read(server, spec, relative, headers, patient, deadline)
-            return self._search(server, spec, relative, headers, patient, deadline, t0)
+                return self._read(spec, url, headers, patient, deadline)
+            return self._search(server, spec, url, headers, patient, deadline, t0)
         except _OutOfBudget:
             raise Unreadable(
                 f"not read within the {self.limits.budget_s:g} s time budget"
@@ -396,14 +404,13 @@ class FhirFetcher:
 
     def _read(
         self,
-        server: str,
         spec: PrefetchKey,
-        relative: str,
+        url: str,
         headers: dict[str, str],
         patient: str,
         deadline: float,
     ) -> Any:
-        status, body = self._get(f"{server}/{relative}", headers, deadline)
+        status, body = self._get(url, headers, deadline)
         if status in (404, 410):
             log.info("fetch %s: HTTP %d, no such %s", spec.key, status, spec.resource_type)
             return None  # the server holds no such resource: "no data", like a null prefetch
@@ -445,7 +452,7 @@ class FhirFetcher:
         self,
         server: str,
         spec: PrefetchKey,
-        relative: str,
+        url: str,
         headers: dict[str, str],
         patient: str,
         deadline: float,
@@ -454,9 +461,7 @@ class FhirFetcher:
         stats = _KeyStats()
         entries: dict[tuple[str, str], dict[str, Any]] = {}
         errors: list[str] = []
-        urls = self._start_urls(server, relative)
-        for url in urls:
-            self._pages(url, server, spec, headers, patient, deadline, stats, entries, errors)
+        self._pages(url, server, spec, headers, patient, deadline, stats, entries, errors)
         stats.kept = len(entries)
         if stats.outcomes:
             log.warning("fetch %s: OperationOutcome entries %s", spec.key, dict(stats.outcomes))
@@ -467,12 +472,10 @@ class FhirFetcher:
                 dict(stats.dropped),
             )
         log.info(
-            "fetch %s: %d %s in %d quer%s, %d page(s), %.0f ms",
+            "fetch %s: %d %s in %d page(s), %.0f ms",
             spec.key,
             stats.kept,
             spec.resource_type,
-            len(urls),
-            "y" if len(urls) == 1 else "ies",
             stats.pages,
             (time.monotonic() - t0) * 1000,
         )
@@ -564,6 +567,16 @@ class FhirFetcher:
                     f"the {spec.resource_type} search has more than {lim.max_pages} pages"
                 )
             url = nxt
+
+
+def _merge(bundles: list[dict[str, Any]]) -> dict[str, Any]:
+    """One searchset of the entries of several (de-duplicated by type and id)."""
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    for bundle in bundles:
+        for entry in bundle["entry"]:
+            res = entry["resource"]
+            entries.setdefault((str(res.get("resourceType")), str(res.get("id"))), entry)
+    return {"resourceType": "Bundle", "type": "searchset", "entry": list(entries.values())}
 
 
 def _belongs_to(res: dict[str, Any], patient: str) -> bool:
