@@ -308,7 +308,8 @@ class FhirFetcher:
             except Unreadable as exc:
                 unreadable.setdefault(key, str(exc))
             except Exception as exc:  # never a 500 for what a remote server did
-                log.exception("fetch %s: unexpected %s", key, type(exc).__name__)
+                # no traceback: its messages may carry the query URL (the patient id)
+                log.error("fetch %s: unexpected %s", key, type(exc).__name__)
                 unreadable.setdefault(key, f"could not be read ({type(exc).__name__})")
         for key, results in parts.items():
             if key not in unreadable:
