@@ -204,7 +204,11 @@ class _BudgetRetry(Retry):
         if wait_s is None:
             wait_s = self.get_backoff_time()
         if time.monotonic() + wait_s >= self.deadline:
-            raise _OutOfBudget
+            status = getattr(response, "status", None)
+            raise _OutOfBudget(
+                f"fhirServer is busy (HTTP {status}) and a retry after {wait_s:g} s "
+                "would not fit in the time budget"
+            )
         time.sleep(wait_s)
 
 
@@ -395,9 +399,9 @@ class FhirFetcher:
             if spec.is_read:
                 return self._read(spec, url, headers, patient, deadline)
             return self._search(server, spec, url, headers, patient, deadline, t0)
-        except _OutOfBudget:
+        except _OutOfBudget as exc:
             raise Unreadable(
-                f"not read within the {self.limits.budget_s:g} s time budget"
+                str(exc) or f"not read within the {self.limits.budget_s:g} s time budget"
             ) from None
         except Unreadable as exc:
             log.warning("fetch %s: unreadable (%s)", spec.key, type(exc).__name__)

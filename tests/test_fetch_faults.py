@@ -243,6 +243,7 @@ def test_tokens_and_patient_ids_are_never_logged(
         (error(401), "refused access (HTTP 401)"),
         (error(403), "refused access (HTTP 403)"),
         (malformed_json(), "malformed JSON"),
+        (error(429, retry_after=0), "overloaded or unavailable (HTTP 429)"),
         (paging_loop(), "paging loops"),
         (Reply(body={"resourceType": "Patient", "id": "x"}), "where a search Bundle"),
         (Reply(body={"resourceType": "Bundle", "type": "collection"}), "not a searchset"),
@@ -257,6 +258,7 @@ def test_tokens_and_patient_ids_are_never_logged(
         "401",
         "403",
         "malformed-json",
+        "429-after-retries",
         "paging-loop",
         "not-a-bundle",
         "wrong-bundle-type",
@@ -369,7 +371,7 @@ def test_503_with_retry_after_beyond_the_budget_gives_up_at_once(
     fake.set("Condition", error(503, retry_after=30))
     status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "conditions" in data["error"]
+    assert "conditions: fhirServer is busy (HTTP 503) and a retry after 30 s" in data["error"]
     assert elapsed < BUDGET
     assert len(fake.requests_to("Condition")) == 1
 
