@@ -7,7 +7,7 @@ PORT ?= 8080
 # the real FHIR R4 server the tests and the harness start (sekmet-fhir, pinned, own venv)
 FHIR_VENV ?= .venv-fhir
 
-.PHONY: install fhir-server run test lint check clean harness
+.PHONY: install fhir-server run test lint check clean harness bench
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ harness: install ## scenario harness against a local FHIR server and service (no
 	$(BIN)/ivig-cds harness --local-fhir $(FHIR_VENV) --cleanup
 
 check: lint test
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed ## order-sign latency vs a floor (QUICK=1: 200 resources only)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

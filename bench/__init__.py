@@ -1,0 +1,1 @@
+"""Benchmark of the order-sign service against a floor app (see README, `make bench`)."""

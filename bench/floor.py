@@ -1,0 +1,42 @@
+"""The floor: the cheapest possible order-sign endpoint on the service's own server stack.
+
+FastAPI + uvicorn with the service's settings (one process, no access log); the route reads the
+whole body, parses it as JSON with the same parser the service uses (orjson) and answers
+{"cards": []}. Whatever the service costs above this is the cost of the CDS logic itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+app = FastAPI(title="ivig-cds benchmark floor")
+EMPTY = orjson.dumps({"cards": []})
+
+
+@app.post("/cds-services/{service_id}")
+async def call_service(service_id: str, request: Request) -> Response:
+    body = await request.body()
+    orjson.loads(body)
+    return Response(EMPTY, media_type="application/json")
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
