@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cds_service import units
+from cds_service import fastpath, units
 from cds_service.domain import (
     Coding,
     ConditionFact,
@@ -254,6 +254,32 @@ def _quantity(q: Any) -> tuple[float | None, str | None]:
     return float(q.value), (q.code or q.unit)
 
 
+def _observation_view(obs: Any) -> fastpath.ObservationView:
+    """The facts read from a validated Observation model (fastpath reads the same from raw)."""
+    value, unit = _quantity(obs.valueQuantity)
+    low: tuple[float, str | None] | None = None
+    for rr in obs.referenceRange or []:
+        lv, lu = _quantity(rr.low)
+        if lv is not None:
+            low = (lv, lu)
+            break
+    return fastpath.ObservationView(
+        codings=_codings(obs.code),
+        when=to_when(
+            obs.effectiveDateTime
+            or (obs.effectivePeriod and obs.effectivePeriod.start)
+            or obs.effectiveInstant
+            or obs.issued
+        ),
+        value=value,
+        unit=unit,
+        value_code=_codings(obs.valueCodeableConcept),
+        interpretation=tuple(c for i in (obs.interpretation or []) for c in _codings(i)),
+        text=obs.valueString,
+        range_low=low,
+    )
+
+
 class RecordBuilder:
     """Maps one request's raw resources to a Record. One instance per evaluation."""
 
@@ -290,6 +316,9 @@ class RecordBuilder:
                 "renal-risk",
             )
         ]
+        # one look-up per resource instead of one per value set (same matches)
+        self._obs_filter = self._obs_sets[0].union(kn.vs("igg-serum"), *self._obs_sets[1:])
+        self._condition_filter = self._condition_sets[0].union(*self._condition_sets[1:])
 
     # -- parsing boundary ------------------------------------------------------------------
     def parse(self, res: dict[str, Any]) -> Any | None:
@@ -365,19 +394,16 @@ class RecordBuilder:
             if raw.get("status") in IGNORED_STATUSES:
                 continue
             codings = _raw_codings(raw.get("code"))
+            if not self._obs_filter.any_match(codings):
+                continue
             is_igg = igg.any_match(codings)
-            if not is_igg and not any(vs.any_match(codings) for vs in self._obs_sets):
-                continue
-            obs = self.parse(raw)
-            if obs is None:
-                continue
-            when = to_when(
-                obs.effectiveDateTime
-                or (obs.effectivePeriod and obs.effectivePeriod.start)
-                or obs.effectiveInstant
-                or obs.issued
-            )
-            value, unit = _quantity(obs.valueQuantity)
+            view = fastpath.observation(raw)  # plain results skip model validation
+            if view is None:
+                obs = self.parse(raw)
+                if obs is None:
+                    continue
+                view = _observation_view(obs)
+            value, unit = view.value, view.unit
             if is_igg:
                 mg_dl = units.igg_to_mg_dl(value, unit) if value is not None else None
                 if value is not None and mg_dl is None:
@@ -389,32 +415,28 @@ class RecordBuilder:
                         )
                     )
                 low = None
-                for rr in obs.referenceRange or []:
-                    lv, lu = _quantity(rr.low)
-                    if lv is not None:
-                        low = units.igg_to_mg_dl(lv, lu or unit)
-                        break
-                record.igg.append(IgGResult(_ref(raw), when, mg_dl, unit, low))
+                if view.range_low is not None:
+                    lv, lu = view.range_low
+                    low = units.igg_to_mg_dl(lv, lu or unit)
+                record.igg.append(IgGResult(_ref(raw), view.when, mg_dl, unit, low))
                 continue
             record.measurements.append(
                 Measurement(
                     ref=_ref(raw),
-                    codings=_codings(obs.code),
-                    when=when,
+                    codings=view.codings,
+                    when=view.when,
                     value=value,
                     unit=unit,
-                    value_code=_codings(obs.valueCodeableConcept),
-                    interpretation=tuple(
-                        c for i in (obs.interpretation or []) for c in _codings(i)
-                    ),
-                    text=obs.valueString,
+                    value_code=view.value_code,
+                    interpretation=view.interpretation,
+                    text=view.text,
                 )
             )
 
     def _conditions(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         for raw in raws:
             codings = _raw_codings(raw.get("code"))
-            if not any(vs.any_match(codings) for vs in self._condition_sets):
+            if not self._condition_filter.any_match(codings):
                 continue
             verification = {c for _, c in _raw_codings(raw.get("verificationStatus"))}
             if verification & {"refuted", "entered-in-error"}:
@@ -506,6 +528,8 @@ class RecordBuilder:
         status = raw.get("status")
         if status in IGNORED_STATUSES or status in {"not-done", "not-taken", "draft", "intended"}:
             return
+        if not self._may_matter(raw):
+            return  # neither immune globulin nor a causative drug: not validated, like other types
         model = self.parse(raw)
         if model is None:
             return
@@ -548,6 +572,43 @@ class RecordBuilder:
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
             record.drugs.append(DrugExposure(_ref(raw), codings, label, last or start or asserted))
+
+    def _may_matter(self, raw: dict[str, Any]) -> bool:
+        """Raw pre-filter of _medication_use: False only when the medication[x] (inline, contained
+        or a bundled Medication) names neither an IG product nor a causative drug."""
+        cc = raw.get("medicationCodeableConcept")
+        ref = raw.get("medicationReference")
+        if cc is None and isinstance(ref, dict):
+            target = str(ref.get("reference") or "")
+            found: Any = None
+            if target.startswith("#"):
+                for contained in raw.get("contained", []) or []:
+                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
+                        found = contained
+            elif target:
+                found = self._medications.get(target.rsplit("/", 1)[-1])
+            cc = found.get("code") if isinstance(found, dict) else None
+            texts: list[Any] = [ref.get("display")]
+        else:
+            texts = []
+        if cc is not None and not isinstance(cc, dict):
+            return True  # malformed: let validation report it
+        if isinstance(cc, dict):
+            coding = cc.get("coding", []) or []
+            if not isinstance(coding, list) or not all(isinstance(c, dict) for c in coding):
+                return True
+            texts += [cc.get("text"), *(c.get("display") for c in coding)]
+        if not all(t is None or isinstance(t, str) for t in texts):
+            return True
+        codings = _raw_codings(cc)
+        if not all(isinstance(x, str | None) for c in codings for x in c):
+            return True
+        if self.kn.product_index.identify(codings, texts) is not None:
+            return True
+        if self.kn.vs("causative-drugs").first_match(codings) is not None:
+            return True
+        names = self.kn.drug_names
+        return any(n in t.lower() for t in texts if t for n in names)
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""

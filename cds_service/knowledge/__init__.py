@@ -201,7 +201,22 @@ class ValueSet:
         return any(system == s and code.startswith(p) for s, p in self.prefixes)
 
     def any_match(self, codings: Iterable[tuple[str | None, str | None]]) -> bool:
-        return any(self.matches(s, c) for s, c in codings)
+        # hot path (every coded resource, every rule): plain loop, prefixes only when there are any
+        exact, prefixes = self.exact, self.prefixes
+        for coding in codings:
+            if coding in exact:
+                return True
+            if prefixes:
+                system, code = coding
+                if system and code and any(system == s and code.startswith(p) for s, p in prefixes):
+                    return True
+        return False
+
+    def union(self, *others: ValueSet) -> ValueSet:
+        """One value set matching whatever any of these matches (for pre-filters)."""
+        exact = self.exact.union(*(o.exact for o in others))
+        prefixes = tuple(dict.fromkeys(self.prefixes + sum((o.prefixes for o in others), ())))
+        return ValueSet("|".join((self.id, *(o.id for o in others))), exact, prefixes)
 
     def first_match(
         self, codings: Iterable[tuple[str | None, str | None]]
