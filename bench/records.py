@@ -168,14 +168,15 @@ def seed_request() -> dict[str, Any]:
 
 
 class _Gen:
-    def __init__(self, patient_id: str, rng: random.Random) -> None:
+    def __init__(self, patient_id: str, rng: random.Random, tag: str = "") -> None:
         self.pid = patient_id
         self.rng = rng
         self.count = 0
+        self.tag = tag
 
     def _id(self, prefix: str) -> str:
         self.count += 1
-        return f"{prefix}-{self.count}"
+        return f"{prefix}{self.tag}-{self.count}"
 
     def day(self, start: dt.date = HISTORY_START, end: dt.date = ORDER_DAY) -> dt.date:
         return start + dt.timedelta(days=self.rng.randrange(max((end - start).days, 1)))
@@ -484,7 +485,8 @@ def _core(gen: _Gen, seed: dict[str, Any], n: int) -> list[dict[str, Any]]:
 def make_resources(n: int, seed: int = 7) -> list[dict[str, Any]]:
     """`n` resources of one patient (the seed's), deterministic for (n, seed)."""
     base = seed_request()
-    gen = _Gen(base["context"]["patientId"], random.Random(seed * 100_003 + n))
+    tag = "" if seed == 7 else f"-s{seed}"  # other seeds: other ids too (distinct records)
+    gen = _Gen(base["context"]["patientId"], random.Random(seed * 100_003 + n), tag)
     out = _core(gen, base, n)
     rest = n - len(out)
     if rest <= 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import http.client
 import json
 import os
@@ -36,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SERVICE_PATH = "/cds-services/ivig-order-sign"
 CONCURRENCY = 8
+VARIANTS = 8
 # Time budget per size and phase (seconds) and sample bounds; big records get fewer samples.
 SEQ_SECONDS, SEQ_MIN, SEQ_MAX = 6.0, 30, 400
 CONC_SECONDS, CONC_MIN, CONC_MAX = 4.0, 40, 800
@@ -249,21 +251,27 @@ class Client:
 
 
 def sequential(
-    service: Client, floor: Client, body: bytes, quick: bool
+    service: Client, floor: Client, bodies: list[bytes], quick: bool
 ) -> tuple[list[float], list[float]]:
     """Alternate service and floor requests until the time budget or the sample bounds."""
     svc: list[float] = []
     flo: list[float] = []
     budget = SEQ_SECONDS / (2 if quick else 1)
-    start = time.perf_counter()
-    while len(svc) < SEQ_MAX and (len(svc) < SEQ_MIN or time.perf_counter() - start < budget):
-        svc.append(service.timed(body))
-        flo.append(floor.timed(body))
+    gc.collect()
+    gc.disable()  # the client's own collector pauses must not count against either server
+    try:
+        start = time.perf_counter()
+        while len(svc) < SEQ_MAX and (len(svc) < SEQ_MIN or time.perf_counter() - start < budget):
+            body = bodies[len(svc) % len(bodies)]
+            svc.append(service.timed(body))
+            flo.append(floor.timed(body))
+    finally:
+        gc.enable()
     return svc, flo
 
 
 def concurrent(
-    port: int, body: bytes, per_request_ms: float, quick: bool
+    port: int, bodies: list[bytes], per_request_ms: float, quick: bool
 ) -> tuple[float, list[float]]:
     """rps and latencies with CONCURRENCY clients, each on its own keep-alive connection."""
     budget = CONC_SECONDS / (2 if quick else 1)
@@ -271,7 +279,7 @@ def concurrent(
     total = max(CONC_MIN, min(CONC_MAX, total))
     clients = [Client(port) for _ in range(CONCURRENCY)]
     for c in clients:  # connect before the clock starts
-        c.timed(body)
+        c.timed(bodies[0])
     lat: list[list[float]] = [[] for _ in clients]
     counter = iter(range(total))
     lock = threading.Lock()
@@ -281,9 +289,10 @@ def concurrent(
         try:
             while True:
                 with lock:
-                    if next(counter, None) is None:
-                        return
-                lat[i].append(clients[i].timed(body))
+                    k = next(counter, None)
+                if k is None:
+                    return
+                lat[i].append(clients[i].timed(bodies[k % len(bodies)]))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -336,17 +345,22 @@ class SizeResult:
 def measure_size(
     n: int, service: Server, floor: Server, quick: bool, log: Callable[[str], None]
 ) -> SizeResult:
-    body = json.dumps(records.order_sign_request(n), separators=(",", ":")).encode()
+    # VARIANTS different records of this size (other dates, values, ids), sent in turn: the
+    # service is not measured on one body it has seen before
+    bodies = [
+        json.dumps(records.order_sign_request(n, seed), separators=(",", ":")).encode()
+        for seed in range(7, 7 + VARIANTS)
+    ]
     svc_client, floor_client = Client(service.port), Client(floor.port)
     with PeakRss(service.pid) as rss:
-        for _ in range(3):  # warm-up: connections, lazy imports, caches
-            svc_client.timed(body)
-            floor_client.timed(body)
-        svc, flo = sequential(svc_client, floor_client, body, quick)
+        for _ in range(3):  # warm-up: connections, lazy imports
+            svc_client.timed(bodies[-1])
+            floor_client.timed(bodies[-1])
+        svc, flo = sequential(svc_client, floor_client, bodies, quick)
         log(f"  {n:>5} resources: {len(svc)} sequential pairs")
         s50 = statistics.median(svc)
-        rps, conc = concurrent(service.port, body, s50, quick)
-        floor_rps, floor_conc = concurrent(floor.port, body, statistics.median(flo), quick)
+        rps, conc = concurrent(service.port, bodies, s50, quick)
+        floor_rps, floor_conc = concurrent(floor.port, bodies, statistics.median(flo), quick)
         log(f"  {n:>5} resources: {len(conc)} + {len(floor_conc)} concurrent requests")
     svc_client.close()
     floor_client.close()
@@ -362,7 +376,7 @@ def measure_size(
         rps=round(rps, 1),
         rss_mb=rss.peak_mb,
         extra={
-            "body_kb": round(len(body) / 1024),
+            "body_kb": round(len(bodies[0]) / 1024),
             "samples": len(svc),
             "conc_p50_ms": round(statistics.median(conc), 2),
             "conc_p99_ms": round(percentile(conc, 99), 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import sys
@@ -32,6 +33,10 @@ def serve(host: str | None, port: int | None) -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level)
     app = create_app(settings)
+    # Knowledge, templates and the FHIR model classes live as long as the process: move them out
+    # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=host or settings.host,

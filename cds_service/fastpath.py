@@ -15,7 +15,9 @@ them exactly as the model path does; tests/test_fastpath.py compares the two on 
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,16 +79,38 @@ class ObservationView:
 # -- primitive checks (raise _Unusual) -----------------------------------------------------------
 
 
+# Strings already checked (codes, systems, displays, units, references, dates repeat across a
+# chart and across requests): the checks are pure, so remember successes, within a bound.
+_MEMO_LIMIT = 200_000
+_OK: dict[re.Pattern[str] | None, set[str]] = {}
+_WHEN: dict[str, When] = {}
+
+
+def _remember(memo: set[str], v: str) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo.add(v)
+
+
 def _str(v: Any) -> str:
+    memo = _OK.setdefault(None, set())
+    if type(v) is str and v in memo:
+        return v
     # zone-less dateTimes are rewritten by fhir_models.lenient() wherever they occur: model path
     if type(v) is not str or not v or v.strip() != v or NAIVE_DATETIME.match(v):
         raise _Unusual
+    _remember(memo, v)
     return v
 
 
 def _match(rx: re.Pattern[str], v: Any) -> str:
+    memo = _OK.setdefault(rx, set())
+    if type(v) is str and v in memo:
+        return v
     if type(v) is not str or rx.fullmatch(v) is None or NAIVE_DATETIME.match(v):
         raise _Unusual
+    if rx is not _ID:  # ids are unique per resource: nothing to gain
+        _remember(memo, v)
     return v
 
 
@@ -97,20 +121,30 @@ def _decimal(v: Any) -> float:
 
 
 def _when(v: Any) -> When:
+    if type(v) is str:
+        hit = _WHEN.get(v)
+        if hit is not None:
+            return hit
     text = _str(v)
+    when: When | None = None
     try:
         if _DATE.fullmatch(text):
-            return When(dt.date.fromisoformat(text))
-        if _DATETIME.fullmatch(text):
+            when = When(dt.date.fromisoformat(text))
+        elif _DATETIME.fullmatch(text):
             instant = dt.datetime.fromisoformat(text)
-            return When(instant.date(), instant)
+            when = When(instant.date(), instant)
     except ValueError:  # e.g. 2025-02-30: the models reject it too, let them say why
         pass
-    raise _Unusual
+    if when is None:
+        raise _Unusual
+    if len(_WHEN) >= _MEMO_LIMIT:
+        _WHEN.clear()
+    _WHEN[text] = when
+    return when
 
 
-def _dict(v: Any, allowed: frozenset[str] | tuple[str, ...]) -> dict[str, Any]:
-    if type(v) is not dict or not v or not v.keys() <= set(allowed):
+def _dict(v: Any, allowed: AbstractSet[str]) -> dict[str, Any]:
+    if type(v) is not dict or not v or not v.keys() <= allowed:
         raise _Unusual
     return v
 
@@ -124,6 +158,11 @@ def _list(v: Any) -> list[Any]:
 # -- complex types ----------------------------------------------------------------------------
 
 _CODING_KEYS = frozenset({"system", "version", "code", "display", "userSelected"})
+_CC_KEYS = frozenset(("coding", "text"))
+_REF_KEYS = frozenset(("reference", "display", "type"))
+_QTY_KEYS = frozenset(("value", "unit", "system", "code"))
+_META_KEYS = frozenset(("versionId", "lastUpdated", "source", "profile"))
+_RANGE_KEYS = frozenset(("low", "high", "text", "type"))
 
 
 def _coding(v: Any) -> Coding:
@@ -140,14 +179,14 @@ def _coding(v: Any) -> Coding:
 
 
 def _concept(v: Any) -> tuple[Coding, ...]:
-    d = _dict(v, ("coding", "text"))
+    d = _dict(v, _CC_KEYS)
     if "text" in d:
         _str(d["text"])
     return tuple(_coding(c) for c in _list(d["coding"])) if "coding" in d else ()
 
 
 def _reference(v: Any) -> None:
-    d = _dict(v, ("reference", "display", "type"))
+    d = _dict(v, _REF_KEYS)
     if "reference" in d:
         _str(d["reference"])
     if "display" in d:
@@ -157,7 +196,7 @@ def _reference(v: Any) -> None:
 
 
 def _quantity(v: Any) -> tuple[float | None, str | None]:
-    d = _dict(v, ("value", "unit", "system", "code"))
+    d = _dict(v, _QTY_KEYS)
     value = _decimal(d["value"]) if "value" in d else None
     unit = _str(d["unit"]) if "unit" in d else None
     if "system" in d:
@@ -169,7 +208,7 @@ def _quantity(v: Any) -> tuple[float | None, str | None]:
 
 
 def _meta(v: Any) -> None:
-    d = _dict(v, ("versionId", "lastUpdated", "source", "profile"))
+    d = _dict(v, _META_KEYS)
     if "versionId" in d:
         _match(_ID, d["versionId"])
     if "lastUpdated" in d and _when(d["lastUpdated"]).instant is None:
@@ -183,7 +222,7 @@ def _meta(v: Any) -> None:
 def _range_low(v: Any) -> tuple[float, str | None] | None:
     first: tuple[float, str | None] | None = None
     for rr in _list(v):
-        d = _dict(rr, ("low", "high", "text", "type"))
+        d = _dict(rr, _RANGE_KEYS)
         low = _quantity(d["low"]) if "low" in d else (None, None)
         if "high" in d:
             _quantity(d["high"])
@@ -233,5 +272,255 @@ def observation(raw: dict[str, Any]) -> ObservationView | None:
     """The view of a plain, valid Observation; None when the models must decide."""
     try:
         return _observation(raw)
+    except (_Unusual, KeyError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Other resource types: a small declarative schema of the plain shape, and a read-only view that
+# answers attribute reads the way the R4B model would (absent element -> None, dateTime -> date or
+# aware datetime, decimal -> Decimal). RecordBuilder.parse uses it before the models.
+
+Spec = dict[str, Any]  # element -> kind (str) | nested Spec | [kind or Spec] (a list)
+
+_PRIMITIVE_CHECKS: dict[str, Any] = {
+    "string": _str,
+    "code": lambda v: _match(_CODE, v),
+    "uri": lambda v: _match(_URI, v),
+    "id": lambda v: _match(_ID, v),
+}
+
+CODING: Spec = {
+    "system": "uri",
+    "version": "string",
+    "code": "code",
+    "display": "string",
+    "userSelected": "boolean",
+}
+CONCEPT: Spec = {"coding": [CODING], "text": "string"}
+REFERENCE: Spec = {"reference": "string", "display": "string", "type": "uri"}
+QUANTITY: Spec = {"value": "decimal", "unit": "string", "system": "uri", "code": "code"}
+PERIOD: Spec = {"start": "dateTime", "end": "dateTime"}
+META: Spec = {"versionId": "id", "lastUpdated": "instant", "source": "uri", "profile": ["uri"]}
+NAME: Spec = {"use": "code", "text": "string", "family": "string", "given": ["string"]}
+DOSAGE: Spec = {
+    "sequence": "integer",
+    "text": "string",
+    "timing": {
+        "repeat": {"frequency": "positiveInt", "period": "decimal", "periodUnit": "code"},
+        "code": CONCEPT,
+    },
+    "route": CONCEPT,
+    "doseAndRate": [{"type": CONCEPT, "doseQuantity": QUANTITY}],
+}
+_COMMON: Spec = {"resourceType": "code", "id": "id", "meta": META}
+
+# per type: (elements, required elements, choice groups: at most one of each, `!` = exactly one)
+SPECS: dict[str, tuple[Spec, tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
+    "Patient": (
+        {**_COMMON, "active": "boolean", "name": [NAME], "gender": "code", "birthDate": "date"},
+        (),
+        (),
+    ),
+    "Condition": (
+        {
+            **_COMMON,
+            "clinicalStatus": CONCEPT,
+            "verificationStatus": CONCEPT,
+            "category": [CONCEPT],
+            "severity": CONCEPT,
+            "code": CONCEPT,
+            "subject": REFERENCE,
+            "encounter": REFERENCE,
+            "onsetDateTime": "dateTime",
+            "onsetPeriod": PERIOD,
+            "abatementDateTime": "dateTime",
+            "recordedDate": "dateTime",
+        },
+        ("subject",),
+        (("onsetDateTime", "onsetPeriod"),),
+    ),
+    "Encounter": (
+        {
+            **_COMMON,
+            "status": "code",
+            "class": CODING,
+            "type": [CONCEPT],
+            "subject": REFERENCE,
+            "period": PERIOD,
+            "reasonCode": [CONCEPT],
+        },
+        ("status", "class"),
+        (),
+    ),
+    "Immunization": (
+        {
+            **_COMMON,
+            "status": "code",
+            "vaccineCode": CONCEPT,
+            "patient": REFERENCE,
+            "occurrenceDateTime": "dateTime",
+            "primarySource": "boolean",
+            "lotNumber": "string",
+        },
+        ("status", "vaccineCode", "patient", "occurrenceDateTime"),
+        (),
+    ),
+    "MedicationAdministration": (
+        {
+            **_COMMON,
+            "status": "code",
+            "medicationCodeableConcept": CONCEPT,
+            "medicationReference": REFERENCE,
+            "subject": REFERENCE,
+            "context": REFERENCE,
+            "effectiveDateTime": "dateTime",
+            "effectivePeriod": PERIOD,
+            "dosage": {"text": "string", "route": CONCEPT, "dose": QUANTITY},
+        },
+        ("status", "subject"),
+        (
+            ("medicationCodeableConcept", "medicationReference", "!"),
+            ("effectiveDateTime", "effectivePeriod", "!"),
+        ),
+    ),
+    "MedicationDispense": (
+        {
+            **_COMMON,
+            "status": "code",
+            "medicationCodeableConcept": CONCEPT,
+            "medicationReference": REFERENCE,
+            "subject": REFERENCE,
+            "quantity": QUANTITY,
+            "daysSupply": QUANTITY,
+            "whenPrepared": "dateTime",
+            "whenHandedOver": "dateTime",
+        },
+        ("status",),
+        (("medicationCodeableConcept", "medicationReference", "!"),),
+    ),
+    "MedicationRequest": (
+        {
+            **_COMMON,
+            "status": "code",
+            "intent": "code",
+            "medicationCodeableConcept": CONCEPT,
+            "medicationReference": REFERENCE,
+            "subject": REFERENCE,
+            "encounter": REFERENCE,
+            "authoredOn": "dateTime",
+            "requester": REFERENCE,
+            "reasonCode": [CONCEPT],
+            "dosageInstruction": [DOSAGE],
+            "dispenseRequest": {
+                "quantity": QUANTITY,
+                "expectedSupplyDuration": QUANTITY,
+                "numberOfRepeatsAllowed": "unsignedInt",
+            },
+        },
+        ("status", "intent", "subject"),
+        (("medicationCodeableConcept", "medicationReference", "!"),),
+    ),
+    "MedicationStatement": (
+        {
+            **_COMMON,
+            "status": "code",
+            "medicationCodeableConcept": CONCEPT,
+            "medicationReference": REFERENCE,
+            "subject": REFERENCE,
+            "effectiveDateTime": "dateTime",
+            "effectivePeriod": PERIOD,
+            "dateAsserted": "dateTime",
+            "dosage": [DOSAGE],
+        },
+        ("status", "subject"),
+        (
+            ("medicationCodeableConcept", "medicationReference", "!"),
+            ("effectiveDateTime", "effectivePeriod"),
+        ),
+    ),
+}
+
+
+def _read_when(v: Any) -> dt.date | dt.datetime:
+    w = _when(v)
+    return w.instant if w.instant is not None else w.date
+
+
+def _primitive(kind: str, v: Any) -> Any:
+    """Check one primitive and return it as the model would hold it."""
+    check = _PRIMITIVE_CHECKS.get(kind)
+    if check is not None:
+        return check(v)
+    if kind == "boolean":
+        if type(v) is not bool:
+            raise _Unusual
+        return v
+    if kind == "decimal":
+        _decimal(v)
+        return decimal.Decimal(str(v)) if type(v) is float else decimal.Decimal(v)
+    if kind in ("integer", "positiveInt", "unsignedInt"):
+        low = {"integer": -(2**31) + 1, "positiveInt": 1, "unsignedInt": 0}[kind]
+        if type(v) is not int or v < low or v >= 2**31:
+            raise _Unusual
+        return v
+    if kind == "dateTime":
+        return _read_when(v)
+    if kind == "date":
+        if type(v) is not str or not _DATE.fullmatch(v):
+            raise _Unusual
+        return _when(v).date
+    if kind == "instant":
+        w = _when(v)
+        if w.instant is None:
+            raise _Unusual
+        return w.instant
+    raise _Unusual
+
+
+class View:
+    """Read-only stand-in for a validated model: attribute reads of the checked raw dict."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._values.get(name)
+
+    def __repr__(self) -> str:
+        return f"View({self._values!r})"
+
+
+def _element(kind: Any, v: Any) -> Any:
+    if isinstance(kind, list):
+        return [_element(kind[0], item) for item in _list(v)]
+    if isinstance(kind, dict):
+        return _complex(kind, v)
+    return _primitive(kind, v)
+
+
+def _complex(spec: Spec, v: Any) -> View:
+    d = _dict(v, spec.keys())
+    return View({k: _element(spec[k], item) for k, item in d.items()})
+
+
+def resource(raw: dict[str, Any]) -> View | None:
+    """A model-like view of a plain, valid resource of a type in SPECS; None: use the models."""
+    entry = SPECS.get(raw.get("resourceType"))  # type: ignore[arg-type]
+    if entry is None:
+        return None
+    spec, required, choices = entry
+    try:
+        if any(k not in raw for k in required):
+            return None
+        for group in choices:
+            present = sum(k in raw for k in group if k != "!")
+            if present > 1 or (present == 0 and "!" in group):
+                return None
+        return _complex(spec, raw)
     except (_Unusual, KeyError, TypeError):
         return None

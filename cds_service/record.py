@@ -322,6 +322,9 @@ class RecordBuilder:
 
     # -- parsing boundary ------------------------------------------------------------------
     def parse(self, res: dict[str, Any]) -> Any | None:
+        plain = fastpath.resource(res)  # plain, valid resources skip model validation
+        if plain is not None:
+            return plain
         model = MODELS[res["resourceType"]]
         try:
             return model.model_validate(lenient(res))
