@@ -1,12 +1,170 @@
-"""FHIR-fetch path measurement (no prefetch): placeholder until the sekmet harness lands."""
+"""The FHIR-fetch path: order-sign without prefetch, the service reading a real FHIR server.
+
+A local sekmet FHIR R4 server (bench/fhir_server.py, installed into .venv-fhir on first use) is
+loaded with the same synthetic record the prefetch benchmark sends. Then:
+
+- every query the service advertises as a prefetch template (GET /cds-services) is timed on its
+  own, following `next` links to the last page, over one keep-alive session: the slowest one's
+  median is the floor of the fetch path (queries can overlap, the slowest cannot be avoided);
+- the service is sent the order-sign request with `fhirServer` + `fhirAuthorization` and no
+  prefetch. If it answers with cards, its p50/p99 is measured and compared to that floor. If it
+  has no fetch path (it answers 412, or an error), the result says so with its answer, and the
+  query timings are still reported: nothing is estimated.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
 
-def measure(n: int, quick: bool, log: Callable[[str], None], log_dir: Path) -> dict[str, Any]:
-    del n, quick, log, log_dir
-    return {"available": False, "reason": "fetch measurement not implemented yet"}
+from bench import records
+from bench.fhir_server import FhirServer, FhirServerError, ensure_installed
+from cds_service.record import resources_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_PATH = "/cds-services/ivig-order-sign"
+QUERY_REPS, QUICK_QUERY_REPS = 30, 10
+FETCH_REPS, QUICK_FETCH_REPS = 60, 20
+
+
+def transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """PUT every resource under its own id (sekmet keeps client ids on PUT)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": r,
+                "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+            }
+            for r in resources
+        ],
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _query(session: requests.Session, url: str) -> tuple[float, int, int]:
+    """(ms, pages, entries) for one search, following next links."""
+    t0 = time.perf_counter()
+    pages = entries = 0
+    next_url: str | None = url
+    while next_url:
+        resp = session.get(next_url, headers={"Accept": "application/fhir+json"}, timeout=60)
+        resp.raise_for_status()
+        body = resp.json()
+        pages += 1
+        is_bundle = body.get("resourceType") == "Bundle"
+        entries += len(body.get("entry", []) or []) if is_bundle else 1
+        next_url = next(
+            (link["url"] for link in body.get("link", []) or [] if link.get("relation") == "next"),
+            None,
+        )
+    return (time.perf_counter() - t0) * 1000.0, pages, entries
+
+
+def _templates(service_port: int) -> dict[str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", service_port, timeout=30)
+    conn.request("GET", "/cds-services")
+    discovery = json.loads(conn.getresponse().read())
+    conn.close()
+    service = next(s for s in discovery["services"] if s["id"] == "ivig-order-sign")
+    prefetch: dict[str, str] = service.get("prefetch", {})
+    return prefetch
+
+
+def _post(service_port: int, body: bytes) -> tuple[int, bytes, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", service_port, timeout=120)
+    t0 = time.perf_counter()
+    conn.request("POST", SERVICE_PATH, body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    elapsed = (time.perf_counter() - t0) * 1000.0
+    conn.close()
+    return resp.status, data, elapsed
+
+
+def measure(
+    n: int,
+    quick: bool,
+    log: Callable[[str], None],
+    service_port: int,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"available": False, "resources": n}
+    try:
+        exe = ensure_installed(ROOT / ".venv-fhir")
+    except (FhirServerError, OSError) as exc:
+        result["reason"] = f"local FHIR server could not be installed: {exc}"
+        return result
+    request = records.order_sign_request(n)
+    prefetch = request.pop("prefetch")
+    resources = [r for v in prefetch.values() for r in resources_of(v)]
+    patient_id = request["context"]["patientId"]
+    with FhirServer(exe) as fhir:
+        t0 = time.perf_counter()
+        fhir.load_transaction(transaction(resources), timeout=600)
+        log(
+            f"  fetch: sekmet {fhir.base_url} loaded {len(resources)} resources in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        # 1. each advertised query alone
+        templates = _templates(service_port)
+        reps = QUICK_QUERY_REPS if quick else QUERY_REPS
+        per_query: dict[str, dict[str, Any]] = {}
+        with requests.Session() as session:
+            for key, template in templates.items():
+                url = f"{fhir.base_url}/{template.replace('{{context.patientId}}', patient_id)}"
+                _query(session, url)  # warm-up
+                runs = [_query(session, url) for _ in range(reps)]
+                times = [r[0] for r in runs]
+                per_query[key] = {
+                    "p50_ms": round(statistics.median(times), 2),
+                    "pages": runs[0][1],
+                    "entries": runs[0][2],
+                }
+        slowest = max(per_query, key=lambda k: per_query[k]["p50_ms"])
+        result.update(
+            queries=len(per_query),
+            slowest_query=slowest,
+            slowest_query_ms=per_query[slowest]["p50_ms"],
+            per_query=per_query,
+        )
+        # 2. the service, fetching
+        request["fhirServer"] = fhir.base_url
+        request["fhirAuthorization"] = {
+            "access_token": "bench-token",
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "scope": "patient/*.read",
+            "subject": "ivig-cds-bench",
+        }
+        body = json.dumps(request).encode()
+        status, data, _ = _post(service_port, body)
+        if status != 200 or not json.loads(data).get("cards"):
+            answer = data.decode(errors="replace")[:300]
+            result["reason"] = (
+                f"the service has no usable FHIR-fetch path yet: without prefetch it answers "
+                f"HTTP {status}: {answer}"
+            )
+            return result
+        reps = QUICK_FETCH_REPS if quick else FETCH_REPS
+        times = [_post(service_port, body)[2] for _ in range(reps)]
+        p50 = statistics.median(times)
+        result.update(
+            available=True,
+            p50_ms=round(p50, 2),
+            p99_ms=round(_percentile(times, 99), 2),
+            ratio=round(p50 / per_query[slowest]["p50_ms"], 2),
+        )
+    return result

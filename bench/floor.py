@@ -8,6 +8,7 @@ whole body, parses it as JSON with the same parser the service uses (orjson) and
 from __future__ import annotations
 
 import argparse
+import gc
 
 import orjson
 import uvicorn
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
+    gc.collect()
+    gc.freeze()  # as `ivig-cds serve` does: no start-up objects in full collections
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -498,12 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         for n in sizes:
             results.append(measure_size(n, service, floor, args.quick, log))
-    if args.no_fetch:
-        fetch: dict[str, Any] = {"available": False, "reason": "skipped (--no-fetch)"}
-    else:
-        from bench import fetch as fetch_bench
+        if args.no_fetch:
+            fetch: dict[str, Any] = {"available": False, "reason": "skipped (--no-fetch)"}
+        else:
+            from bench import fetch as fetch_bench
 
-        fetch = fetch_bench.measure(200, quick=args.quick, log=log, log_dir=log_dir)
+            fetch = fetch_bench.measure(200, args.quick, log, service.port)
     out = {"sizes": [r.public() for r in results], "fetch": fetch}
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print()
