@@ -18,8 +18,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.domain import Coding, When
 from cds_service.fhir_models import _NAIVE_DATETIME as NAIVE_DATETIME
@@ -55,15 +54,14 @@ _OBSERVATION_KEYS = frozenset(
         "referenceRange",
     }
 )
-_VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString")
+_VALUE_KEYS = frozenset(("valueQuantity", "valueCodeableConcept", "valueString"))
 
 
 class _Unusual(Exception):
     """The resource is not of the simple shape: let the models decide."""
 
 
-@dataclass(frozen=True, slots=True)
-class ObservationView:
+class ObservationView(NamedTuple):
     """What the record builder reads from an Observation, however it was parsed."""
 
     codings: tuple[Coding, ...]
@@ -82,7 +80,8 @@ class ObservationView:
 # Strings already checked (codes, systems, displays, units, references, dates repeat across a
 # chart and across requests): the checks are pure, so remember successes, within a bound.
 _MEMO_LIMIT = 200_000
-_OK: dict[re.Pattern[str] | None, set[str]] = {}
+_OK_STR: set[str] = set()
+_OK: dict[re.Pattern[str], set[str]] = {_CODE: set(), _URI: set(), _ID: set()}
 _WHEN: dict[str, When] = {}
 
 
@@ -93,23 +92,22 @@ def _remember(memo: set[str], v: str) -> None:
 
 
 def _str(v: Any) -> str:
-    memo = _OK.setdefault(None, set())
-    if type(v) is str and v in memo:
+    if v in _OK_STR and type(v) is str:
         return v
     # zone-less dateTimes are rewritten by fhir_models.lenient() wherever they occur: model path
     if type(v) is not str or not v or v.strip() != v or NAIVE_DATETIME.match(v):
         raise _Unusual
-    _remember(memo, v)
+    _remember(_OK_STR, v)
     return v
 
 
 def _match(rx: re.Pattern[str], v: Any) -> str:
-    memo = _OK.setdefault(rx, set())
-    if type(v) is str and v in memo:
+    memo = _OK.get(rx)
+    if memo is not None and v in memo and type(v) is str:
         return v
     if type(v) is not str or rx.fullmatch(v) is None or NAIVE_DATETIME.match(v):
         raise _Unusual
-    if rx is not _ID:  # ids are unique per resource: nothing to gain
+    if memo is not None and rx is not _ID:  # ids are unique per resource: nothing to gain
         _remember(memo, v)
     return v
 
@@ -165,24 +163,41 @@ _META_KEYS = frozenset(("versionId", "lastUpdated", "source", "profile"))
 _RANGE_KEYS = frozenset(("low", "high", "text", "type"))
 
 
+_OK_URI, _OK_CODE = _OK[_URI], _OK[_CODE]
+
+
 def _coding(v: Any) -> Coding:
-    d = _dict(v, _CODING_KEYS)
-    system = _match(_URI, d["system"]) if "system" in d else None
-    code = _match(_CODE, d["code"]) if "code" in d else None
-    if "version" in d:
-        _str(d["version"])
-    if "display" in d:
-        _str(d["display"])
-    if "userSelected" in d and type(d["userSelected"]) is not bool:
+    if type(v) is not dict or not v or not v.keys() <= _CODING_KEYS:
+        raise _Unusual
+    system = code = None
+    if "system" in v:
+        system = v["system"]
+        if system not in _OK_URI or type(system) is not str:
+            _match(_URI, system)
+    if "code" in v:
+        code = v["code"]
+        if code not in _OK_CODE or type(code) is not str:
+            _match(_CODE, code)
+    if "display" in v:
+        _str(v["display"])
+    if "version" in v:
+        _str(v["version"])
+    if "userSelected" in v and type(v["userSelected"]) is not bool:
         raise _Unusual
     return (system, code)
 
 
 def _concept(v: Any) -> tuple[Coding, ...]:
-    d = _dict(v, _CC_KEYS)
-    if "text" in d:
-        _str(d["text"])
-    return tuple(_coding(c) for c in _list(d["coding"])) if "coding" in d else ()
+    if type(v) is not dict or not v or not v.keys() <= _CC_KEYS:
+        raise _Unusual
+    if "text" in v:
+        _str(v["text"])
+    if "coding" not in v:
+        return ()
+    coding = v["coding"]
+    if type(coding) is not list or not coding:
+        raise _Unusual
+    return tuple([_coding(c) for c in coding])
 
 
 def _reference(v: Any) -> None:
@@ -236,7 +251,7 @@ def _range_low(v: Any) -> tuple[float, str | None] | None:
 
 
 def _observation(raw: dict[str, Any]) -> ObservationView:
-    if not raw.keys() <= _OBSERVATION_KEYS or sum(k in raw for k in _VALUE_KEYS) > 1:
+    if not raw.keys() <= _OBSERVATION_KEYS or len(raw.keys() & _VALUE_KEYS) > 1:
         raise _Unusual
     if "id" in raw:
         _match(_ID, raw["id"])
