@@ -425,6 +425,7 @@ SPECS: dict[str, tuple[Spec, tuple[str, ...], tuple[tuple[str, ...], ...]]] = {
             "encounter": REFERENCE,
             "authoredOn": "dateTime",
             "requester": REFERENCE,
+            "insurance": [REFERENCE],
             "reasonCode": [CONCEPT],
             "dosageInstruction": [DOSAGE],
             "dispenseRequest": {

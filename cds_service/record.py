@@ -8,9 +8,7 @@ A resource that fails validation becomes a DataIssue, never a 500 and never sile
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -533,8 +531,6 @@ class RecordBuilder:
         status = raw.get("status")
         if status in IGNORED_STATUSES or status in {"not-done", "not-taken", "draft", "intended"}:
             return
-        if not self._may_matter(raw):
-            return  # neither immune globulin nor a causative drug: not validated, like other types
         model = self.parse(raw)
         if model is None:
             return
@@ -577,43 +573,6 @@ class RecordBuilder:
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
             record.drugs.append(DrugExposure(_ref(raw), codings, label, last or start or asserted))
-
-    def _may_matter(self, raw: dict[str, Any]) -> bool:
-        """Raw pre-filter of _medication_use: False only when the medication[x] (inline, contained
-        or a bundled Medication) names neither an IG product nor a causative drug."""
-        cc = raw.get("medicationCodeableConcept")
-        ref = raw.get("medicationReference")
-        if cc is None and isinstance(ref, dict):
-            target = str(ref.get("reference") or "")
-            found: Any = None
-            if target.startswith("#"):
-                for contained in raw.get("contained", []) or []:
-                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
-                        found = contained
-            elif target:
-                found = self._medications.get(target.rsplit("/", 1)[-1])
-            cc = found.get("code") if isinstance(found, dict) else None
-            texts: list[Any] = [ref.get("display")]
-        else:
-            texts = []
-        if cc is not None and not isinstance(cc, dict):
-            return True  # malformed: let validation report it
-        if isinstance(cc, dict):
-            coding = cc.get("coding", []) or []
-            if not isinstance(coding, list) or not all(isinstance(c, dict) for c in coding):
-                return True
-            texts += [cc.get("text"), *(c.get("display") for c in coding)]
-        if not all(t is None or isinstance(t, str) for t in texts):
-            return True
-        codings = _raw_codings(cc)
-        if not all(isinstance(x, str | None) for c in codings for x in c):
-            return True
-        if self.kn.product_index.identify(codings, texts) is not None:
-            return True
-        if self.kn.vs("causative-drugs").first_match(codings) is not None:
-            return True
-        names = _any_of(self.kn.drug_names)
-        return any(names.search(t.lower()) for t in texts if t)
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
@@ -687,12 +646,6 @@ class RecordBuilder:
             if "subcut" in text:
                 return "SC"
         return None
-
-
-@functools.cache
-def _any_of(names: tuple[str, ...]) -> re.Pattern[str]:
-    """One search for 'any of these substrings' (same answer as `any(n in text ...)`)."""
-    return re.compile("|".join(re.escape(n) for n in names) if names else r"(?!)")
 
 
 Basis = tuple[str, tuple[tuple[str, str], ...]] | None

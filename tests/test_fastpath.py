@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import re
 from typing import Any
 
 import pytest
@@ -204,12 +206,10 @@ def _build(n: int) -> Any:
 
 
 def test_record_is_the_same_without_the_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cds_service import record
 
     fast = _build(1000)
     monkeypatch.setattr(fastpath, "observation", lambda raw: None)
     monkeypatch.setattr(fastpath, "resource", lambda raw: None)
-    monkeypatch.setattr(record.RecordBuilder, "_may_matter", lambda self, raw: True)
     slow = _build(1000)
     assert fast == slow
     assert fast.drugs
@@ -320,3 +320,39 @@ def test_out_of_range_integers_go_to_the_models(frequency: Any) -> None:
     assert fastpath.resource(draft) is not None
     draft["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = frequency
     assert fastpath.resource(draft) is None
+
+
+@functools.cache
+def _engine() -> Any:
+    from cds_service.app import create_app
+    from cds_service.settings import Settings
+
+    return create_app(Settings()).state.engine
+
+
+SCENARIO_REQUESTS = sorted(records.ROOT.glob("fhir_fixtures/*/order-sign-request.json"))
+
+
+@pytest.mark.parametrize("path", SCENARIO_REQUESTS, ids=lambda p: p.parent.name)
+def test_scenarios_answer_the_same_without_the_fast_path(
+    path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole responses (cards, unreadable-data lists) of every scenario, both ways."""
+    engine = _engine()
+    body = path.read_bytes()
+    fast = _without_uuids(engine.respond("ivig-order-sign", body))
+    monkeypatch.setattr(fastpath, "observation", lambda raw: None)
+    monkeypatch.setattr(fastpath, "resource", lambda raw: None)
+    assert _without_uuids(engine.respond("ivig-order-sign", body)) == fast
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _without_uuids(node: Any) -> Any:
+    """Card uuids and assertion ids are random per response."""
+    if isinstance(node, dict):
+        return {k: _without_uuids(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_uuids(v) for v in node]
+    return _UUID.sub("<uuid>", node) if isinstance(node, str) else node
