@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import re
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
@@ -511,17 +513,50 @@ class View:
         return f"View({self._values!r})"
 
 
-def _element(kind: Any, v: Any) -> Any:
+Reader = Callable[[Any], Any]
+
+
+def _code(v: Any) -> str:
+    if v in _OK_CODE and type(v) is str:
+        return v
+    return _match(_CODE, v)
+
+
+def _uri(v: Any) -> str:
+    if v in _OK_URI and type(v) is str:
+        return v
+    return _match(_URI, v)
+
+
+_PRIMITIVE_READERS: dict[str, Reader] = {"string": _str, "code": _code, "uri": _uri}
+
+
+def _compile(kind: Any) -> Reader:
+    """A reader for one element kind of a Spec: checks the raw value, returns the model's value."""
     if isinstance(kind, list):
-        return [_element(kind[0], item) for item in _list(v)]
+        item = _compile(kind[0])
+
+        def read_list(v: Any) -> list[Any]:
+            if type(v) is not list or not v:
+                raise _Unusual
+            return [item(x) for x in v]
+
+        return read_list
     if isinstance(kind, dict):
-        return _complex(kind, v)
-    return _primitive(kind, v)
+        readers = {k: _compile(sub) for k, sub in kind.items()}
+        keys = readers.keys()
+
+        def read_complex(v: Any) -> View:
+            if type(v) is not dict or not v or not v.keys() <= keys:
+                raise _Unusual
+            return View({k: readers[k](x) for k, x in v.items()})
+
+        return read_complex
+    reader = _PRIMITIVE_READERS.get(kind)
+    return reader if reader is not None else functools.partial(_primitive, kind)
 
 
-def _complex(spec: Spec, v: Any) -> View:
-    d = _dict(v, spec.keys())
-    return View({k: _element(spec[k], item) for k, item in d.items()})
+_READERS: dict[str, Reader] = {rtype: _compile(spec) for rtype, (spec, _, _) in SPECS.items()}
 
 
 def resource(raw: dict[str, Any]) -> View | None:
@@ -529,7 +564,7 @@ def resource(raw: dict[str, Any]) -> View | None:
     entry = SPECS.get(raw.get("resourceType"))  # type: ignore[arg-type]
     if entry is None:
         return None
-    spec, required, choices = entry
+    _, required, choices = entry
     try:
         if any(k not in raw for k in required):
             return None
@@ -537,6 +572,7 @@ def resource(raw: dict[str, Any]) -> View | None:
             present = sum(k in raw for k in group if k != "!")
             if present > 1 or (present == 0 and "!" in group):
                 return None
-        return _complex(spec, raw)
+        view: View = _READERS[raw["resourceType"]](raw)
+        return view
     except (_Unusual, KeyError, TypeError):
         return None
