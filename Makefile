@@ -39,8 +39,8 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-installed ## order-sign latency vs a floor (QUICK=1: 200 resources only)
-	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+bench: $(VENV)/.bench-installed fhir-server ## order-sign latency vs a floor (QUICK=1: 200 only)
+	$(BIN)/python -m bench.run --fhir-venv $(FHIR_VENV) $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

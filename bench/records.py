@@ -1,4 +1,4 @@
-"""Synthetic but realistic patient records for the benchmark (stdlib only, deterministic).
+"""Synthetic but realistic patient records for the benchmark (deterministic).
 
 `order_sign_request(n)` returns the seed's order-sign request (same patient, same Privigen
 draft order) with a prefetch holding exactly `n` resources: the Patient, the diagnosis and
@@ -566,13 +566,41 @@ def bundle(resources: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _observation_keys() -> tuple[str, dict[tuple[str, str], str]]:
+    """The service's Observation prefetch keys: the first one, and (system, code) -> key."""
+    from cds_service import knowledge, record
+
+    first = ""
+    by_code: dict[tuple[str, str], str] = {}
+    for spec in record.prefetch_keys(knowledge.default()):
+        if spec.resource_type != "Observation":
+            continue
+        first = first or spec.key
+        for param in spec.query.split("?", 1)[-1].split("&"):
+            name, _, value = param.partition("=")
+            if name == "code":
+                for item in value.split(","):
+                    system, _, code = item.rpartition("|")
+                    by_code.setdefault((system, code), spec.key)
+    return first, by_code
+
+
 def prefetch(resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """The prefetch object an EHR would send for these resources (every key present)."""
+    """The prefetch object an EHR would send for these resources (every key present).
+
+    Observations go to the key whose code filter names their code, as the service's templates
+    ask (observations / labs / titers); codes no template names (vitals, lipids) go to the first
+    Observation key, as an EHR that over-returns would send them."""
+    first_obs, obs_key = _observation_keys()
     groups: dict[str, list[dict[str, Any]]] = {k: [] for k in PREFETCH_KEY_OF.values()}
+    groups.update({k: [] for k in obs_key.values()})
     out: dict[str, Any] = {"patient": None}
     for r in resources:
         if r["resourceType"] == "Patient":
             out["patient"] = r
+        elif r["resourceType"] == "Observation":
+            coding = r["code"]["coding"][0]
+            groups[obs_key.get((coding["system"], coding["code"]), first_obs)].append(r)
         else:
             groups[PREFETCH_KEY_OF[r["resourceType"]]].append(r)
     out.update({k: bundle(v) for k, v in groups.items()})

@@ -479,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-fetch", action="store_true", help="skip the FHIR-fetch measurement")
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument(
+        "--fhir-venv", type=Path, default=ROOT / ".venv-fhir", help="sekmet's venv (fetch path)"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--chart", type=Path, default=HERE / "latency.png")
     args = parser.parse_args(argv)
@@ -503,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench import fetch as fetch_bench
 
-            fetch = fetch_bench.measure(200, args.quick, log, service.port)
+            fetch = fetch_bench.measure(200, args.quick, log, service.port, args.fhir_venv)
     out = {"sizes": [r.public() for r in results], "fetch": fetch}
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print()
@@ -515,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {fetch['p50_ms']:.2f} ms, p99 {fetch['p99_ms']:.2f} ms; slowest single query "
             f"p50 {fetch['slowest_query_ms']:.2f} ms ({fetch['slowest_query']}); "
             f"ratio {fetch['ratio']:.2f}"
+        )
+        print(
+            f"  (the same queries: one after another {fetch['sum_of_queries_ms']:.2f} ms, all at "
+            f"once without the service {fetch['all_queries_concurrently_ms']:.2f} ms)"
         )
     else:
         print(f"FHIR fetch: not measured: {fetch.get('reason')}")
