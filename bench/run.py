@@ -134,7 +134,9 @@ def floor_argv(port: int) -> list[str]:
 
 
 def bench_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IVIG_CDS_")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("IVIG_CDS_") and k != "DATABASE_URL"
+    }
     env.update(IVIG_CDS_DEMO="true", IVIG_CDS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -143,7 +145,11 @@ def bench_env(**extra: str) -> dict[str, str]:
 
 @contextmanager
 def servers(log_dir: Path) -> Iterator[tuple[Server, Server]]:
-    env = bench_env()
+    # the service records every evaluation (feedback, reports) before answering: a fresh
+    # throw-away database, not ./ivig-cds.db
+    env = bench_env(IVIG_CDS_DATABASE_PATH=str(log_dir / "bench-evaluations.db"))
+    for leftover in log_dir.glob("bench-evaluations.db*"):
+        leftover.unlink()
     service = start_server("service", service_argv(free_port()), env, log_dir)
     try:
         floor = start_server("floor", floor_argv(free_port()), env, log_dir)
