@@ -470,6 +470,7 @@ def chart(sizes: list[SizeResult], path: Path) -> None:
     ax2.axhline(3, color="C0", lw=0.8, ls=":", label="target p50 (3x, at 200)")
     ax2.axhline(4, color="C1", lw=0.8, ls=":", label="target p99 (4x, at 200)")
     ax2.set(xscale="log", xlabel="resources in prefetch", ylabel="ratio", title="ratio to floor")
+    ax2.set_ylim(bottom=0)
     ax2.grid(True, which="both", alpha=0.3)
     ax2.legend(fontsize=8)
     fig.tight_layout()
