@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,9 @@ from cds_service.knowledge import Knowledge, Product
 log = logging.getLogger(__name__)
 
 IGNORED_STATUSES = frozenset({"entered-in-error", "cancelled"})
+# What a resource of an unexpected JSON shape raises in the raw pre-filters (a list where a string
+# belongs, a number where an object belongs): reported as unreadable data, never a 500.
+DATA_ERRORS = (TypeError, AttributeError, ValueError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -358,15 +361,27 @@ class RecordBuilder:
             for r in resources_of(draft_orders)
             if r.get("resourceType") == "MedicationRequest"
         }
+        patient: PatientFact | None = None
+        raw_patient = by_type.get("Patient", {}).get(self.patient_id)
+        if raw_patient is not None:
+            try:
+                patient = self._patient(raw_patient)
+            except DATA_ERRORS as exc:
+                self._unreadable(raw_patient, exc)
         record = Record(
-            patient=self._patient(by_type.get("Patient", {})),
+            patient=patient,
             orders=self._draft_orders(draft_orders),
             today=self.today,
         )
-        self._observations(by_type.get("Observation", {}).values(), record)
-        self._conditions(by_type.get("Condition", {}).values(), record)
-        self._encounters(by_type.get("Encounter", {}).values(), record)
-        self._immunizations(by_type.get("Immunization", {}).values(), record)
+        handlers: tuple[tuple[str, Callable[[Iterable[dict[str, Any]], Record], None]], ...] = (
+            ("Observation", self._observations),
+            ("Condition", self._conditions),
+            ("Encounter", self._encounters),
+            ("Immunization", self._immunizations),
+        )
+        for rtype, handler in handlers:
+            for raw in by_type.get(rtype, {}).values():
+                self._guarded(raw, handler, (raw,), record)
         for rtype in (
             "MedicationAdministration",
             "MedicationRequest",
@@ -376,15 +391,25 @@ class RecordBuilder:
             for rid, res in by_type.get(rtype, {}).items():
                 if rtype == "MedicationRequest" and rid in draft_ids:
                     continue  # the order being signed is not exposure
-                self._medication_use(res, record)
+                self._guarded(res, self._medication_use, res, record)
         record.issues.extend(self.issues)
         return record
 
     # -- per type ----------------------------------------------------------------------------
-    def _patient(self, patients: dict[str, dict[str, Any]]) -> PatientFact | None:
-        raw = patients.get(self.patient_id)
-        if raw is None:
-            return None
+    def _guarded(self, raw: dict[str, Any], handler: Callable[..., None], *args: Any) -> None:
+        """Run one resource's handler; a resource of an unexpected shape becomes a DataIssue."""
+        try:
+            handler(*args)
+        except DATA_ERRORS as exc:
+            self._unreadable(raw, exc)
+
+    def _unreadable(self, raw: dict[str, Any], exc: Exception) -> None:
+        self.issues.append(
+            DataIssue(_ref(raw), "(resource)", f"unexpected element shape ({type(exc).__name__})")
+        )
+        log.info("unreadable %s: %s", raw.get("resourceType"), type(exc).__name__)
+
+    def _patient(self, raw: dict[str, Any]) -> PatientFact | None:
         model = self.parse(raw)
         if model is None:
             return None
@@ -576,38 +601,53 @@ class RecordBuilder:
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
-        for raw in resources_of(draft_orders):
+        for index, raw in enumerate(resources_of(draft_orders)):
             if raw.get("resourceType") != "MedicationRequest":
                 continue
-            cc = raw.get("medicationCodeableConcept")
-            texts: list[str | None] = []
-            if isinstance(cc, dict):
-                texts = [
-                    cc.get("text"),
-                    *(c.get("display") for c in cc.get("coding", []) or [] if isinstance(c, dict)),
-                ]
-            ref = raw.get("medicationReference")
-            codings = _raw_codings(cc)
-            if isinstance(ref, dict):
-                texts.append(ref.get("display"))
-                target = str(ref.get("reference", ""))
-                for contained in raw.get("contained", []) or []:
-                    if isinstance(contained, dict) and f"#{contained.get('id')}" == target:
-                        codings += _raw_codings(contained.get("code"))
-                        texts.append((contained.get("code") or {}).get("text"))
-                if not target.startswith("#") and target:
-                    return True  # a reference to a Medication resource: decide after reading it
-            if self.kn.product_index.identify(codings, texts) is not None:
-                return True
+            try:
+                if self._raw_names_ig(raw):
+                    return True
+            except DATA_ERRORS as exc:
+                raise BadRequest(
+                    f"context.draftOrders.entry[{index}].resource",
+                    f"unexpected element shape ({type(exc).__name__})",
+                ) from exc
         return False
+
+    def _raw_names_ig(self, raw: dict[str, Any]) -> bool:
+        """Whether one raw draft MedicationRequest names an IG product (or a Medication to read)."""
+        cc = raw.get("medicationCodeableConcept")
+        texts: list[str | None] = []
+        if isinstance(cc, dict):
+            texts = [
+                cc.get("text"),
+                *(c.get("display") for c in cc.get("coding", []) or [] if isinstance(c, dict)),
+            ]
+        ref = raw.get("medicationReference")
+        codings = _raw_codings(cc)
+        if isinstance(ref, dict):
+            texts.append(ref.get("display"))
+            target = str(ref.get("reference", ""))
+            for contained in raw.get("contained", []) or []:
+                if isinstance(contained, dict) and f"#{contained.get('id')}" == target:
+                    codings += _raw_codings(contained.get("code"))
+                    texts.append((contained.get("code") or {}).get("text"))
+            if not target.startswith("#") and target:
+                return True  # a reference to a Medication resource: decide after reading it
+        return self.kn.product_index.identify(codings, texts) is not None
 
     def _draft_orders(self, draft_orders: Any) -> list[DraftOrder]:
         orders: list[DraftOrder] = []
-        for raw in resources_of(draft_orders):
+        for index, raw in enumerate(resources_of(draft_orders)):
             if raw.get("resourceType") != "MedicationRequest":
                 continue
             model = self.parse(raw)
             if model is None:
+                if self._raw_names_ig(raw):
+                    issue = self.issues.pop()
+                    raise BadRequest(
+                        f"context.draftOrders.entry[{index}].resource.{issue.field}", issue.problem
+                    )
                 continue
             product, _, _ = self.identify(model, raw)
             if product is None:

@@ -1,0 +1,60 @@
+"""Property: whatever shape a client's resources take, the answer is a 200 or a 4xx, never a 500.
+
+Hypothesis replaces one element of one prefetch or draft-order resource with a value of another
+JSON type (a list where a string belongs, a number where an object belongs...). Data the service
+cannot read must be reported (a DataIssue in the summary card, or a 400 naming the draft order
+field), not crash the request.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import FIXTURES, load_json
+
+SEED = load_json(FIXTURES / "seed" / "order-sign-request.json")
+URL = "/cds-services/ivig-order-sign"
+
+odd_values = st.one_of(
+    st.none(),
+    st.integers(-3, 3),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 2), max_size=2),
+    st.just({}),
+    st.just({"coding": "x"}),
+    st.just([{"system": 1, "code": []}]),
+    st.just(True),
+)
+
+
+def _resources(request: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for value in request["prefetch"].values():
+        if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+            found.extend(e["resource"] for e in value.get("entry", []))
+        elif isinstance(value, dict):
+            found.append(value)
+    found.extend(e["resource"] for e in request["context"]["draftOrders"]["entry"])
+    return found
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_odd_element_shapes_never_give_a_500(client: TestClient, data: st.DataObject) -> None:
+    request = copy.deepcopy(SEED)
+    resources = _resources(request)
+    target = data.draw(st.sampled_from(resources))
+    keys = sorted(k for k in target if k not in ("resourceType",))
+    key = data.draw(st.sampled_from(keys))
+    target[key] = data.draw(odd_values)
+    response = client.post(URL, json=request)
+    assert response.status_code in (200, 400, 412), response.text
+    if response.status_code == 400:
+        assert response.json()["error"].split(":")[0], "a 400 must name the field"
