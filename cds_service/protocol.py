@@ -70,14 +70,20 @@ def _first_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(f"{prefix}{loc}" or "(body)", msg)
 
 
-def parse_request(body: bytes, hook: str) -> ParsedRequest:
-    """Validate a hook request body for a service registered on `hook`; raise BadRequest."""
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not."""
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest("(body)", f"malformed JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise BadRequest("(body)", "must be a JSON object")
+    return raw
+
+
+def parse_request(body: bytes, hook: str) -> ParsedRequest:
+    """Validate a hook request body for a service registered on `hook`; raise BadRequest."""
+    raw = _json_object(body)
     try:
         request = HookRequest.model_validate(raw)
     except ValidationError as exc:
@@ -144,12 +150,7 @@ class FeedbackRequest(BaseModel):
 
 def parse_feedback(body: bytes) -> FeedbackRequest:
     """Validate a feedback body; raise BadRequest naming the field."""
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("(body)", f"malformed JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise BadRequest("(body)", "must be a JSON object")
+    raw = _json_object(body)
     try:
         request = FeedbackRequest.model_validate(raw)
     except ValidationError as exc:
