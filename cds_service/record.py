@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -231,8 +232,17 @@ def _for_patient(res: dict[str, Any], patient_id: str) -> bool:
     return False
 
 
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
+
 def _ref(res: dict[str, Any]) -> str:
-    return f"{res.get('resourceType')}/{res.get('id', 'unknown')}"
+    """'Type/id' for evidence and DataIssues; ids that are not FHIR ids are never echoed into
+    cards (they could carry markdown or HTML into the EHR's display)."""
+    rtype, rid = res.get("resourceType"), res.get("id")
+    rtype = rtype if isinstance(rtype, str) and _FHIR_TYPE.match(rtype) else "Resource"
+    rid = rid if isinstance(rid, str) and _FHIR_ID.match(rid) else "invalid-id"
+    return f"{rtype}/{rid}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,3 +58,15 @@ def test_odd_element_shapes_never_give_a_500(client: TestClient, data: st.DataOb
     assert response.status_code in (200, 400, 412), response.text
     if response.status_code == 400:
         assert response.json()["error"].split(":")[0], "a 400 must name the field"
+
+
+def test_ids_that_are_not_fhir_ids_are_not_echoed_into_cards(client: TestClient) -> None:
+    request = copy.deepcopy(SEED)
+    igg = request["prefetch"]["observations"]["entry"][0]["resource"]
+    igg["id"] = "<img src=x onerror=alert(1)>"
+    igg["effectiveDateTime"] = "not a date"  # unreadable: it is reported in the summary card
+    response = client.post(URL, json=request)
+    assert response.status_code == 200
+    text = response.text
+    assert "onerror" not in text
+    assert "Observation/invalid-id" in response.json()["cards"][0]["detail"]
