@@ -521,9 +521,12 @@ def vaccine_response(ctx: Context) -> Finding:
     patient = rec.patient
     if patient is not None and patient.birth_date is not None:
         years = age_years(patient.birth_date, vdate)
-        fractions = [next(float(r["fraction"]) for r in bands if years >= int(r["min_age_years"]))]
-    else:  # age unknown: decide only when every age band gives the same answer
-        fractions = [float(r["fraction"]) for r in bands]
+        band = next((float(r["fraction"]) for r in bands if years >= int(r["min_age_years"])), None)
+    else:
+        band = None
+    # age unknown, or no band for it (a vaccine dated before the birth date): decide only when
+    # every age band gives the same answer
+    fractions = [band] if band is not None else [float(r["fraction"]) for r in bands]
     evidence = (vaccine.ref, *sorted(m.ref for m in by_serotype.values()))
     share = protective / tested
     fields = {

@@ -70,3 +70,15 @@ def test_ids_that_are_not_fhir_ids_are_not_echoed_into_cards(client: TestClient)
     text = response.text
     assert "onerror" not in text
     assert "Observation/invalid-id" in response.json()["cards"][0]["detail"]
+
+
+def test_vaccine_dated_before_birth_is_not_a_500(client: TestClient) -> None:
+    """Found by the property above: an Immunization dated before the patient's birth date (an
+    `occurrenceDateTime` of 0 reads as 1970-01-01) left vaccine-response without an age band."""
+    for when in (0, "1970-01-01"):
+        request = copy.deepcopy(SEED)
+        for res in _resources(request):
+            if res["resourceType"] == "Immunization":
+                res["occurrenceDateTime"] = when
+        response = client.post(URL, json=request)
+        assert response.status_code == 200, response.text
