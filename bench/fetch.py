@@ -25,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PATH = "/cds-services/ivig-order-sign"
 QUERY_REPS, QUICK_QUERY_REPS = 30, 10
 FETCH_REPS, QUICK_FETCH_REPS = 60, 20
+# the concurrency-capable fake FHIR server: a realistic round trip of a hospital FHIR server
+PARALLEL_LATENCY_MS = 20.0
+PARALLEL_KEY = "parallel_server_20ms"
 
 
 def transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -121,14 +125,116 @@ def _post(service_port: int, body: bytes) -> tuple[int, bytes, float]:
     return resp.status, data, elapsed
 
 
-def measure(
+def _time_queries(
+    templates: dict[str, str], base_url: str, patient_id: str, reps: int
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each query the service would send, timed on its own (following paging) over one
+    keep-alive session: {name: {p50_ms, pages, entries}} and the URLs in the service's order."""
+    per_query: dict[str, dict[str, Any]] = {}
+    all_urls: list[str] = []
+    # the URLs exactly as the service issues them: its _count, its split of long code lists
+    fetcher = build_fetcher(Settings(demo=True))
+    try:
+        with requests.Session() as session:
+            for key, template in templates.items():
+                relative = template.replace("{{context.patientId}}", patient_id)
+                if "?" in relative:
+                    urls = fetcher._start_urls(base_url, relative)
+                else:  # a read (Patient/{id}): sent as it is
+                    urls = [f"{base_url}/{relative}"]
+                all_urls += urls
+                for i, url in enumerate(urls):
+                    name = key if len(urls) == 1 else f"{key}#{i + 1}"
+                    _query(session, url)  # warm-up
+                    runs = [_query(session, url) for _ in range(reps)]
+                    times = [r[0] for r in runs]
+                    per_query[name] = {
+                        "p50_ms": round(statistics.median(times), 2),
+                        "pages": runs[0][1],
+                        "entries": runs[0][2],
+                    }
+    finally:
+        fetcher.close()
+    return per_query, all_urls
+
+
+def _time_service(
+    service_port: int,
+    request: dict[str, Any],
+    base_url: str,
+    quick: bool,
+    slowest_ms: float,
+    expected_cards: list[str] | None,
+) -> dict[str, Any]:
+    """order-sign with `fhirServer` and no prefetch: p50/p99 and the ratio to `slowest_ms`; or
+    available=false with the service's answer when it does not fetch."""
+    request = dict(request, fhirServer=base_url)
+    request["fhirAuthorization"] = {
+        "access_token": "bench-token",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": "patient/*.read",
+        "subject": "ivig-cds-bench",
+    }
+    body = json.dumps(request).encode()
+    status, data, _ = _post(service_port, body)
+    answer = json.loads(data) if status == 200 else {}
+    if status != 200 or not answer.get("cards"):
+        return {
+            "available": False,
+            "reason": (
+                "the service has no usable FHIR-fetch path yet: without prefetch it answers "
+                f"HTTP {status}: {data.decode(errors='replace')[:300]}"
+            ),
+        }
+    out: dict[str, Any] = {}
+    if expected_cards is not None:
+        # the same record read from the server must give the cards the prefetch gives
+        out["same_cards_as_prefetch"] = _summaries(answer) == expected_cards
+    reps = QUICK_FETCH_REPS if quick else FETCH_REPS
+    times = [_post(service_port, body)[2] for _ in range(reps)]
+    p50 = statistics.median(times)
+    out.update(
+        available=True,
+        p50_ms=round(p50, 2),
+        p99_ms=round(_percentile(times, 99), 2),
+        ratio=round(p50 / slowest_ms, 2),
+    )
+    return out
+
+
+def _summaries(response: dict[str, Any]) -> list[str]:
+    return sorted(str(c.get("summary")) for c in response.get("cards", []))
+
+
+def _summarise_queries(
+    per_query: dict[str, dict[str, Any]], all_urls: list[str], reps: int
+) -> dict[str, Any]:
+    slowest = max(per_query, key=lambda k: per_query[k]["p50_ms"])
+    return {
+        "queries": len(per_query),
+        "slowest_query": slowest,
+        "slowest_query_ms": per_query[slowest]["p50_ms"],
+        "sum_of_queries_ms": round(sum(q["p50_ms"] for q in per_query.values()), 2),
+        "all_queries_concurrently_ms": _concurrently(all_urls, reps),
+        "per_query": per_query,
+    }
+
+
+def measure_sekmet(
     n: int,
     quick: bool,
     log: Callable[[str], None],
     service_port: int,
     fhir_venv: Path = ROOT / ".venv-fhir",
+    expected_cards: list[str] | None = None,
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"available": False, "resources": n}
+    """Against the local sekmet FHIR server (it answers one request at a time)."""
+    result: dict[str, Any] = {
+        "available": False,
+        "resources": n,
+        "server": "sekmet (local FHIR R4 server; serves one request at a time)",
+    }
     try:
         exe = ensure_installed(fhir_venv)
     except (FhirServerError, OSError) as exc:
@@ -145,65 +251,148 @@ def measure(
             f"  fetch: sekmet {fhir.base_url} loaded {len(resources)} resources in "
             f"{time.perf_counter() - t0:.1f} s"
         )
-        # 1. each advertised query alone
-        templates = _templates(service_port)
         reps = QUICK_QUERY_REPS if quick else QUERY_REPS
-        per_query: dict[str, dict[str, Any]] = {}
-        all_urls: list[str] = []
-        # the URLs exactly as the service issues them: its _count, its split of long code lists
-        fetcher = build_fetcher(Settings(demo=True))
-        try:
-            with requests.Session() as session:
-                for key, template in templates.items():
-                    relative = template.replace("{{context.patientId}}", patient_id)
-                    urls = fetcher._start_urls(fhir.base_url, relative)
-                    all_urls += urls
-                    for i, url in enumerate(urls):
-                        name = key if len(urls) == 1 else f"{key}#{i + 1}"
-                        _query(session, url)  # warm-up
-                        runs = [_query(session, url) for _ in range(reps)]
-                        times = [r[0] for r in runs]
-                        per_query[name] = {
-                            "p50_ms": round(statistics.median(times), 2),
-                            "pages": runs[0][1],
-                            "entries": runs[0][2],
-                        }
-        finally:
-            fetcher.close()
-        slowest = max(per_query, key=lambda k: per_query[k]["p50_ms"])
-        result.update(
-            queries=len(per_query),
-            slowest_query=slowest,
-            slowest_query_ms=per_query[slowest]["p50_ms"],
-            sum_of_queries_ms=round(sum(q["p50_ms"] for q in per_query.values()), 2),
-            all_queries_concurrently_ms=_concurrently(all_urls, reps),
-            per_query=per_query,
+        per_query, all_urls = _time_queries(
+            _templates(service_port), fhir.base_url, patient_id, reps
         )
-        # 2. the service, fetching
-        request["fhirServer"] = fhir.base_url
-        request["fhirAuthorization"] = {
-            "access_token": "bench-token",
-            "token_type": "Bearer",
-            "expires_in": 3600,
-            "scope": "patient/*.read",
-            "subject": "ivig-cds-bench",
-        }
-        body = json.dumps(request).encode()
-        status, data, _ = _post(service_port, body)
-        if status != 200 or not json.loads(data).get("cards"):
-            answer = data.decode(errors="replace")[:300]
-            result["reason"] = (
-                f"the service has no usable FHIR-fetch path yet: without prefetch it answers "
-                f"HTTP {status}: {answer}"
-            )
-            return result
-        reps = QUICK_FETCH_REPS if quick else FETCH_REPS
-        times = [_post(service_port, body)[2] for _ in range(reps)]
-        p50 = statistics.median(times)
+        result.update(_summarise_queries(per_query, all_urls, reps))
         result.update(
-            available=True,
-            p50_ms=round(p50, 2),
-            p99_ms=round(_percentile(times, 99), 2),
-            ratio=round(p50 / per_query[slowest]["p50_ms"], 2),
+            _time_service(
+                service_port,
+                request,
+                fhir.base_url,
+                quick,
+                result["slowest_query_ms"],
+                expected_cards,
+            )
         )
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# a FHIR server that answers concurrently, with a fixed per-request latency
+
+
+def _matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
+    """The search parameters the service's templates use: patient, code (token OR-list), status."""
+    for name, value in params:
+        if name == "patient":
+            subject = resource.get("subject") or resource.get("patient") or {}
+            ref = subject.get("reference", "") if isinstance(subject, dict) else ""
+            beneficiary = (resource.get("beneficiary") or {}).get("reference", "")
+            if value not in (ref.rpartition("/")[2], beneficiary.rpartition("/")[2]):
+                return False
+        elif name == "code":
+            wanted = set(value.split(","))
+            codings = (resource.get("code") or {}).get("coding") or []
+            if not any(f"{c.get('system')}|{c.get('code')}" in wanted for c in codings):
+                return False
+        elif name == "status" and resource.get("status") != value:
+            return False
+    return True
+
+
+def record_server_routes(resources: list[dict[str, Any]], latency_s: float) -> dict[str, Any]:
+    """Routes for tests/fault_server.FaultServer that search `resources` like a FHIR server
+    (patient/code/status filters, `_count` pages with next links) and answer every request,
+    page or read, after `latency_s`. Answers are serialised once per URL and then cached, so
+    the fake server's own work stays far below the latency it simulates."""
+    from tests.fault_server import RecordedRequest, Reply, operation_outcome, searchset
+
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in resources:
+        by_type.setdefault(r["resourceType"], []).append(r)
+    cache: dict[str, bytes] = {}
+    lock = threading.Lock()
+
+    def search(req: RecordedRequest, srv: Any) -> Reply:
+        with lock:
+            raw = cache.get(req.relative)
+        if raw is None:
+            params = req.params
+            count = int(req.param("_count") or 100)
+            offset = int(req.param("_getpagesoffset") or 0)
+            hits = [r for r in by_type.get(req.path, []) if _matches(r, params)]
+            links = {"self": srv.url_for(req.relative)}
+            if offset + count < len(hits):
+                keep = [(k, v) for k, v in params if k not in ("_getpagesoffset", "_count")]
+                nxt = [*keep, ("_count", str(count)), ("_getpagesoffset", str(offset + count))]
+                links["next"] = srv.url_for(f"{req.path}?{urlencode(nxt)}")
+            page = searchset(hits[offset : offset + count], total=len(hits), links=links)
+            raw = json.dumps(page).encode()
+            with lock:
+                cache[req.relative] = raw
+        return Reply(raw=raw, delay=latency_s)
+
+    reads = {f"{r['resourceType']}/{r['id']}": json.dumps(r).encode() for r in resources}
+
+    def handle(req: RecordedRequest, srv: Any) -> Reply:
+        if "/" not in req.path:  # a search (an empty searchset for a type the record lacks)
+            return search(req, srv)
+        if req.path in reads:  # a read: Patient/{id} and the like
+            return Reply(raw=reads[req.path], delay=latency_s)
+        return Reply(404, operation_outcome(f"{req.path} not found", "not-found"), delay=latency_s)
+
+    return {"*": handle}
+
+
+def measure_parallel(
+    n: int,
+    quick: bool,
+    log: Callable[[str], None],
+    service_port: int,
+    latency_ms: float = PARALLEL_LATENCY_MS,
+    expected_cards: list[str] | None = None,
+) -> dict[str, Any]:
+    """Against a fake FHIR server (tests/fault_server.py, one thread per connection) that holds
+    the same record and answers every request after `latency_ms`, however many run at once: the
+    service's own concurrency, not the server's, decides how close it gets to the slowest query."""
+    from tests.fault_server import FaultServer
+
+    request = records.order_sign_request(n)
+    prefetch = request.pop("prefetch")
+    resources = [r for v in prefetch.values() for r in resources_of(v)]
+    patient_id = request["context"]["patientId"]
+    result: dict[str, Any] = {
+        "available": False,
+        "resources": n,
+        "server": (
+            f"fake FHIR server (tests/fault_server.py, threaded) answering every request after "
+            f"{latency_ms:g} ms"
+        ),
+        "latency_per_request_ms": latency_ms,
+    }
+    with FaultServer(record_server_routes(resources, latency_ms / 1000.0)) as fake:
+        log(f"  fetch: parallel fake server {fake.base_url}, {latency_ms:g} ms per request")
+        reps = QUICK_QUERY_REPS if quick else QUERY_REPS
+        per_query, all_urls = _time_queries(
+            _templates(service_port), fake.base_url, patient_id, reps
+        )
+        result.update(_summarise_queries(per_query, all_urls, reps))
+        result.update(
+            _time_service(
+                service_port,
+                request,
+                fake.base_url,
+                quick,
+                result["slowest_query_ms"],
+                expected_cards,
+            )
+        )
+    return result
+
+
+def measure(
+    n: int,
+    quick: bool,
+    log: Callable[[str], None],
+    service_port: int,
+    fhir_venv: Path = ROOT / ".venv-fhir",
+) -> dict[str, Any]:
+    """Both fetch measurements: {"sekmet": {...}, "parallel_server_20ms": {...}}."""
+    status, data, _ = _post(service_port, json.dumps(records.order_sign_request(n)).encode())
+    expected = _summaries(json.loads(data)) if status == 200 else None
+    return {
+        "sekmet": measure_sekmet(n, quick, log, service_port, fhir_venv, expected),
+        PARALLEL_KEY: measure_parallel(n, quick, log, service_port, expected_cards=expected),
+    }
