@@ -70,6 +70,7 @@ class CardRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            auto_reload=False,  # compiled once per process: no stat() of the file per card
         )
         self.env.filters["num"] = _num
         self.env.filters["extract"] = lambda key, table: table[key]

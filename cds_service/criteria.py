@@ -480,7 +480,8 @@ def vaccine_response(ctx: Context) -> Finding:
     accepted_units = {str(u) for u in rule["titer_units"]}
     coded = [m for m in rec.measurements if titer_vs.any_match(m.codings) and m.when is not None]
     titers = [m for m in coded if m.value is not None and m.unit in accepted_units]
-    unusable = [m for m in coded if m not in titers]
+    usable = {id(m) for m in titers}  # by identity: `m not in titers` compared whole records
+    unusable = [m for m in coded if id(m) not in usable]
     if not vaccines:
         key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
         return Finding(cid, Status.INSUFFICIENT, say(key), tuple(m.ref for m in titers), missing)

@@ -604,7 +604,8 @@ class RecordBuilder:
         drugs = self.kn.vs("causative-drugs")
         names = self.kn.drug_names
         hit = drugs.first_match(codings)
-        name = next((n for t in texts if t for n in names if n in t.lower()), None)
+        lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
+        name = next((n for t in lowered for n in names if n in t), None)
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
             record.drugs.append(DrugExposure(_ref(raw), codings, label, last or start or asserted))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,31 @@ def test_feedback_survives_a_restart_and_is_summarised(
 def test_feedback_cli_rejects_a_bad_date() -> None:
     result = CliRunner().invoke(main, ["feedback", "--since", "last week"])
     assert result.exit_code != 0
+
+
+def test_sqlite_durability_per_write_and_checkpoints_off_the_request_path(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    """Evaluation records commit with synchronous=NORMAL (WAL: they survive a crash of the
+    process), feedback with FULL (it survives a power loss); no request's commit checkpoints
+    the log: a background thread does, shortly after writes."""
+    storage: Storage = client.app.state.storage  # type: ignore[attr-defined]
+    levels: list[str] = []
+    original = storage._durability
+
+    def spy(conn: Any, level: str) -> None:
+        levels.append(level)
+        original(conn, level)
+
+    storage._durability = spy  # type: ignore[method-assign]
+    cards = _cards(client, seed_request)
+    assert levels == ["NORMAL"]
+    assert _send(client, _overridden(cards["dose"], "weight-elsewhere")).status_code == 200
+    assert levels == ["NORMAL", "FULL"]
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    deadline = time.monotonic() + 5
+    while storage.checkpoints == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert storage.checkpoints >= 1
