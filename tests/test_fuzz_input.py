@@ -9,6 +9,7 @@ field), not crash the request.
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -43,17 +44,35 @@ def _resources(request: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
+def _slots(node: Any, depth: int = 0) -> list[tuple[Any, Any]]:
+    """Every (container, key) below a resource, nested objects and arrays included."""
+    slots: list[tuple[Any, Any]] = []
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if key == "resourceType" and depth == 0:
+            continue
+        slots.append((node, key))
+        if isinstance(value, dict | list) and depth < 4:
+            slots.extend(_slots(value, depth + 1))
+    return slots
+
+
+# CI runs a fixed, reproducible set; IVIG_FUZZ_EXAMPLES=5000 explores further (random seeds).
+EXAMPLES = int(os.environ.get("IVIG_FUZZ_EXAMPLES", "0"))
+
+
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES or 200,
+    derandomize=not EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
 def test_odd_element_shapes_never_give_a_500(client: TestClient, data: st.DataObject) -> None:
     request = copy.deepcopy(SEED)
-    resources = _resources(request)
-    target = data.draw(st.sampled_from(resources))
-    keys = sorted(k for k in target if k not in ("resourceType",))
-    key = data.draw(st.sampled_from(keys))
-    target[key] = data.draw(odd_values)
+    target = data.draw(st.sampled_from(_resources(request)))
+    container, key = data.draw(st.sampled_from(_slots(target)))
+    container[key] = data.draw(odd_values)
     response = client.post(URL, json=request)
     assert response.status_code in (200, 400, 412), response.text
     if response.status_code == 400:
