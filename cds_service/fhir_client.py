@@ -30,7 +30,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import orjson
 import urllib3
@@ -98,6 +98,10 @@ def _origin(url: str) -> _Origin | None:
         return None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    # dot segments ("..", "%2e%2e") would climb out of an allowed base path once the client
+    # (urllib3 removes them) or the server normalises the path: never allowed
+    if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
         return None
     return _Origin(
         scheme,

@@ -1,0 +1,42 @@
+"""Security review: defects found and fixed (each test failed before its fix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cds_service.fhir_client import Allowlist
+from tests.conftest import ValidatingClient
+from tests.test_auth import SIGN
+
+INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
+
+
+def _patient(req: dict[str, Any]) -> str:
+    return str(req["context"]["patientId"])
+
+
+def _details(client: ValidatingClient, req: dict[str, Any]) -> str:
+    r = client.post(SIGN, json=req)
+    assert r.status_code == 200, r.text
+    return "\n".join(c["summary"] + "\n" + c["detail"] for c in r.json()["cards"])
+
+
+# -- fhirServer allowlist: dot segments leave the allowed base path ------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://fhir.example.org/tenantA/../tenantB",
+        "https://fhir.example.org/tenantA/./../tenantB",
+        "https://fhir.example.org/tenantA/%2e%2e/tenantB",
+        "https://fhir.example.org/tenantA/%2E%2e/tenantB",
+        "https://fhir.example.org/tenantA/..",
+    ],
+)
+def test_allowlist_rejects_dot_segments(url: str) -> None:
+    allow = Allowlist(["https://fhir.example.org/tenantA"])
+    assert allow.allows("https://fhir.example.org/tenantA/R4")
+    assert not allow.allows(url)
