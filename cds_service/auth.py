@@ -137,6 +137,8 @@ class JwtVerifier:
             raise Unauthorized("JWT iat is in the future") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"JWT rejected: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # e.g. ES384 with the kid of an RSA key
+            raise Unauthorized(f"JWT alg {alg} does not fit the key with kid {kid!r}") from exc
         exp, iat = float(claims["exp"]), float(claims["iat"])
         if exp - iat > self._max_lifetime:
             raise Unauthorized(f"JWT lifetime exceeds {self._max_lifetime} s")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cds_service.auth import JwtVerifier
+from cds_service.errors import Unauthorized
 from cds_service.fhir_client import Allowlist
 from tests.conftest import ValidatingClient
-from tests.test_auth import SIGN
+from tests.test_auth import BASE, ISS, SIGN, _jwks, token
 
 INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
 
@@ -21,6 +25,20 @@ def _details(client: ValidatingClient, req: dict[str, Any]) -> str:
     r = client.post(SIGN, json=req)
     assert r.status_code == 200, r.text
     return "\n".join(c["summary"] + "\n" + c["detail"] for c in r.json()["cards"])
+
+
+# -- JWT: a kid whose key type does not fit alg ------------------------------------------------
+
+
+@pytest.mark.parametrize(("alg", "kid"), [("ES384", "rsa-1"), ("RS384", "ec-1")])
+def test_alg_that_does_not_fit_the_kid_key_is_401_not_500(
+    tmp_path: Path, alg: str, kid: str
+) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(_jwks()))
+    verifier = JwtVerifier({ISS: str(path)})
+    with pytest.raises(Unauthorized):
+        verifier.verify("Bearer " + token(alg=alg, kid=kid), [BASE + SIGN])
 
 
 # -- fhirServer allowlist: dot segments leave the allowed base path ------------------------------
