@@ -6,6 +6,7 @@ The summary card comes first and carries the contract object in
 
 from __future__ import annotations
 
+import re
 import uuid
 from functools import cache
 from pathlib import Path
@@ -47,8 +48,18 @@ TITLES = {
     "home-infusion": "Home infusion services",
 }
 CARD_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
+# a code from the client's record shown in card markdown: code-shaped only (no markup, no links)
+_SAFE_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
 SUMMARY_LIMIT = 139  # CDS Hooks 2.0: summary "<140 characters"
 OWN_CARD = {"dose", "home-infusion"}
+
+
+def _code(codings: Any) -> str:
+    """The first code-shaped code of a (system, code) list, for display in card markdown."""
+    for _system, code in codings:
+        if isinstance(code, str) and _SAFE_CODE.match(code):
+            return code
+    return "coded condition"
 
 
 def _num(value: Any) -> str:
@@ -73,6 +84,7 @@ class CardRenderer:
             auto_reload=False,  # compiled once per process: no stat() of the file per card
         )
         self.env.filters["num"] = _num
+        self.env.filters["code"] = _code
         self.env.filters["extract"] = lambda key, table: table[key]
 
     def _render(self, name: str, **ctx: Any) -> tuple[str, str]:

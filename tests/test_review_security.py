@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,34 @@ def _details(client: ValidatingClient, req: dict[str, Any]) -> str:
     r = client.post(SIGN, json=req)
     assert r.status_code == 200, r.text
     return "\n".join(c["summary"] + "\n" + c["detail"] for c in r.json()["cards"])
+
+
+# -- markdown / HTML from the client's record into card text ------------------------------------
+
+
+def test_condition_code_is_not_echoed_as_markup_into_the_safety_card(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = copy.deepcopy(seed_request)
+    req["prefetch"]["conditions"].setdefault("entry", []).append(
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "c-inj",
+                "subject": {"reference": f"Patient/{_patient(req)}"},
+                "code": {
+                    "coding": [
+                        {"system": "http://x.example", "code": INJECTED},
+                        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I82.401"},
+                    ]
+                },
+            }
+        }
+    )
+    text = _details(client, req)
+    assert "Risk factors on record" in text
+    assert "<img" not in text
+    assert "evil.example" not in text
 
 
 # -- JWT: a kid whose key type does not fit alg ------------------------------------------------
