@@ -236,6 +236,15 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
+_UNIT_SHAPE = re.compile(r"^[A-Za-z0-9%/.\[\]{}_*^'\-]{1,32}$")
+
+
+def _shown_unit(unit: str | None) -> str:
+    """A unit for a DataIssue shown in cards: echoed only when it is unit-shaped (UCUM-like),
+    never markup or a link from the client's record."""
+    return repr(unit) if isinstance(unit, str) and _UNIT_SHAPE.match(unit) else "(not unit-shaped)"
+
+
 def _ref(res: dict[str, Any]) -> str:
     """'Type/id' for evidence and DataIssues; ids that are not FHIR ids are never echoed into
     cards (they could carry markdown or HTML into the EHR's display)."""
@@ -449,7 +458,7 @@ class RecordBuilder:
                         DataIssue(
                             _ref(raw),
                             "valueQuantity.unit",
-                            f"unit {unit!r} is not a known IgG unit",
+                            f"unit {_shown_unit(unit)} is not a known IgG unit",
                         )
                     )
                 low = None

@@ -56,6 +56,29 @@ def test_condition_code_is_not_echoed_as_markup_into_the_safety_card(
     assert "evil.example" not in text
 
 
+def test_igg_unit_is_not_echoed_as_markup_into_the_summary_card(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = copy.deepcopy(seed_request)
+    req["prefetch"]["labs"].setdefault("entry", []).append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "o-inj",
+                "status": "final",
+                "subject": {"reference": f"Patient/{_patient(req)}"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2465-3"}]},
+                "effectiveDateTime": "2025-01-01",
+                "valueQuantity": {"value": 500, "unit": INJECTED},
+            }
+        }
+    )
+    text = _details(client, req)
+    assert "Observation/o-inj" in text  # the issue is still reported
+    assert "<img" not in text
+    assert "evil.example" not in text
+
+
 # -- JWT: a kid whose key type does not fit alg ------------------------------------------------
 
 
