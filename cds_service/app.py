@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from cds_service import __version__, knowledge, wording
 from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
-from cds_service.errors import CdsError, NotFound, Unauthorized
+from cds_service.errors import CdsError, NotFound, PayloadTooLarge, Unauthorized
 from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
@@ -62,6 +62,22 @@ REPORT_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
 }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 once it exceeds `limit` bytes (counted as it arrives, so a
+    missing or lying Content-Length does not let a client fill the memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def build_fetcher(settings: Settings) -> FhirFetcher:
@@ -179,7 +195,7 @@ def create_app(
     @app.post("/cds-services/{service_id}", dependencies=authenticated)
     async def call_service(service_id: str, request: Request) -> Response:
         engine.service(service_id)  # 404 before reading the body
-        body = await request.body()
+        body = await read_body(request, settings.max_body_bytes)
         return _json(await run_in_threadpool(evaluate_and_record, service_id, body))
 
     def store_feedback(service_id: str, body: bytes) -> int:
@@ -208,7 +224,7 @@ def create_app(
     @app.post("/cds-services/{service_id}/feedback", dependencies=authenticated)
     async def feedback(service_id: str, request: Request) -> Response:
         engine.service(service_id)
-        body = await request.body()
+        body = await read_body(request, settings.max_body_bytes)
         stored = await run_in_threadpool(store_feedback, service_id, body)
         return _json({"stored": stored})
 

@@ -31,6 +31,12 @@ class NotFound(CdsError):
     status_code = 404
 
 
+class PayloadTooLarge(CdsError):
+    """A request body over the configured limit (413)."""
+
+    status_code = 413
+
+
 class Unauthorized(CdsError):
     status_code = 401
 

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="longest exp - iat accepted (bounds the jti cache)"
     )
 
+    max_body_bytes: int = Field(
+        default=20_000_000, ge=1024, description="largest hook or feedback request body (413)"
+    )
+
     cors_origins: list[str] = Field(
         default_factory=list,
         description="browser-based CDS clients allowed by CORS (JSON list of origins)",

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from cds_service.app import create_app
 from cds_service.auth import JwtVerifier
 from cds_service.errors import Unauthorized
 from cds_service.fhir_client import Allowlist
-from tests.conftest import ValidatingClient
+from tests.conftest import ValidatingClient, open_settings
 from tests.test_auth import BASE, ISS, SIGN, _jwks, token
 
 INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
@@ -110,3 +111,21 @@ def test_allowlist_rejects_dot_segments(url: str) -> None:
     allow = Allowlist(["https://fhir.example.org/tenantA"])
     assert allow.allows("https://fhir.example.org/tenantA/R4")
     assert not allow.allows(url)
+
+
+# -- request bodies are bounded -------------------------------------------------------------------
+
+
+def test_oversized_bodies_are_413(tmp_path: Path, seed_request: dict[str, Any]) -> None:
+    settings = open_settings(tmp_path, max_body_bytes=4096)
+    with ValidatingClient(create_app(settings)) as c:
+        body = json.dumps({**seed_request, "pad": "x" * 10_000})
+        for path in (SIGN, SIGN + "/feedback"):
+            r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, (path, r.status_code, r.text)
+            # a lying Content-Length does not help: the body is counted as it arrives
+            chunks = iter([body.encode()[i : i + 1000] for i in range(0, len(body), 1000)])
+            r = c.post(path, content=chunks, headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, (path, r.status_code)
+        small = c.post(SIGN, json={"hook": "order-sign"})
+        assert small.status_code == 400
