@@ -50,7 +50,7 @@ class HookRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     hook: str = Field(min_length=1)
-    hookInstance: str = Field(min_length=1)
+    hookInstance: str = Field(min_length=1, max_length=128)  # storage column width
     fhirServer: str | None = None
     fhirAuthorization: FhirAuthorization | None = None
     context: dict[str, Any]
@@ -118,9 +118,10 @@ def parse_request(body: bytes, hook: str) -> ParsedRequest:
 
 class FeedbackCoding(BaseModel):
     model_config = ConfigDict(extra="allow")
-    code: str = Field(min_length=1)
-    system: str = Field(min_length=1)
-    display: str | None = None
+    # no longer than their storage columns (a longer value would be a 500 on PostgreSQL)
+    code: str = Field(min_length=1, max_length=64)
+    system: str = Field(min_length=1, max_length=200)
+    display: str | None = Field(default=None, max_length=200)
 
 
 class OverrideReason(BaseModel):
@@ -140,7 +141,7 @@ class FeedbackEntry(BaseModel):
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[AcceptedSuggestion] | None = None
     overrideReason: OverrideReason | None = None
-    outcomeTimestamp: str = Field(min_length=1)
+    outcomeTimestamp: str = Field(min_length=1, max_length=40)
 
 
 class FeedbackRequest(BaseModel):

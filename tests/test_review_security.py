@@ -129,3 +129,38 @@ def test_oversized_bodies_are_413(tmp_path: Path, seed_request: dict[str, Any]) 
             assert r.status_code == 413, (path, r.status_code)
         small = c.post(SIGN, json={"hook": "order-sign"})
         assert small.status_code == 400
+
+
+# -- client strings longer than their storage columns (a 500 on PostgreSQL) ---------------------
+
+
+def test_overlong_hook_instance_is_400(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = {**seed_request, "hookInstance": "h" * 129}
+    r = client.post(SIGN, json=req)
+    assert r.status_code == 400, r.text
+    assert "hookInstance" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("code", "c" * 65), ("system", "s" * 201), ("display", "d" * 201)],
+)
+def test_overlong_override_reason_is_400(
+    client: ValidatingClient, seed_request: dict[str, Any], field: str, value: str
+) -> None:
+    card = client.post(SIGN, json=seed_request).json()["cards"][0]
+    reason = {"code": "c", "system": "s", "display": "d", field: value}
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-25T10:00:00Z",
+                "overrideReason": {"reason": reason},
+            }
+        ]
+    }
+    r = client.post(SIGN + "/feedback", json=body)
+    assert r.status_code == 400, r.text
