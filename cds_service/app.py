@@ -92,6 +92,7 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
             page_size=settings.fetch_page_size,
             workers=settings.fetch_workers,
             max_url=settings.fetch_max_url,
+            max_bytes=settings.fetch_max_bytes,
         ),
     )
 

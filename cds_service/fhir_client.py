@@ -77,6 +77,7 @@ class FetchLimits:
     page_size: int = 200
     workers: int = 16
     max_url: int = 2048  # longer code lists are split over several queries
+    max_bytes: int = 50_000_000  # largest answer read (decoded), per page
 
 
 # ------------------------------------------------------------------------------ allowlist
@@ -361,7 +362,9 @@ class FhirFetcher:
                 timeout=urllib3.Timeout(connect=per_call, read=per_call),
                 retries=retry,
                 redirect=False,
+                preload_content=False,
             )
+            data = self._read_capped(resp)
         except MaxRetryError as exc:
             raise Unreadable(self._transport_reason(exc.reason)) from None
         except (ConnectTimeoutError, ReadTimeoutError, NewConnectionError, SSLError) as exc:
@@ -371,13 +374,32 @@ class FhirFetcher:
         except HTTPError as exc:
             raise Unreadable(f"could not talk to fhirServer ({type(exc).__name__})") from None
         try:
-            body = orjson.loads(resp.data) if resp.data else None
+            body = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
             if resp.status >= 400:
                 body = None
             else:
                 raise Unreadable(f"fhirServer sent malformed JSON (HTTP {resp.status})") from None
         return resp.status, body
+
+    def _read_capped(self, resp: Any) -> bytes:
+        """The answer's body, read up to `max_bytes` (a larger one is never held in memory)."""
+        limit = self.limits.max_bytes
+        declared = resp.headers.get("Content-Length", "")
+        chunks: list[bytes] = []
+        size = int(declared) if declared.isdigit() else 0
+        if size <= limit:
+            size = 0
+            for chunk in resp.stream(65536):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        if size > limit:
+            resp.close()  # the rest is never read; the connection is not reused
+            raise Unreadable(f"fhirServer's answer exceeds {limit} bytes, too large to read")
+        resp.release_conn()
+        return b"".join(chunks)
 
     def _transport_reason(self, exc: BaseException | None) -> str:
         if isinstance(exc, NewConnectionError):  # (a subclass of ConnectTimeoutError)

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     fetch_max_pages: int = Field(default=20, ge=1, description="pages followed per query")
     fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
     fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
+    fetch_max_bytes: int = Field(
+        default=50_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
+    )
     fetch_workers: int = Field(default=16, ge=1, description="concurrent queries (all requests)")
     fetch_max_url: int = Field(
         default=2048, ge=256, description="longer code lists are split over several queries"

@@ -164,3 +164,24 @@ def test_overlong_override_reason_is_400(
     }
     r = client.post(SIGN + "/feedback", json=body)
     assert r.status_code == 400, r.text
+
+
+# -- answers from fhirServer are bounded in bytes -----------------------------------------------
+
+
+def test_an_oversized_fhir_answer_is_unreadable_not_held_in_memory(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from tests.fault_server import FaultServer, Reply
+    from tests.test_fetch_faults import ehr_body, seed_routes
+
+    padding = {"resourceType": "Basic", "id": "pad", "text": {"div": "x" * 3_000_000}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": padding}]}
+    settings = make_settings(demo=True, fetch_max_bytes=1_000_000)
+    with (
+        ValidatingClient(create_app(settings)) as c,
+        FaultServer({**seed_routes(), "Observation": Reply(body=bundle)}) as fake,
+    ):
+        r = c.post(SIGN, json=ehr_body(fake.base_url))
+        assert r.status_code == 412, r.text
+        assert "observations" in r.json()["error"]
+        assert "1000000 bytes" in r.json()["error"]
