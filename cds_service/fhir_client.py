@@ -102,7 +102,8 @@ def _origin(url: str) -> _Origin | None:
         return None
     # dot segments ("..", "%2e%2e") would climb out of an allowed base path once the client
     # (urllib3 removes them) or the server normalises the path: never allowed
-    if any(unquote(seg) in (".", "..") for seg in parts.path.split("/")):
+    # (also when the slash itself is encoded, %2F, or a backslash, as some servers decode them)
+    if any(seg in (".", "..") for seg in unquote(parts.path).replace("\\", "/").split("/")):
         return None
     return _Origin(
         scheme,

@@ -105,6 +105,8 @@ def test_alg_that_does_not_fit_the_kid_key_is_401_not_500(
         "https://fhir.example.org/tenantA/%2e%2e/tenantB",
         "https://fhir.example.org/tenantA/%2E%2e/tenantB",
         "https://fhir.example.org/tenantA/..",
+        "https://fhir.example.org/tenantA/..%2Ftenant%42",
+        "https://fhir.example.org/tenantA/..%5ctenantB",
     ],
 )
 def test_allowlist_rejects_dot_segments(url: str) -> None:
