@@ -146,7 +146,8 @@ class FeedbackEntry(BaseModel):
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    feedback: list[FeedbackEntry] = Field(min_length=1)
+    # one per card returned (a handful): bounded, as each item is a look-up in one write transaction
+    feedback: list[FeedbackEntry] = Field(min_length=1, max_length=100)
 
 
 def parse_feedback(body: bytes) -> FeedbackRequest:

@@ -187,3 +187,20 @@ def test_an_oversized_fhir_answer_is_unreadable_not_held_in_memory(tmp_path: Pat
         assert r.status_code == 412, r.text
         assert "observations" in r.json()["error"]
         assert "1000000 bytes" in r.json()["error"]
+
+
+# -- feedback: one request cannot hold the database's write lock for long ----------------------
+
+
+def test_feedback_items_per_request_are_bounded(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    card = client.post(SIGN, json=seed_request).json()["cards"][0]
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-25T10:00:00Z",
+    }
+    r = client.post(SIGN + "/feedback", json={"feedback": [item] * 101})
+    assert r.status_code == 400, r.text
+    assert client.post(SIGN + "/feedback", json={"feedback": [item] * 100}).status_code == 200
