@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew for exp/iat")
     jwt_max_lifetime_seconds: int = Field(
-        default=3600, gt=0, description="longest exp - iat accepted (bounds the jti cache)"
+        default=3600,
+        gt=0,
+        le=86_400,
+        description="longest exp - iat accepted (bounds the replay window and the jti cache)",
     )
 
     max_body_bytes: int = Field(

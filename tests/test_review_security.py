@@ -204,3 +204,16 @@ def test_feedback_items_per_request_are_bounded(
     r = client.post(SIGN + "/feedback", json={"feedback": [item] * 101})
     assert r.status_code == 400, r.text
     assert client.post(SIGN + "/feedback", json={"feedback": [item] * 100}).status_code == 200
+
+
+# -- settings: the longest accepted token lifetime is bounded -----------------------------------
+
+
+def test_jwt_max_lifetime_is_bounded() -> None:
+    from pydantic import ValidationError
+
+    from cds_service.settings import Settings
+
+    assert Settings(jwt_max_lifetime_seconds=86_400).jwt_max_lifetime_seconds == 86_400
+    with pytest.raises(ValidationError):
+        Settings(jwt_max_lifetime_seconds=10**9)  # a replay window (and jti cache) of 30 years
