@@ -22,6 +22,7 @@ usually under five minutes, is not detected).
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 import time
@@ -90,6 +91,9 @@ class JwtVerifier:
         self._max_lifetime = max_lifetime
         self._clock = clock
         self._seen: dict[tuple[str, str], float] = {}
+        # (until, key) of every cached jti, soonest first: expired entries are dropped from the
+        # front instead of rebuilding the whole cache under the lock on every call
+        self._expiry: list[tuple[float, tuple[str, str]]] = []
         self._lock = threading.Lock()
 
     def verify(self, authorization: str | None, audience: Sequence[str]) -> dict[str, Any]:
@@ -148,8 +152,13 @@ class JwtVerifier:
         if not isinstance(jti, str) or not jti:
             raise Unauthorized("JWT jti must be a non-empty string")
         with self._lock:
-            self._seen = {k: until for k, until in self._seen.items() if until > now}
-            if (iss, jti) in self._seen:
+            while self._expiry and self._expiry[0][0] <= now:
+                _, old = heapq.heappop(self._expiry)
+                if self._seen.get(old, now) <= now:
+                    self._seen.pop(old, None)
+            key = (iss, jti)
+            if key in self._seen:
                 raise Unauthorized("JWT jti has already been used (replay)")
-            self._seen[(iss, jti)] = exp + self._leeway
+            self._seen[key] = exp + self._leeway
+            heapq.heappush(self._expiry, (exp + self._leeway, key))
         return claims

@@ -217,3 +217,36 @@ def test_jwt_max_lifetime_is_bounded() -> None:
     assert Settings(jwt_max_lifetime_seconds=86_400).jwt_max_lifetime_seconds == 86_400
     with pytest.raises(ValidationError):
         Settings(jwt_max_lifetime_seconds=10**9)  # a replay window (and jti cache) of 30 years
+
+
+# -- the jti cache is not rebuilt on every call ----------------------------------------------
+
+
+class _CountingDict(dict[tuple[str, str], float]):
+    walks = 0
+
+    def items(self) -> Any:
+        _CountingDict.walks += 1
+        return super().items()
+
+    def __iter__(self) -> Any:
+        _CountingDict.walks += 1
+        return super().__iter__()
+
+
+def test_jti_cache_is_not_walked_on_every_verification(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(_jwks()))
+    verifier = JwtVerifier({ISS: str(path)})
+    verifier.verify("Bearer " + token(), [BASE + SIGN])
+    seen = _CountingDict(verifier._seen)
+    seen.update({(ISS, f"old-{i}"): 4e9 for i in range(10_000)})  # unexpired entries
+    verifier._seen = seen
+    for _ in range(3):
+        verifier.verify("Bearer " + token(), [BASE + SIGN])
+    assert _CountingDict.walks == 0
+    assert len(verifier._seen) == 10_004
+    tok = token()
+    verifier.verify("Bearer " + tok, [BASE + SIGN])
+    with pytest.raises(Unauthorized, match="replay"):
+        verifier.verify("Bearer " + tok, [BASE + SIGN])
