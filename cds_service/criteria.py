@@ -10,6 +10,7 @@ file (cds_service/knowledge/policy-cvid-ig.yaml), wording from cards/reasons.yam
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -74,9 +75,17 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+# a code from the client's record shown in card text: code-shaped only (a prefix match such as
+# J18 also matches "J18<markup>"), else the resource's reference
+_CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
+
+
+def _shown(hit: tuple[str, str] | None, ref: str) -> str:
+    return hit[1] if hit and _CODE_SHAPE.match(hit[1]) else ref
+
+
 def _display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
-    hit = vs.first_match(c.codings)
-    return hit[1] if hit else c.ref
+    return _shown(vs.first_match(c.codings), c.ref)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +432,7 @@ def infection_episodes(ctx: Context) -> list[Episode]:
     for e in ctx.record.encounters:
         if vs.any_match(e.reason_codings) and (e.when is None or e.when.date not in seen_days):
             hit = vs.first_match(e.reason_codings)
-            episodes.append(Episode(e.ref, hit[1] if hit else e.ref, e.when))
+            episodes.append(Episode(e.ref, _shown(hit, e.ref), e.when))
     return episodes
 
 

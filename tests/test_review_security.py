@@ -250,3 +250,39 @@ def test_jti_cache_is_not_walked_on_every_verification(tmp_path: Path) -> None:
     verifier.verify("Bearer " + tok, [BASE + SIGN])
     with pytest.raises(Unauthorized, match="replay"):
         verifier.verify("Bearer " + tok, [BASE + SIGN])
+
+
+def test_prefix_matched_codes_are_not_echoed_as_markup_into_criteria(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = copy.deepcopy(seed_request)
+    code = {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "J18" + INJECTED}
+    pid = _patient(req)
+    req["prefetch"]["conditions"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Condition",
+                "id": "c-inj",
+                "subject": {"reference": f"Patient/{pid}"},
+                "onsetDateTime": "2024-10-01",
+                "code": {"coding": [code]},
+            }
+        }
+    )
+    req["prefetch"]["encounters"].setdefault("entry", []).append(
+        {
+            "resource": {
+                "resourceType": "Encounter",
+                "id": "e-inj",
+                "status": "finished",
+                "class": {"code": "AMB"},
+                "subject": {"reference": f"Patient/{pid}"},
+                "period": {"start": "2024-11-05"},
+                "reasonCode": [{"coding": [code]}],
+            }
+        }
+    )
+    text = _details(client, req)
+    assert "5 bacterial infection episodes" in text  # both still count
+    assert "<img" not in text
+    assert "evil.example" not in text
