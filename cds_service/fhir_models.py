@@ -92,8 +92,16 @@ def to_when(value: Any) -> When | None:
     return None
 
 
+_ELEMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-\[\]]{0,63}$")
+
+
 def validation_summary(exc: ValidationError) -> tuple[str, str]:
     """(field path, message) of the first validation error, for DataIssues and 400s."""
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "(resource)"
+    # an unknown element's name is the client's text: shown (in cards, logs) only when name-shaped
+    loc = ".".join(
+        str(p) if isinstance(p, int) or _ELEMENT_NAME.match(str(p)) else "(unknown element)"
+        for p in first.get("loc", ())
+    )
+    loc = loc or "(resource)"
     return loc, str(first.get("msg", "invalid"))

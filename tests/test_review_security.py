@@ -286,3 +286,26 @@ def test_prefix_matched_codes_are_not_echoed_as_markup_into_criteria(
     assert "5 bacterial infection episodes" in text  # both still count
     assert "<img" not in text
     assert "evil.example" not in text
+
+
+def test_unknown_element_names_are_not_echoed_as_markup_into_cards(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = copy.deepcopy(seed_request)
+    req["prefetch"]["labs"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "id": "o-inj",
+                "status": "final",
+                "subject": {"reference": f"Patient/{_patient(req)}"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2465-3"}]},
+                "effectiveDateTime": "2025-01-01",
+                "valueQuantity": {"value": 500, "unit": "mg/dL", INJECTED: 1},
+            }
+        }
+    )
+    text = _details(client, req)
+    assert "Observation/o-inj (valueQuantity." in text  # the issue is still reported
+    assert "<img" not in text
+    assert "evil.example" not in text
