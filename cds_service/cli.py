@@ -14,6 +14,8 @@ import click
 from cds_service.errors import CdsError
 from cds_service.settings import get_settings
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
 
 @click.group()
 @click.version_option(package_name="ivig-cds")
@@ -31,6 +33,10 @@ def serve(host: str | None, port: int | None) -> None:
     from cds_service.app import create_app
 
     settings = get_settings()
+    bind = host or settings.host
+    if settings.demo and bind not in LOOPBACK:
+        # demo turns client authentication off and lets fhirServer be any local server
+        raise click.UsageError(f"demo mode serves loopback only; refusing to bind {bind!r}")
     logging.basicConfig(level=settings.log_level)
     app = create_app(settings)
     # Knowledge, templates and the FHIR model classes live as long as the process: move them out
@@ -39,7 +45,7 @@ def serve(host: str | None, port: int | None) -> None:
     gc.freeze()
     uvicorn.run(
         app,
-        host=host or settings.host,
+        host=bind,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,

@@ -47,3 +47,20 @@ def test_cli_evaluate_reports_bad_input_with_exit_2(tmp_path: object) -> None:
     result = CliRunner().invoke(main, ["evaluate", str(bad)])
     assert result.exit_code == 2
     assert "error 400" in result.output
+
+
+def test_serve_refuses_a_public_bind_in_demo_mode() -> None:
+    import pytest
+
+    from cds_service.settings import get_settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("IVIG_CDS_DEMO", "true")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--port", "8999"])
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "loopback only" in result.output
