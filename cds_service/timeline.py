@@ -55,11 +55,14 @@ class Timeline:
 
 
 def _before(a: When, b: When) -> bool | None:
-    """a strictly before b; None when they share a day and the times can't tell."""
+    """a strictly before b; None when they share a day and the times can't tell.
+
+    Two timed values compare as instants: their local calendar dates can differ across zones
+    (23:30 at UTC-5 on the 4th is after 02:00 UTC on the 5th)."""
+    if a.instant is not None and b.instant is not None:
+        return None if a.instant == b.instant else a.instant < b.instant
     if a.date != b.date:
         return a.date < b.date
-    if a.instant is not None and b.instant is not None and a.instant != b.instant:
-        return a.instant < b.instant
     return None
 
 

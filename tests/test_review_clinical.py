@@ -1,0 +1,46 @@
+"""Clinical review: each test pins a defect found against the contract's timeline/outcome rules or
+the policy's cited rule (cds_service/knowledge/RULES.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import cache
+
+from cds_service import criteria, dosing, knowledge, timeline, wording
+from cds_service.domain import (
+    Exposure,
+    IgGResult,
+    Phase,
+    Record,
+    When,
+)
+
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+TODAY = dt.date(2026, 1, 15)
+
+
+@cache
+def _kn() -> knowledge.Knowledge:
+    return knowledge.load()
+
+
+def _ctx(rec: Record) -> criteria.Context:
+    kn = _kn()
+    tl = timeline.build(rec.exposures, rec.igg)
+    return criteria.Context(rec, tl, kn, wording.default(), dosing.check(None, [], kn, rec.today))
+
+
+def _admin(when: When) -> Exposure:
+    return Exposure(
+        "MedicationAdministration/a", "MedicationAdministration", "Privigen", when, None, False
+    )
+
+
+def test_instants_in_different_zones_compare_as_instants() -> None:
+    """IgG drawn 23:30 at UTC-5 on 03-04 is 04:30Z on 03-05, after an IG dose at 02:00Z on 03-05:
+    it is on treatment, not a baseline (the local calendar dates must not decide)."""
+    drawn = dt.datetime(2025, 3, 4, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    dosed = dt.datetime(2025, 3, 5, 2, 0, tzinfo=dt.UTC)
+    lab = IgGResult("Observation/x", When(drawn.date(), drawn), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dosed.date(), dosed))], [lab])
+    assert tl.labs[0].phase is Phase.ON_TREATMENT
