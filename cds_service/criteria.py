@@ -420,19 +420,26 @@ class Episode:
 
 
 def infection_episodes(ctx: Context) -> list[Episode]:
-    """Bacterial infection episodes from Conditions and Encounters, one per resource and day."""
+    """Bacterial infection episodes from Conditions and Encounters, one per day (RULES.md):
+    several Conditions or Encounters documenting the same day are one episode."""
     vs = ctx.kn.vs(ctx.rule("infection-history")["valueset"])
     episodes: list[Episode] = []
     seen_days: set[dt.date] = set()
+
+    def add(ref: str, label: str, when: When | None) -> None:
+        if when is not None:
+            if when.date in seen_days:
+                return
+            seen_days.add(when.date)
+        episodes.append(Episode(ref, label, when))
+
     for c in ctx.record.conditions:
         if vs.any_match(c.codings):
-            episodes.append(Episode(c.ref, _display(ctx.kn, vs, c), c.when))
-            if c.when:
-                seen_days.add(c.when.date)
+            add(c.ref, _display(ctx.kn, vs, c), c.when)
     for e in ctx.record.encounters:
-        if vs.any_match(e.reason_codings) and (e.when is None or e.when.date not in seen_days):
+        if vs.any_match(e.reason_codings):
             hit = vs.first_match(e.reason_codings)
-            episodes.append(Episode(e.ref, _shown(hit, e.ref), e.when))
+            add(e.ref, _shown(hit, e.ref), e.when)
     return episodes
 
 
@@ -441,13 +448,14 @@ def infection_history(ctx: Context) -> Finding:
     min_count = int(rule["min_count"])
     anchor = ctx.timeline.reference_point.date if ctx.timeline.reference_point else ctx.record.today
     since = months_before(anchor, int(rule["lookback_months"]))
+    # an undated episode cannot be shown to fall in the look-back: it never counts towards met
     episodes = [
         e
         for e in infection_episodes(ctx)
-        if e.when is None or since <= e.when.date <= max(anchor, ctx.record.today)
+        if e.when is not None and since <= e.when.date <= max(anchor, ctx.record.today)
     ]
     # before therapy for continuation requests; all in the window for initial ones
-    before = [e for e in episodes if e.when is None or e.when.date <= anchor]
+    before = [e for e in episodes if e.when is not None and e.when.date <= anchor]
     refs = tuple(e.ref for e in before)
     if len(before) >= min_count:
         names = ", ".join(f"{e.label} {e.when}" if e.when else e.label for e in before)

@@ -8,10 +8,13 @@ from functools import cache
 
 from cds_service import criteria, dosing, knowledge, timeline, wording
 from cds_service.domain import (
+    ConditionFact,
+    EncounterFact,
     Exposure,
     IgGResult,
     Phase,
     Record,
+    Status,
     When,
 )
 
@@ -44,3 +47,43 @@ def test_instants_in_different_zones_compare_as_instants() -> None:
     lab = IgGResult("Observation/x", When(drawn.date(), drawn), 380.0, "mg/dL")
     tl = timeline.build([_admin(When(dosed.date(), dosed))], [lab])
     assert tl.labs[0].phase is Phase.ON_TREATMENT
+
+
+def _infection(rid: str, day: dt.date | None, code: str = "J13") -> ConditionFact:
+    w = When(day) if day else None
+    return ConditionFact(f"Condition/{rid}", ((ICD, code),), w, None, True, False)
+
+
+def test_infections_counted_once_per_day() -> None:
+    """RULES.md infection-history: episodes from Conditions and Encounters, one per day. Two
+    Conditions (or two Encounters) on the same day are one episode, not 'recurrent' infections."""
+    day = dt.date(2025, 6, 1)
+    rec = Record(
+        patient=None,
+        orders=[],
+        conditions=[_infection("a", day), _infection("b", day, "A49.9")],
+        today=TODAY,
+    )
+    assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
+    rec = Record(
+        patient=None,
+        orders=[],
+        encounters=[
+            EncounterFact("Encounter/a", ((ICD, "J13"),), When(day)),
+            EncounterFact("Encounter/b", ((ICD, "J13"),), When(day)),
+        ],
+        today=TODAY,
+    )
+    assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
+
+
+def test_undated_infections_do_not_prove_the_lookback() -> None:
+    """≥ 2 episodes *in 60 months*: an episode without a date cannot be shown to fall in the
+    look-back, so it never makes the criterion met."""
+    rec = Record(
+        patient=None,
+        orders=[],
+        conditions=[_infection("a", None), _infection("b", None, "A49.9")],
+        today=TODAY,
+    )
+    assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
