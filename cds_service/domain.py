@@ -32,6 +32,13 @@ class When:
 
     date: dt.date
     instant: dt.datetime | None = None  # timezone-aware when the source carried a time
+    # a partial date ('2025-03', '2025') means some day up to this one; None for a full date
+    end: dt.date | None = None
+
+    @property
+    def last(self) -> dt.date:
+        """The latest day this value may mean (its own day unless the date is partial)."""
+        return self.end or self.date
 
     def __str__(self) -> str:
         return self.date.isoformat()

@@ -84,12 +84,22 @@ def to_when(value: Any) -> When | None:
     if isinstance(value, dt.date):
         return When(value)
     text = str(value)
-    for fmt, n in (("%Y-%m-%d", 10), ("%Y-%m", 7), ("%Y", 4)):
-        try:
-            return When(dt.datetime.strptime(text[:n], fmt).date())
-        except ValueError:
-            continue
-    return None
+    try:
+        return When(dt.datetime.strptime(text[:10], "%Y-%m-%d").date())
+    except ValueError:
+        pass
+    # a partial date keeps its range: '2025-03' is some day from 03-01 to 03-31, not the 1st
+    try:
+        first = dt.datetime.strptime(text[:7], "%Y-%m").date()
+        following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return When(first, end=following - dt.timedelta(days=1))
+    except ValueError:
+        pass
+    try:
+        first = dt.datetime.strptime(text[:4], "%Y").date()
+        return When(first, end=dt.date(first.year, 12, 31))
+    except ValueError:
+        return None
 
 
 _ELEMENT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-\[\]]{0,63}$")

@@ -61,9 +61,11 @@ def _before(a: When, b: When) -> bool | None:
     (23:30 at UTC-5 on the 4th is after 02:00 UTC on the 5th)."""
     if a.instant is not None and b.instant is not None:
         return None if a.instant == b.instant else a.instant < b.instant
-    if a.date != b.date:
-        return a.date < b.date
-    return None
+    if a.last < b.date:
+        return True
+    if b.last < a.date:
+        return False
+    return None  # the same day, or partial dates whose ranges overlap
 
 
 def phase_of(

@@ -87,3 +87,29 @@ def test_undated_infections_do_not_prove_the_lookback() -> None:
         today=TODAY,
     )
     assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
+
+
+def test_partial_date_result_is_not_baseline_within_its_month() -> None:
+    """An IgG dated only '2025-03' may have been drawn after an IG dose on 2025-03-15: its phase is
+    unknown, never baseline (a partial date is not the first day of its month)."""
+    from cds_service.fhir_models import to_when
+
+    lab = IgGResult("Observation/x", to_when("2025-03"), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [lab])
+    assert tl.labs[0].phase is Phase.UNKNOWN
+    year = IgGResult("Observation/y", to_when("2025"), 380.0, "mg/dL")
+    assert timeline.build([_admin(When(dt.date(2025, 6, 1)))], [year]).labs[0].phase is (
+        Phase.UNKNOWN
+    )
+    earlier = IgGResult("Observation/z", to_when("2025-02"), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [earlier])
+    assert tl.labs[0].phase is Phase.BASELINE
+
+
+def test_partial_start_date_leaves_same_month_results_unknown() -> None:
+    """IG started '2025-03' (day unknown): an IgG on 2025-03-10 may be pre-treatment or not."""
+    from cds_service.fhir_models import to_when
+
+    lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 380.0, "mg/dL")
+    tl = timeline.build([_admin(to_when("2025-03"))], [lab])
+    assert tl.labs[0].phase is Phase.UNKNOWN
