@@ -165,6 +165,16 @@ def age(ctx: Context) -> Finding:
             (ctx.say("age.missing"),),
         )
     years = age_years(patient.birth_date, ctx.record.today)
+    if patient.birth_date_last is not None:  # a partial birth date: decide only if both ends agree
+        youngest = age_years(patient.birth_date_last, ctx.record.today)
+        if youngest < min_age <= years:
+            return Finding(
+                "age",
+                Status.INSUFFICIENT,
+                ctx.say("age.partial", low=youngest, high=years, min_age=min_age),
+                (patient.ref,),
+                (ctx.say("age.missing"),),
+            )
     status = Status.MET if years >= min_age else Status.NOT_MET
     key = f"age.{status.value}"
     if years < min_age:  # a young child's age reads better in months

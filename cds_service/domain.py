@@ -49,6 +49,7 @@ class PatientFact:
     ref: str
     birth_date: dt.date | None
     gender: str | None
+    birth_date_last: dt.date | None = None  # latest possible birth date when only partial
 
 
 @dataclass(frozen=True)

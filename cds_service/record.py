@@ -433,7 +433,9 @@ class RecordBuilder:
         if model is None:
             return None
         when = to_when(model.birthDate)
-        return PatientFact(_ref(raw), when.date if when else None, model.gender)
+        return PatientFact(
+            _ref(raw), when.date if when else None, model.gender, when.end if when else None
+        )
 
     def _observations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         igg = self.kn.vs("igg-serum")
