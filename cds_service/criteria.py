@@ -255,8 +255,12 @@ def baseline_igg(ctx: Context) -> Finding:
     if usable:
         if tl.start_undocumented:
             why = say("baseline-igg.why-undated")
-        else:
+        elif all(p.phase is Phase.ON_TREATMENT for p in usable):
             why = say("baseline-igg.why-on-treatment", start=str(tl.first_dose))
+        elif tl.first_dose is None:  # no IG given: the results simply carry no date
+            why = say("baseline-igg.why-no-date")
+        else:  # undated, or on the day therapy began: not shown to precede it
+            why = say("baseline-igg.why-not-before", start=str(tl.first_dose))
         values = ", ".join(f"{_fmt(p.result.value_mg_dl or 0)} mg/dL" for p in usable)
         reason = say("baseline-igg.not-baseline", count=len(usable), values=values, why=why)
         if tl.first_dose_ref:

@@ -130,3 +130,23 @@ def test_birth_year_only_does_not_prove_the_minimum_age() -> None:
     assert criteria.age(_ctx(rec)).status is Status.MET
     rec = Record(patient=patient, orders=[], today=dt.date(2025, 1, 1))
     assert criteria.age(_ctx(rec)).status is Status.NOT_MET
+
+
+def test_undated_igg_reason_does_not_claim_it_was_drawn_on_treatment() -> None:
+    """An initial request (no IG given) with an IgG lacking a date: the reason said the results
+    'were drawn after IG therapy began on None'. It must say what is true: the date is missing."""
+    lab = IgGResult("Observation/x", None, 380.0, "mg/dL")
+    rec = Record(patient=None, orders=[], igg=[lab], today=TODAY)
+    finding = criteria.baseline_igg(_ctx(rec))
+    assert finding.status is Status.INSUFFICIENT
+    assert "None" not in finding.reason
+    assert "after IG therapy began" not in finding.reason
+    # a continuation with a dated start: an undated result was not shown to be drawn after it
+    rec = Record(
+        patient=None,
+        orders=[],
+        igg=[lab],
+        exposures=[_admin(When(dt.date(2025, 3, 15)))],
+        today=TODAY,
+    )
+    assert "after IG therapy began" not in criteria.baseline_igg(_ctx(rec)).reason
