@@ -345,7 +345,8 @@ def secondary_causes(ctx: Context) -> Finding:
         )
     drug_months = int(rule["drug_lookback_months"])
     since = months_before(rec.today, drug_months)
-    drugs = [d for d in rec.drugs if d.when is not None and d.when.date >= since]
+    # a dated drug still being taken is inside the look-back whenever it was started
+    drugs = [d for d in rec.drugs if d.when is not None and (d.ongoing or d.when.date >= since)]
     undated_drugs = [d for d in rec.drugs if d.when is None]
     if drugs:
         names = ", ".join(sorted({d.name for d in drugs}))

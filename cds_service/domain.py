@@ -119,6 +119,7 @@ class DrugExposure:
     codings: tuple[Coding, ...]
     name: str
     when: When | None
+    ongoing: bool = False  # active / in-progress with no end: being taken as of the order
 
 
 @dataclass(frozen=True)

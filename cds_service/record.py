@@ -619,7 +619,10 @@ class RecordBuilder:
         name = next((n for t in lowered for n in names if n in t), None)
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
-            record.drugs.append(DrugExposure(_ref(raw), codings, label, last or start or asserted))
+            ongoing = last is None and status in {"active", "in-progress", "on-hold"}
+            record.drugs.append(
+                DrugExposure(_ref(raw), codings, label, last or start or asserted, ongoing)
+            )
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""

@@ -150,3 +150,28 @@ def test_undated_igg_reason_does_not_claim_it_was_drawn_on_treatment() -> None:
         today=TODAY,
     )
     assert "after IG therapy began" not in criteria.baseline_igg(_ctx(rec)).reason
+
+
+def test_ongoing_causative_drug_started_long_ago_is_a_secondary_cause() -> None:
+    """An active MedicationStatement for carbamazepine started in 2020 and still taken: the drug
+    is being given now, within the 12-month look-back. Its start date must not hide it."""
+    from cds_service.record import RecordBuilder
+
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "cbz",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "Carbamazepine 200 mg tablet"},
+        "subject": {"reference": "Patient/p"},
+        "effectivePeriod": {"start": "2020-05-01"},
+    }
+    rec = RecordBuilder(_kn(), "p", TODAY).build([statement], None)
+    assert [d.ref for d in rec.drugs] == ["MedicationStatement/cbz"]
+    finding = criteria.secondary_causes(_ctx(rec))
+    assert finding.status is Status.NOT_MET
+    assert "MedicationStatement/cbz" in finding.evidence
+    # a course that ended more than 12 months ago is not
+    statement["status"] = "completed"
+    statement["effectivePeriod"] = {"start": "2020-05-01", "end": "2023-01-01"}
+    rec = RecordBuilder(_kn(), "p", TODAY).build([statement], None)
+    assert criteria.secondary_causes(_ctx(rec)).status is not Status.NOT_MET
