@@ -713,6 +713,14 @@ def dose(ctx: Context) -> Finding:
             (say("dose.missing-weight", months=months),),
         )
     fields |= {"mgkg": d.mg_per_kg_per_4_weeks, "weight": round(d.weight.kg, 1)}
+    others = ctx.record.orders[1:]
+    if others and d.mg_per_kg_per_4_weeks <= d.high:  # too high alone stays too high
+        evidence += tuple(o.ref for o in others)
+        return finding(
+            Status.INSUFFICIENT,
+            say("dose.several-orders", count=len(others) + 1, **fields),
+            (say("dose.missing-several-orders"),),
+        )
     if d.status is Status.MET:
         return finding(Status.MET, say("dose.met", **fields))
     side = "high" if d.mg_per_kg_per_4_weeks > d.high else "low"

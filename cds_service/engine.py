@@ -6,12 +6,21 @@ module only renders what was decided.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from cds_service import criteria, dosing, timeline
-from cds_service.domain import ConditionFact, DataIssue, DraftOrder, Finding, Measurement, Record
+from cds_service.domain import (
+    ConditionFact,
+    DataIssue,
+    DraftOrder,
+    Finding,
+    Measurement,
+    Record,
+    Status,
+)
 from cds_service.knowledge import Knowledge
 from cds_service.wording import Wording
 
@@ -133,6 +142,11 @@ def evaluate(record: Record, kn: Knowledge, say: Wording) -> Determination | Non
     order = record.orders[0]
     tl = timeline.build(record.exposures, record.igg)
     dose = dosing.check(order, record.measurements, kn, record.today)
+    mgkg = dose.mg_per_kg_per_4_weeks
+    if len(record.orders) > 1 and mgkg is not None and mgkg <= dose.high:
+        # further IG orders signed with it add IG the first order's mg/kg does not count
+        # (criteria.dose words it); a first order already above the range stays not-met
+        dose = dataclasses.replace(dose, status=Status.INSUFFICIENT)
     ctx = criteria.Context(record, tl, kn, say, dose)
     findings = [
         criteria.RULES[cid](ctx) for cid in criteria.CRITERIA_ORDER if cid != "home-infusion"

@@ -175,3 +175,30 @@ def test_ongoing_causative_drug_started_long_ago_is_a_secondary_cause() -> None:
     statement["effectivePeriod"] = {"start": "2020-05-01", "end": "2023-01-01"}
     rec = RecordBuilder(_kn(), "p", TODAY).build([statement], None)
     assert criteria.secondary_causes(_ctx(rec)).status is not Status.NOT_MET
+
+
+def test_a_second_ig_draft_order_is_not_silently_ignored_by_the_dose_check() -> None:
+    """Two IG orders signed together (IVIG 30 g q4w and SCIG 10 g weekly, 70 kg): the first alone
+    is 429 mg/kg per 4 weeks (in range), but 70 g per 4 weeks more is given. The dose is not
+    confirmed within range on the first order alone."""
+    from cds_service import engine
+    from cds_service.domain import DraftOrder, Measurement
+
+    loinc = "http://loinc.org"
+    weight = Measurement("Observation/w", ((loinc, "29463-7"),), When(TODAY), 70.0, "kg")
+    iv = DraftOrder("MedicationRequest/iv", "Privigen", "IV", 30.0, 28.0, When(TODAY), None)
+    sc = DraftOrder("MedicationRequest/sc", "Hizentra", "SC", 10.0, 7.0, When(TODAY), None)
+    rec = Record(patient=None, orders=[iv, sc], measurements=[weight], today=TODAY)
+    det = engine.evaluate(rec, _kn(), wording.default())
+    assert det is not None
+    assert det.finding("dose").status is Status.INSUFFICIENT
+    assert "MedicationRequest/sc" in det.finding("dose").evidence
+    assert det.to_contract()["dose"]["status"] == "insufficient"
+    # one order: unchanged
+    det = engine.evaluate(
+        Record(patient=None, orders=[iv], measurements=[weight], today=TODAY),
+        _kn(),
+        wording.default(),
+    )
+    assert det is not None
+    assert det.finding("dose").status is Status.MET
