@@ -285,8 +285,11 @@ def _age_lower_limit(ctx: Context, when: When | None) -> float | None:
     patient = ctx.record.patient
     if patient is None or patient.birth_date is None or when is None:
         return None
-    months = (when.date.year - patient.birth_date.year) * 12 + (
-        when.date.month - patient.birth_date.month
+    born = patient.birth_date
+    months = (  # completed months: a band boundary is not crossed before the day of the month
+        (when.date.year - born.year) * 12
+        + (when.date.month - born.month)
+        - (when.date.day < born.day)
     )
     return ctx.kn.igg_reference.lower_limit(max(months, 0))
 

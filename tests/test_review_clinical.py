@@ -202,3 +202,18 @@ def test_a_second_ig_draft_order_is_not_silently_ignored_by_the_dose_check() -> 
     )
     assert det is not None
     assert det.finding("dose").status is Status.MET
+
+
+def test_age_band_uses_completed_months() -> None:
+    """Born 2015-03-20, IgG 650 mg/dL on 2025-03-10: 9 years 11 months (band 7-9 y, lower limit
+    572), not 10 years (band 10-11 y, 698). 650 is neither < 500 nor <= 572: not met."""
+    from cds_service.domain import PatientFact
+
+    lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 650.0, "mg/dL")
+    rec = Record(
+        patient=PatientFact("Patient/p", dt.date(2015, 3, 20), None),
+        orders=[],
+        igg=[lab],
+        today=TODAY,
+    )
+    assert criteria.baseline_igg(_ctx(rec)).status is Status.NOT_MET
