@@ -707,7 +707,7 @@ def dose(ctx: Context) -> Finding:
         "interval": round(order.interval_days, 1),
         "lo": _fmt(d.low),
         "hi": _fmt(d.high),
-        "route": say(f"dose.route.{order.route or 'unknown'}"),
+        "route": say(f"dose.route.{d.range_route or order.route or 'unknown'}"),
     }
     if d.weight is None or d.mg_per_kg_per_4_weeks is None:
         return finding(

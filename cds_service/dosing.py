@@ -33,6 +33,7 @@ class DoseCheck:
     low: float
     high: float
     illustrative: tuple[tuple[float, float], ...]  # (kg, mg/kg per 4 weeks) when weight missing
+    range_route: str | None = None  # the route whose range applies, when not the order's own
 
 
 def mg_per_kg_per_4_weeks(grams: float, interval_days: float, kg: float) -> float:
@@ -75,18 +76,24 @@ def check(
     order: DraftOrder | None, measurements: list[Measurement], kn: Knowledge, today: dt.date
 ) -> DoseCheck:
     rule: dict[str, Any] = kn.rule("dose")
-    low, high = policy_range(rule, order.route if order else None)
+    route = order.route if order else None
+    range_route: str | None = None
+    product = next((p for p in kn.products.products if order and p.id == order.product_id), None)
+    if route == "SC" and product is not None and product.scig_ivig_conversion_factor == 1.0:
+        # facilitated SCIG (HyQvia) is given at the IVIG monthly dose: the IVIG range applies
+        route, range_route = "IV", "fSCIG"
+    low, high = policy_range(rule, route)
     weight = latest_weight(measurements, kn, today, int(rule["weight_recency_months"]))
     grams = order.grams_per_dose if order else None
     interval = order.interval_days if order else None
     if grams is None or interval is None or interval <= 0:
-        return DoseCheck(order, weight, None, Status.INSUFFICIENT, low, high, ())
+        return DoseCheck(order, weight, None, Status.INSUFFICIENT, low, high, (), range_route)
     if weight is None:
         table = tuple(
             (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg)), 1))
             for kg in rule["illustrative_weights_kg"]
         )
-        return DoseCheck(order, None, None, Status.INSUFFICIENT, low, high, table)
+        return DoseCheck(order, None, None, Status.INSUFFICIENT, low, high, table, range_route)
     value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg), 1)
     status = Status.MET if low <= value <= high else Status.NOT_MET
-    return DoseCheck(order, weight, value, status, low, high, ())
+    return DoseCheck(order, weight, value, status, low, high, (), range_route)
