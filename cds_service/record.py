@@ -575,7 +575,13 @@ class RecordBuilder:
 
     def _medication_use(self, raw: dict[str, Any], record: Record) -> None:
         status = raw.get("status")
-        if status in IGNORED_STATUSES or status in {"not-done", "not-taken", "draft", "intended"}:
+        if status in IGNORED_STATUSES or status in {
+            "not-done",
+            "not-taken",
+            "draft",
+            "intended",
+            "declined",  # a MedicationDispense that was never handed over
+        }:
             return
         model = self.parse(raw)
         if model is None:

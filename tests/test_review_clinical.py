@@ -233,3 +233,20 @@ def test_facilitated_scig_is_held_to_the_ivig_range() -> None:
     check = dosing.check(order, [weight], _kn(), TODAY)
     assert (check.low, check.high) == (400.0, 600.0)
     assert check.status is Status.NOT_MET
+
+
+def test_declined_dispense_is_not_ig_exposure() -> None:
+    """A MedicationDispense with status 'declined' was never handed over: not IG exposure, so it
+    neither makes the request a continuation nor turns an earlier IgG into 'unknown'."""
+    from cds_service.record import RecordBuilder
+
+    dispense = {
+        "resourceType": "MedicationDispense",
+        "id": "d1",
+        "status": "declined",
+        "medicationCodeableConcept": {"text": "Privigen 10% 20 g"},
+        "subject": {"reference": "Patient/p"},
+        "whenPrepared": "2025-05-01",
+    }
+    rec = RecordBuilder(_kn(), "p", TODAY).build([dispense], None)
+    assert rec.exposures == []
