@@ -41,7 +41,11 @@ class When:
         return self.end or self.date
 
     def __str__(self) -> str:
-        return self.date.isoformat()
+        """The date as recorded: '2025-03' or '2025' for a partial date, never a made-up day."""
+        if self.end is None:
+            return self.date.isoformat()
+        same_month = self.end.month == self.date.month  # '2025-03', else a year '2025'
+        return self.date.isoformat()[:7] if same_month else self.date.isoformat()[:4]
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class Determination:
             "policy": self.policy,
             "outcome": self.outcome,
             "requestType": self.request_type,
-            "therapyStart": start.date.isoformat() if start else None,
+            # a partial start ('2025-03') documents no day: the contract's date is unknown
+            "therapyStart": start.date.isoformat() if start and start.end is None else None,
             "criteria": [
                 {
                     "id": f.id,
