@@ -585,6 +585,12 @@ class RecordBuilder:
             return
         model = self.parse(raw)
         if model is None:
+            if self._raw_is_ig(raw):
+                # IG use that could not be read: therapy is on record, its date is not known
+                # (never 'no IG given', which would make every IgG a baseline)
+                record.exposures.append(
+                    Exposure(_ref(raw), raw["resourceType"], "immune globulin", None, None, False)
+                )
             return
         product, codings, texts = self.identify(model, raw)
         rtype = raw["resourceType"]
@@ -666,6 +672,23 @@ class RecordBuilder:
             if not target.startswith("#") and target:
                 return True  # a reference to a Medication resource: decide after reading it
         return self.kn.product_index.identify(codings, texts) is not None
+
+    def _raw_is_ig(self, raw: dict[str, Any]) -> bool:
+        """Whether an unreadable medication resource names an IG product, reading a referenced
+        Medication from the record (unlike _raw_names_ig, never 'maybe' for a reference)."""
+        ref = raw.get("medicationReference")
+        target = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
+        if not target or target.startswith("#"):
+            return self._raw_names_ig(raw)
+        med = self._medications.get(target.rsplit("/", 1)[-1])
+        code = med.get("code") if isinstance(med, dict) else None
+        texts = [ref.get("display") if isinstance(ref, dict) else None]
+        if isinstance(code, dict):
+            texts += [
+                code.get("text"),
+                *(c.get("display") for c in code.get("coding", []) or [] if isinstance(c, dict)),
+            ]
+        return self.kn.product_index.identify(_raw_codings(code), texts) is not None
 
     def _draft_orders(self, draft_orders: Any) -> list[DraftOrder]:
         orders: list[DraftOrder] = []

@@ -271,3 +271,54 @@ def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     assert contract["therapyStart"] is None
     assert contract["labs"][0]["date"] == "2025-06"
     assert "2025-03-01" not in det.finding("baseline-igg").reason
+
+
+def test_unreadable_ig_administration_is_not_read_as_no_therapy() -> None:
+    """A MedicationAdministration of Privigen that fails validation (a malformed date) is a
+    DataIssue; it must not vanish, turning the patient into 'never treated' and every IgG into
+    a baseline (contract: data that could not be read is never treated as met)."""
+    from cds_service.record import RecordBuilder
+
+    admin = {
+        "resourceType": "MedicationAdministration",
+        "id": "ma1",
+        "status": "completed",
+        "medicationCodeableConcept": {"text": "Privigen 10% 40 g"},
+        "subject": {"reference": "Patient/p"},
+        "effectiveDateTime": "2025-13-45",
+    }
+    igg = {
+        "resourceType": "Observation",
+        "id": "igg1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2465-3"}]},
+        "subject": {"reference": "Patient/p"},
+        "effectiveDateTime": "2025-06-01",
+        "valueQuantity": {"value": 450, "unit": "mg/dL"},
+    }
+    rec = RecordBuilder(_kn(), "p", TODAY).build([admin, igg], None)
+    assert any(i.ref == "MedicationAdministration/ma1" for i in rec.issues)
+    assert criteria.baseline_igg(_ctx(rec)).status is Status.INSUFFICIENT
+
+
+def test_unreadable_non_ig_medication_by_reference_is_not_ig_exposure() -> None:
+    from cds_service.record import RecordBuilder
+
+    med = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "code": {"text": "Lisinopril 10 mg tablet"},
+    }
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "s1",
+        "status": "active",
+        "medicationReference": {"reference": "Medication/m1"},
+        "subject": {"reference": "Patient/p"},
+        "effectiveDateTime": "2025-13-45",
+    }
+    rec = RecordBuilder(_kn(), "p", TODAY).build([med, statement], None)
+    assert rec.exposures == []
+    med["code"] = {"text": "Hizentra 20% 10 g"}
+    rec = RecordBuilder(_kn(), "p", TODAY).build([med, statement], None)
+    assert [e.ref for e in rec.exposures] == ["MedicationStatement/s1"]
