@@ -42,6 +42,16 @@ CRITERIA_ORDER = (
     "home-infusion",
 )
 MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
+UNREAD_BLOCKS_EXCLUSION = frozenset(
+    {
+        "Condition",
+        "Medication",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicationAdministration",
+        "MedicationDispense",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -400,10 +410,17 @@ def secondary_causes(ctx: Context) -> Finding:
     # not be read) shows no review of the drugs that lower IgG
     if not rec.other_medications or any(k in rec.unavailable for k in MEDICATION_KEYS):
         missing.append(say(f"{cid}.missing-drug-review"))
+    # a Condition or medication record that could not be read may be the secondary cause:
+    # data that could not be read is never treated as excluded (contract)
+    unread = sorted({i.ref for i in rec.issues if i.ref.split("/")[0] in UNREAD_BLOCKS_EXCLUSION})
+    if unread:
+        gaps.append(say(f"{cid}.gap-unreadable", refs=", ".join(unread)))
+        missing.append(say(f"{cid}.missing-unreadable"))
     evidence = (
         tuple(m.ref for m in ([hiv] if hiv else []) + workups)
         + tuple(c.ref for c in suspected)
         + tuple(d.ref for d in undated_drugs)
+        + tuple(unread)
     )
     if gaps or missing:
         return Finding(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
+from typing import Any
+
+from fastapi.testclient import TestClient
 
 from cds_service import criteria, dosing, knowledge, timeline, wording
 from cds_service.domain import (
@@ -322,3 +325,23 @@ def test_unreadable_non_ig_medication_by_reference_is_not_ig_exposure() -> None:
     med["code"] = {"text": "Hizentra 20% 10 g"}
     rec = RecordBuilder(_kn(), "p", TODAY).build([med, statement], None)
     assert [e.ref for e in rec.exposures] == ["MedicationStatement/s1"]
+
+
+def test_unreadable_condition_or_medication_never_lets_secondary_causes_be_met(
+    client: TestClient,
+) -> None:
+    """The complete initial scenario meets criteria. Add an active CLL Condition (a malignancy,
+    i.e. a secondary cause) whose onset is malformed: it cannot be read, so it is a DataIssue, but
+    the exclusion of secondary causes must not then be 'met' as if it were not on record."""
+    from tests.test_rule_variants import _add, _condition, _finding, _run
+
+    def change(req: dict[str, Any]) -> None:
+        cll = _condition("cll-dx", ICD, "C91.10")
+        cll["onsetDateTime"] = "2025-13-45"
+        _add(req, "conditions", cll)
+
+    det = _run(client, change)
+    finding = _finding(det, "secondary-causes-excluded")
+    assert finding["status"] == "insufficient"
+    assert "Condition/cll-dx" in finding["evidence"]
+    assert det["outcome"] != "meets-criteria"
