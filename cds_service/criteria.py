@@ -148,6 +148,16 @@ def diagnosis(ctx: Context) -> Finding:
     if ctx.unreadable("conditions") or "conditions" in ctx.record.empty:
         key = "unreadable" if ctx.unreadable("conditions") else "none-on-record"
         return Finding("diagnosis", Status.INSUFFICIENT, say(f"diagnosis.{key}"), (), missing)
+    # a Condition that could not be read may be the diagnosis: absent is not shown (contract)
+    unread = sorted({i.ref for i in ctx.record.issues if i.ref.startswith("Condition/")})
+    if unread:
+        return Finding(
+            "diagnosis",
+            Status.INSUFFICIENT,
+            say("diagnosis.unreadable-some", refs=", ".join(unread)),
+            tuple(unread),
+            missing,
+        )
     uncovered = [
         c for c in active if every_pi.any_match(c.codings) and not broad_vs.any_match(c.codings)
     ]

@@ -345,3 +345,20 @@ def test_unreadable_condition_or_medication_never_lets_secondary_causes_be_met(
     assert finding["status"] == "insufficient"
     assert "Condition/cll-dx" in finding["evidence"]
     assert det["outcome"] != "meets-criteria"
+
+
+def test_unreadable_condition_makes_diagnosis_insufficient_not_not_met(client: TestClient) -> None:
+    """The CVID Condition itself cannot be read (malformed onset): the diagnosis is not shown to
+    be absent, so 'not-met' (and does-not-meet-criteria) would rest on no documented evidence."""
+    from tests.test_rule_variants import _entries, _finding, _run
+
+    def change(req: dict[str, Any]) -> None:
+        for e in _entries(req, "conditions"):
+            codes = [c.get("code", "") for c in e["resource"]["code"].get("coding", [])]
+            if any(str(c).startswith("D83") for c in codes):
+                e["resource"]["onsetDateTime"] = "2025-13-45"
+
+    det = _run(client, change)
+    finding = _finding(det, "diagnosis")
+    assert finding["status"] == "insufficient"
+    assert finding["evidence"]
