@@ -287,11 +287,12 @@ def baseline_igg(ctx: Context) -> Finding:
             evidence += (tl.first_dose_ref,)
         return Finding("baseline-igg", Status.INSUFFICIENT, reason, evidence, tuple(missing))
     if tl.labs:
-        units = ", ".join(sorted({p.result.unit or "none" for p in tl.labs}))
+        valued = [p for p in tl.labs if p.result.has_value]
+        units = ", ".join(sorted({p.result.unit or "none" for p in valued}))
         return Finding(
             "baseline-igg",
             Status.INSUFFICIENT,
-            say("baseline-igg.unusable", units=units),
+            say("baseline-igg.unusable", units=units) if valued else say("baseline-igg.no-value"),
             tuple(p.result.ref for p in tl.labs),
             tuple(missing),
         )

@@ -63,6 +63,7 @@ class IgGResult:
     value_mg_dl: float | None
     unit: str | None  # the unit as sent; value_mg_dl is None when it could not be converted
     reference_low_mg_dl: float | None = None
+    has_value: bool = True  # False when the Observation carries no quantity at all
 
 
 @dataclass(frozen=True)

@@ -467,7 +467,9 @@ class RecordBuilder:
                 if view.range_low is not None:
                     lv, lu = view.range_low
                     low = units.igg_to_mg_dl(lv, lu or unit)
-                record.igg.append(IgGResult(_ref(raw), view.when, mg_dl, unit, low))
+                record.igg.append(
+                    IgGResult(_ref(raw), view.when, mg_dl, unit, low, value is not None)
+                )
                 continue
             record.measurements.append(
                 Measurement(

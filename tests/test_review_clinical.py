@@ -362,3 +362,14 @@ def test_unreadable_condition_makes_diagnosis_insufficient_not_not_met(client: T
     finding = _finding(det, "diagnosis")
     assert finding["status"] == "insufficient"
     assert finding["evidence"]
+
+
+def test_igg_without_a_value_is_not_called_a_unit_problem() -> None:
+    """An IgG Observation with no value (dataAbsentReason, e.g. specimen haemolysed) was reported
+    as 'units could not be converted (none)'. The reason must say there is no result value."""
+    lab = IgGResult("Observation/x", When(dt.date(2025, 6, 1)), None, None, has_value=False)
+    rec = Record(patient=None, orders=[], igg=[lab], today=TODAY)
+    finding = criteria.baseline_igg(_ctx(rec))
+    assert finding.status is Status.INSUFFICIENT
+    assert "units" not in finding.reason
+    assert "Observation/x" in finding.evidence
