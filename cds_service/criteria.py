@@ -372,6 +372,12 @@ def secondary_causes(ctx: Context) -> Finding:
     # a dated drug still being taken is inside the look-back whenever it was started
     drugs = [d for d in rec.drugs if d.when is not None and (d.ongoing or d.when.date >= since)]
     undated_drugs = [d for d in rec.drugs if d.when is None]
+    # a partial date ('2025') that may fall inside the look-back: not decidable either way
+    partial_drugs = [
+        d
+        for d in rec.drugs
+        if d.when is not None and d.when.date < since <= d.when.last and not d.ongoing
+    ]
     if drugs:
         names = ", ".join(sorted({d.name for d in drugs}))
         return Finding(
@@ -398,6 +404,10 @@ def secondary_causes(ctx: Context) -> Finding:
     if undated_drugs:
         names = ", ".join(sorted({d.name for d in undated_drugs}))
         gaps.append(say(f"{cid}.gap-undated-drug", names=names))
+        missing.append(say(f"{cid}.missing-undated-drug", names=names, months=drug_months))
+    if partial_drugs:
+        names = ", ".join(sorted({d.name for d in partial_drugs}))
+        gaps.append(say(f"{cid}.gap-partial-drug", names=names, months=drug_months))
         missing.append(say(f"{cid}.missing-undated-drug", names=names, months=drug_months))
     if suspected:
         names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
@@ -430,7 +440,7 @@ def secondary_causes(ctx: Context) -> Finding:
     evidence = (
         tuple(m.ref for m in ([hiv] if hiv else []) + workups)
         + tuple(c.ref for c in suspected)
-        + tuple(d.ref for d in undated_drugs)
+        + tuple(d.ref for d in undated_drugs + partial_drugs)
         + tuple(unread)
     )
     if gaps or missing:

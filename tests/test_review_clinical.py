@@ -373,3 +373,17 @@ def test_igg_without_a_value_is_not_called_a_unit_problem() -> None:
     assert finding.status is Status.INSUFFICIENT
     assert "units" not in finding.reason
     assert "Observation/x" in finding.evidence
+
+
+def test_causative_drug_with_a_partial_date_overlapping_the_lookback_is_not_excluded() -> None:
+    """Rituximab dated only '2025' on an order of 2026-01-15: it may have been given in December
+    2025, inside the 12-month look-back. The exclusion cannot be met on that."""
+    from cds_service.domain import DrugExposure
+    from cds_service.fhir_models import to_when
+
+    drug = DrugExposure("MedicationStatement/r", (), "rituximab", to_when("2025"))
+    rec = Record(patient=None, orders=[], drugs=[drug], today=TODAY)
+    finding = criteria.secondary_causes(_ctx(rec))
+    assert finding.status is not Status.MET
+    assert "MedicationStatement/r" in finding.evidence
+    assert "rituximab" in finding.reason
