@@ -490,7 +490,7 @@ def infection_episodes(ctx: Context) -> list[Episode]:
         episodes.append(Episode(ref, label, when))
 
     for c in ctx.record.conditions:
-        if vs.any_match(c.codings):
+        if c.confirmed and vs.any_match(c.codings):  # a provisional infection is not documented
             add(c.ref, _display(ctx.kn, vs, c), c.when)
     for e in ctx.record.encounters:
         if vs.any_match(e.reason_codings):

@@ -387,3 +387,22 @@ def test_causative_drug_with_a_partial_date_overlapping_the_lookback_is_not_excl
     assert finding.status is not Status.MET
     assert "MedicationStatement/r" in finding.evidence
     assert "rituximab" in finding.reason
+
+
+def test_provisional_infections_are_not_documented_episodes() -> None:
+    """Two pneumonias recorded as provisional / differential (rule-out) are not documented
+    infections, as a provisional diagnosis is not documented (RULES.md diagnosis)."""
+    rec = Record(
+        patient=None,
+        orders=[],
+        conditions=[
+            ConditionFact(
+                "Condition/a", ((ICD, "J13"),), When(dt.date(2025, 2, 1)), None, True, False, False
+            ),
+            ConditionFact(
+                "Condition/b", ((ICD, "J13"),), When(dt.date(2025, 6, 1)), None, True, False, False
+            ),
+        ],
+        today=TODAY,
+    )
+    assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
