@@ -98,14 +98,7 @@ class CardRenderer:
 
     def render(self, det: Determination, source: dict[str, Any]) -> list[dict[str, Any]]:
         findings = det.findings
-        open_items = list(
-            dict.fromkeys(
-                m
-                for f in findings
-                if f.status in (Status.INSUFFICIENT, Status.NOT_MET)
-                for m in f.missing
-            )
-        )
+        open_items = det.open_items
         base = {
             "order": det.order,
             "findings": findings,
@@ -158,14 +151,7 @@ class CardRenderer:
     def render_select(self, det: Determination, source: dict[str, Any]) -> list[dict[str, Any]]:
         """order-select: one card (what signing will need), still carrying the determination."""
         findings = det.findings
-        open_items = list(
-            dict.fromkeys(
-                m
-                for f in findings
-                if f.status in (Status.INSUFFICIENT, Status.NOT_MET)
-                for m in f.missing
-            )
-        )
+        open_items = det.open_items
         summary, detail = self._render(
             "select.md.j2",
             order=det.order,

@@ -61,6 +61,18 @@ class Determination:
     def request_type(self) -> str:
         return "continuation" if self.timeline.on_therapy else "initial"
 
+    @property
+    def open_items(self) -> list[str]:
+        """Every missing-documentation item of the criteria not met, once, in criterion order."""
+        return list(
+            dict.fromkeys(
+                m
+                for f in self.findings
+                if f.status in (Status.INSUFFICIENT, Status.NOT_MET)
+                for m in f.missing
+            )
+        )
+
     def finding(self, cid: str) -> Finding:
         return next(f for f in self.findings if f.id == cid)
 
