@@ -125,6 +125,11 @@ class DrugExposure:
     name: str
     when: When | None
     ongoing: bool = False  # active / in-progress with no end: being taken as of the order
+    ingredient: str = ""  # the causative-drugs entry it matched (its display), for its rule
+    route: str | None = None  # "systemic" | "local" (inhaled, topical, eye...) | None unknown
+    days: float | None = None  # length of the documented course, when the record gives one
+    daily_mg: float | None = None  # mg of the drug per day, when dose and frequency are given
+    single_dose: bool = False  # one administration (e.g. an IV premedication), not a course
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,14 @@ class DataIssue:
     problem: str
 
 
+@dataclass(frozen=True)
+class NoMedications:
+    """The record states the medication list was reviewed and holds no medications."""
+
+    ref: str
+    when: When | None
+
+
 @dataclass
 class Record:
     """Everything known about one patient for one evaluation."""
@@ -175,6 +188,8 @@ class Record:
     exposures: list[Exposure] = field(default_factory=list)
     drugs: list[DrugExposure] = field(default_factory=list)
     other_medications: list[str] = field(default_factory=list)  # non-IG medication records read
+    # an explicit statement that the patient takes no medications (IPS no-known-medications)
+    no_medications: NoMedications | None = None
     immunizations: list[ImmunizationFact] = field(default_factory=list)
     issues: list[DataIssue] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it could not be read

@@ -47,7 +47,7 @@ from urllib3.util.retry import Retry
 
 from cds_service import __version__
 from cds_service.protocol import ParsedRequest
-from cds_service.record import PrefetchKey, _for_patient
+from cds_service.record import PrefetchKey, _for_patient, refers_to_patient
 
 log = logging.getLogger(__name__)
 # urllib3 logs request URLs (which carry the patient id) at DEBUG and on retries: keep it quiet
@@ -570,9 +570,17 @@ class FhirFetcher:
                             if iss.get("severity") in ("error", "fatal"):
                                 errors.append(_outcome_summary({"issue": [iss]}))
                 elif rtype in _INCLUDABLE or (
-                    rtype == spec.resource_type and _belongs_to(res, patient)
+                    rtype == spec.resource_type and _belongs_to(res, patient, server)
                 ):
                     entries.setdefault((rtype, str(res.get("id"))), res)
+                elif rtype == spec.resource_type and rtype != "Coverage":
+                    # asked for this patient, answered with another's: the search cannot be
+                    # trusted as this patient's record (the prefetch path says the same). A
+                    # Coverage search may list the subscriber's family: those are dropped.
+                    raise Unreadable(
+                        f"fhirServer answered a {rtype} of another patient to a search for this "
+                        "patient's"
+                    )
                 else:
                     stats.dropped[rtype] += 1
             nxt = next(
@@ -611,15 +619,13 @@ def _merge(bundles: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "searchset", "entry": list(entries.values())}
 
 
-def _belongs_to(res: dict[str, Any], patient: str) -> bool:
+def _belongs_to(res: dict[str, Any], patient: str, server: str | None = None) -> bool:
     """The resource is this patient's (Coverage names its patient as `beneficiary`)."""
     if res.get("resourceType") == "Coverage":
         ref = res.get("beneficiary")
         target = ref.get("reference") if isinstance(ref, dict) else None
-        return isinstance(target, str) and (
-            target == f"Patient/{patient}" or target.endswith(f"/Patient/{patient}")
-        )
-    return _for_patient(res, patient)
+        return isinstance(target, str) and refers_to_patient(target, patient, server)
+    return _for_patient(res, patient, server)
 
 
 def _wire_length(text: str) -> int:

@@ -26,6 +26,7 @@ from cds_service.domain import (
     IgGResult,
     ImmunizationFact,
     Measurement,
+    NoMedications,
     PatientFact,
     Record,
     When,
@@ -66,7 +67,18 @@ OBSERVATION_KEYS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("observations", ("igg-serum", "body-weight"), True),  # timeline, baseline, trough, dose
     (
         "labs",  # secondary-cause work-up and the IGIV boxed-warning safety labs
-        ("creatinine", "bun", "cbc", "cbc-differential", "lft", "hiv-test", "spep"),
+        (
+            "creatinine",
+            "bun",
+            "cbc",
+            "cbc-differential",
+            "lft",
+            "hiv-test",
+            "spep",
+            "serum-albumin",
+            "urine-protein-24h",
+            "stool-a1at",
+        ),
         False,
     ),
     ("titers", ("pneumococcal-titer",), False),  # vaccine response
@@ -220,16 +232,50 @@ def _raw_codings(cc: Any) -> list[Coding]:
     ]
 
 
-def _for_patient(res: dict[str, Any], patient_id: str) -> bool:
-    """True when the resource's subject/patient reference points at this patient."""
-    if res.get("resourceType") == "Patient":
-        return bool(res.get("id") == patient_id)
+def refers_to_patient(target: str, patient_id: str, server: str | None = None) -> bool:
+    """A reference names this patient: `Patient/<id>` (optionally `/_history/<v>`), or the same
+    path under this request's own fhirServer. `http://elsewhere/fhir/Patient/<id>` is another
+    server's patient who happens to share the id: not this one."""
+    target = target.split("/_history/", 1)[0]
+    if target == f"Patient/{patient_id}":
+        return True
+    if server and "://" in target:
+        return target == f"{server.rstrip('/')}/Patient/{patient_id}"
+    return False
+
+
+def subject_of(res: dict[str, Any]) -> str | None:
+    """The patient reference of a resource (`subject` or `patient`), None when it has none."""
     for key in ("subject", "patient"):
         ref = res.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            target = str(ref["reference"])
-            return target == f"Patient/{patient_id}" or target.endswith(f"/Patient/{patient_id}")
-    return False
+            return str(ref["reference"])
+    return None
+
+
+def _for_patient(res: dict[str, Any], patient_id: str, server: str | None = None) -> bool:
+    """True when the resource's subject/patient reference points at this patient."""
+    if res.get("resourceType") == "Patient":
+        return bool(res.get("id") == patient_id)
+    target = subject_of(res)
+    return target is not None and refers_to_patient(target, patient_id, server)
+
+
+def foreign_resources(value: Any, patient_id: str, server: str | None) -> list[str]:
+    """Resource types in a prefetch value that belong to another patient (or to no patient).
+
+    A key holding someone else's data is not this patient's record: the key is unreadable, like a
+    fetched search that returns another patient (never silently filtered into a confident answer).
+    Medication and OperationOutcome entries name no patient and are allowed.
+    """
+    foreign: list[str] = []
+    for res in resources_of(value):
+        rtype = res.get("resourceType")
+        if rtype in ("Medication", "OperationOutcome"):
+            continue
+        if not _for_patient(res, patient_id, server):
+            foreign.append(str(rtype))
+    return foreign
 
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -305,9 +351,12 @@ def _observation_view(obs: Any) -> fastpath.ObservationView:
 class RecordBuilder:
     """Maps one request's raw resources to a Record. One instance per evaluation."""
 
-    def __init__(self, kn: Knowledge, patient_id: str, today: dt.date) -> None:
+    def __init__(
+        self, kn: Knowledge, patient_id: str, today: dt.date, server: str | None = None
+    ) -> None:
         self.kn = kn
         self.patient_id = patient_id
+        self.server = server
         self.today = today
         self.issues: list[DataIssue] = []
         self._medications: dict[str, dict[str, Any]] = {}
@@ -322,6 +371,9 @@ class RecordBuilder:
                 "lft",
                 "hiv-test",
                 "spep",
+                "serum-albumin",
+                "urine-protein-24h",
+                "stool-a1at",
                 "pneumococcal-titer",
             )
         ]
@@ -334,6 +386,12 @@ class RecordBuilder:
                 "secondary-malignancy",
                 "secondary-protein-loss",
                 "secondary-genetic",
+                "secondary-drug-induced",
+                "secondary-drug-review",
+                "secondary-malignancy-review",
+                "secondary-other-review",
+                "protein-loss-conditional",
+                "hiv-inconclusive",
                 "thrombosis-risk",
                 "renal-risk",
             )
@@ -372,7 +430,7 @@ class RecordBuilder:
             if rtype == "Medication":
                 self._medications[str(res.get("id"))] = res
                 continue
-            if not _for_patient(res, self.patient_id):
+            if not _for_patient(res, self.patient_id, self.server):
                 continue
             by_type.setdefault(rtype, {})[str(res.get("id"))] = res  # de-duplicate by id
         draft_ids = {
@@ -596,6 +654,17 @@ class RecordBuilder:
             return
         product, codings, texts = self.identify(model, raw)
         rtype = raw["resourceType"]
+        if rtype == "MedicationStatement" and self.kn.vs("no-known-medications").any_match(
+            codings
+        ):
+            # an explicit "no known medications" statement: the list was reviewed and is empty
+            when = to_when(
+                model.effectiveDateTime
+                or (model.effectivePeriod and model.effectivePeriod.start)
+                or model.dateAsserted
+            )
+            record.no_medications = NoMedications(_ref(raw), when)
+            return
         start: When | None
         asserted: When | None = None
         if rtype == "MedicationAdministration":
@@ -634,9 +703,48 @@ class RecordBuilder:
         if hit is not None or name is not None:
             label = name or next((t for t in texts if t), None) or "medication"
             ongoing = last is None and status in {"active", "in-progress", "on-hold"}
-            record.drugs.append(
-                DrugExposure(_ref(raw), codings, label, last or start or asserted, ongoing)
+            rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
+                self.kn.drug_rules.get(name) if name else None
             )
+            dosages = _dosages(model, rtype)
+            first = start.date if start is not None else None
+            end = last.date if last is not None else (self.today if ongoing else None)
+            record.drugs.append(
+                DrugExposure(
+                    _ref(raw),
+                    codings,
+                    label,
+                    last or start or asserted,
+                    ongoing,
+                    ingredient=rule.name if rule else label,
+                    route=self._route_class(dosages, texts),
+                    days=_course_days(model, rtype, dosages, first, end),
+                    daily_mg=_daily_mg(dosages),
+                    single_dose=rtype == "MedicationAdministration",
+                )
+            )
+
+    def _route_class(self, dosages: list[Any], texts: list[str | None]) -> str | None:
+        """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
+        from the dosage route's codes, else words in the route text or the drug's name."""
+        rule = self.kn.rule("secondary-causes-excluded").get("corticosteroid", {})
+        local = self.kn.vs(rule.get("local_route_valueset", "route-local"))
+        systemic = self.kn.vs(rule.get("systemic_route_valueset", "route-systemic"))
+        words = [str(w) for w in rule.get("local_form_words", [])]
+        route_texts: list[str] = []
+        for d in dosages:
+            codings = _codings(d.route)
+            if local.any_match(codings):
+                return "local"
+            if systemic.any_match(codings):
+                return "systemic"
+            route_texts += [t for t in _texts(d.route) if t]
+        names = " ".join([*route_texts, *(t for t in texts if t)]).lower()
+        if any(w in names for w in words):
+            return "local"
+        if any(w in names for w in ("oral", "tablet", "intraven", " iv", "injection", "by mouth")):
+            return "systemic"
+        return None
 
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
@@ -745,6 +853,72 @@ class RecordBuilder:
 
 
 Basis = tuple[str, tuple[tuple[str, str], ...]] | None
+
+
+def _dosages(model: Any, rtype: str) -> list[Any]:
+    """The Dosage elements of a medication resource (MedicationAdministration has one `dosage`,
+    of another shape, read for its route only)."""
+    if rtype == "MedicationAdministration":
+        return [model.dosage] if getattr(model, "dosage", None) is not None else []
+    return list(getattr(model, "dosageInstruction", None) or getattr(model, "dosage", None) or [])
+
+
+def _per_day(rep: Any) -> float | None:
+    """Administrations per day from timing.repeat (frequency per period)."""
+    if rep is None or rep.period is None:
+        return None
+    days = units.duration_to_days(float(rep.period), rep.periodUnit)
+    if not days:
+        return None
+    return float(rep.frequency or 1) / days
+
+
+def _daily_mg(dosages: list[Any]) -> float | None:
+    """mg of the drug per day from the first dosage with a mass dose and a frequency."""
+    for d in dosages:
+        rep = d.timing.repeat if getattr(d, "timing", None) else None
+        per_day = _per_day(rep)
+        for dr in getattr(d, "doseAndRate", None) or []:
+            q = dr.doseQuantity or (dr.doseRange.high if dr.doseRange else None)
+            value, unit = _quantity(q)
+            grams = units.mass_to_grams(value, unit) if value is not None else None
+            if grams is not None and per_day is not None:
+                return round(grams * 1000.0 * per_day, 3)
+    return None
+
+
+def _course_days(
+    model: Any, rtype: str, dosages: list[Any], first: dt.date | None, end: dt.date | None
+) -> float | None:
+    """How long the documented course lasts, in days, from what the record states: timing
+    bounds (duration or period), a repeat count over its frequency, the supply duration, or the
+    resource's own start and end. None when the record does not say."""
+    if rtype == "MedicationAdministration":
+        return 1.0
+    for d in dosages:
+        rep = d.timing.repeat if getattr(d, "timing", None) else None
+        if rep is None:
+            continue
+        if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
+            b = rep.boundsDuration
+            days = units.duration_to_days(float(b.value), b.code or b.unit)
+            if days is not None:
+                return days
+        if rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
+            a, b2 = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
+            if a is not None and b2 is not None:
+                return float((b2.last - a.date).days + 1)
+        per_day = _per_day(rep)
+        if rep.count is not None and per_day:
+            return float(rep.count) / per_day
+    supply = getattr(getattr(model, "dispenseRequest", None), "expectedSupplyDuration", None)
+    if supply is not None and supply.value is not None:
+        days = units.duration_to_days(float(supply.value), supply.code or supply.unit)
+        if days is not None:
+            return days
+    if first is not None and end is not None and end >= first:
+        return float((end - first).days + 1)
+    return None
 
 
 def _dose(model: Any, product: Product) -> tuple[float | None, float | None, str | None, Basis]:

@@ -169,6 +169,16 @@ class Engine:
                 absent.append(spec)
                 continue
             values[spec.key] = prefetch[spec.key]
+        foreign: dict[str, str] = {}
+        patient_id, server = parsed.context.patientId, parsed.request.fhirServer
+        for key in list(values):
+            others = record.foreign_resources(values[key], patient_id, server)
+            if others:
+                del values[key]
+                foreign[key] = (
+                    f"prefetch holds {len(others)} resource(s) ({', '.join(sorted(set(others)))}) "
+                    "of another patient or of no patient"
+                )
         unreadable: dict[str, str] = {}
         if absent:
             if self.fetcher is not None and parsed.request.fhirServer:
@@ -184,6 +194,7 @@ class Engine:
                     )
                     for spec in absent
                 }
+        unreadable |= foreign
         required = {s.key for s in self.keys if s.required}
         fatal = {k: v for k, v in unreadable.items() if k in required}
         if fatal:
@@ -202,7 +213,9 @@ class Engine:
 
     def evaluate(self, parsed: ParsedRequest) -> engine.Determination | None:
         drafts = parsed.context.draftOrders
-        builder = record.RecordBuilder(self.kn, parsed.context.patientId, dt.date.today())
+        builder = record.RecordBuilder(
+            self.kn, parsed.context.patientId, dt.date.today(), parsed.request.fhirServer
+        )
         if not builder.ig_draft_orders(drafts):
             return None  # no immune globulin in the draft orders: no guidance, no data reads
         resources, unreadable, empty = self.gather(parsed)

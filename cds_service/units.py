@@ -78,3 +78,31 @@ def mg_dl_to(value_mg_dl: float, unit: str) -> float | None:
     """The inverse of igg_to_mg_dl (for reports and round-trip tests)."""
     factor = _IGG_TO_MG_DL.get(_key(unit))
     return None if factor is None else value_mg_dl / factor
+
+
+_ALBUMIN_TO_G_DL: dict[str, float] = {"g/dl": 1.0, "g/l": 0.1, "mg/dl": 0.001}
+
+_URINE_PROTEIN_TO_G_PER_DAY: dict[str, float] = {
+    "g/(24.h)": 1.0,
+    "g/24.h": 1.0,
+    "g/24h": 1.0,
+    "g/d": 1.0,
+    "g/day": 1.0,
+    "mg/(24.h)": 0.001,
+    "mg/24.h": 0.001,
+    "mg/24h": 0.001,
+    "mg/d": 0.001,
+    "mg/day": 0.001,
+}
+
+
+def albumin_to_g_dl(value: float, unit: str | None) -> float | None:
+    """Serum albumin in g/dL (g/L and mg/dL convert), None for any other unit."""
+    factor = _ALBUMIN_TO_G_DL.get(_key(unit))
+    return None if factor is None else value * factor
+
+
+def urine_protein_g_per_day(value: float, unit: str | None) -> float | None:
+    """Urine protein excretion in g per day, None for any other unit."""
+    factor = _URINE_PROTEIN_TO_G_PER_DAY.get(_key(unit))
+    return None if factor is None else value * factor

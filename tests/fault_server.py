@@ -157,9 +157,14 @@ def searchset(
 
 def paging_loop(resources: Sequence[Mapping[str, Any]] | None = None) -> Handler:
     """A searchset whose link[next] is the URL that was just requested (an endless loop)."""
-    page = list(resources) if resources is not None else [_observation(0, "loop")]
 
     def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
+        # the asked patient's own result, so the loop (not a foreign patient) is the fault
+        page = (
+            list(resources)
+            if resources is not None
+            else [_observation(0, req.param("patient") or "loop")]
+        )
         own_url = srv.url_for(req.relative)
         return Reply(body=searchset(page, total=10**6, links={"self": own_url, "next": own_url}))
 

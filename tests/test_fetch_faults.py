@@ -201,9 +201,12 @@ def test_open_server_without_authorization_is_queried_without_a_token(
     assert all("authorization" not in r.headers for r in fake.requests)
 
 
-def test_other_patients_and_types_are_dropped(
+def test_another_patients_resource_makes_the_search_unreadable(
     fetch_client: TestClient, fake: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A search for this patient answered with another patient's Condition cannot be trusted as
+    this patient's record: the key is unreadable (412 for a required key), as with prefetch;
+    resources of other types are still dropped."""
     intruder = {
         "resourceType": "Condition",
         "id": "other-patient-cvid",
@@ -216,9 +219,14 @@ def test_other_patients_and_types_are_dropped(
     fake.set("Condition", searchset([*seed_conditions, intruder, odd]))
     with caplog.at_level(logging.INFO, logger="cds_service"):
         status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 412, data
+    assert "conditions" in str(data)
+    assert "other-patient-cvid" not in str(data)
+    fake.set("Condition", searchset([*seed_conditions, odd]))
+    with caplog.at_level(logging.INFO, logger="cds_service"):
+        status, data, _ = post(fetch_client, ehr_body(fake.base_url))
     assert status == 200, data
     assert determination(data) == EXPECTED
-    assert "Condition/other-patient-cvid" not in str(data)
     assert "dropped entries" in caplog.text
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -42,6 +42,9 @@ class CodeEntry(_Lenient):
     serotype_danish: str | None = None
     match_names: list[str] = []
     exclude: bool = False
+    # causative drugs: at what exposure the cited source supports the drug as a cause
+    exposure: Literal["deny", "corticosteroid", "review"] | None = None
+    prednisone_equivalent: float | None = None  # mg prednisone per mg of this corticosteroid
 
     @field_validator("code", "prefix", mode="before")
     @classmethod
@@ -228,6 +231,17 @@ class ValueSet:
 
 
 @dataclass(frozen=True)
+class DrugRule:
+    """How one causative drug counts (codes.yaml causative-drugs): `deny` at any systemic
+    exposure, `corticosteroid` only at the policy's dose and duration, `review` never alone."""
+
+    name: str
+    drug_class: str
+    exposure: str
+    prednisone_equivalent: float | None = None
+
+
+@dataclass(frozen=True)
 class Knowledge:
     """Everything the rules read, loaded once."""
 
@@ -238,6 +252,7 @@ class Knowledge:
     igg_reference: IgGReferenceFile
     product_index: ProductIndex
     drug_names: tuple[str, ...] = ()  # lower-case causative-drug names, for text-only orders
+    drug_rules: dict[str, DrugRule] = field(default_factory=dict)  # by code and lower-case name
 
     @property
     def policy_id(self) -> str:
@@ -327,6 +342,27 @@ def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yam
     valuesets = _compile(codes, [r for r in refs if "|" in r])
     index = ProductIndex.build(products, codes.systems)
     drugs = codes.valuesets.get("causative-drugs")
+    rules: dict[str, DrugRule] = {}
+    for entry in drugs.codes if drugs else []:
+        if entry.exclude:
+            continue
+        if entry.exposure is None:
+            raise KnowledgeError(f"codes.yaml: causative-drugs: {entry.display!r} has no exposure")
+        if entry.exposure == "corticosteroid" and not entry.prednisone_equivalent:
+            raise KnowledgeError(
+                f"codes.yaml: causative-drugs: {entry.display!r} needs prednisone_equivalent"
+            )
+        extra = entry.model_extra or {}
+        rule = DrugRule(
+            entry.display,
+            str(extra.get("drug_class", "")),
+            entry.exposure,
+            entry.prednisone_equivalent,
+        )
+        if entry.code is not None:
+            rules[f"{codes.systems[entry.system]}|{entry.code}"] = rule
+        for name in (entry.display, *entry.match_names):
+            rules[name.lower()] = rule
     drug_names = tuple(
         sorted(
             {
@@ -340,7 +376,9 @@ def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yam
             reverse=True,
         )
     )
-    knowledge = Knowledge(policy, codes.systems, valuesets, products, reference, index, drug_names)
+    knowledge = Knowledge(
+        policy, codes.systems, valuesets, products, reference, index, drug_names, rules
+    )
     for where, name in _valueset_refs({**policy.criteria, "safety": policy.safety}):
         if name not in valuesets:
             raise KnowledgeError(f"{policy_file}: {where}: unknown value set {name!r}")
