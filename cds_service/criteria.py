@@ -163,6 +163,17 @@ def diagnosis(ctx: Context) -> Finding:
     uncovered = [
         c for c in active if every_pi.any_match(c.codings) and not broad_vs.any_match(c.codings)
     ]
+    silent_vs = kn.vs(rule["silent_valueset"]) if rule.get("silent_valueset") else None
+    silent = [c for c in uncovered if silent_vs is not None and silent_vs.any_match(c.codings)]
+    if silent and silent_vs is not None:
+        codes = ", ".join(sorted({_display(kn, silent_vs, c) for c in silent}))
+        return Finding(
+            "diagnosis",
+            Status.INSUFFICIENT,
+            say("diagnosis.list-silent", codes=codes, revision=rule.get("list_revision", "")),
+            tuple(c.ref for c in silent),
+            (say("diagnosis.missing-list-silent", codes=codes),),
+        )
     if uncovered:
         codes = ", ".join(sorted({_display(kn, every_pi, c) for c in uncovered}))
         return Finding(

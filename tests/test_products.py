@@ -71,6 +71,7 @@ def test_concentrations_are_data_not_guesses() -> None:
 def test_verified_snomed_entries_match_and_unverified_do_not() -> None:
     snomed = KN.systems["snomed"]
     assert KN.vs("secondary-hiv").matches(snomed, "86406008")
-    assert not KN.vs("secondary-malignancy").matches(snomed, "92814006")  # unverified CLL concept
+    assert KN.vs("secondary-malignancy").matches(snomed, "92814006")  # CLL, verified in VSAC
+    assert not KN.vs("pi-diagnosis").matches(snomed, "5908001")  # unverified CVID candidate
     assert not KN.vs("pi-diagnosis|medicare_bpm_ch15_50_6").matches(snomed, "234532001")
     assert KN.vs("pi-diagnosis|broad").matches(snomed, "234532001")

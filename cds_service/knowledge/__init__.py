@@ -315,8 +315,13 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                 raise KnowledgeError(
                     f"codes.yaml: valuesets.{vid}: unknown system alias {entry.system!r}"
                 ) from exc
+            # ICD-10-CM is sent dotted (D83.9) by most EHRs and undotted (D839) by some
+            # billing-derived feeds: both forms match
+            undotted = system == codes.systems.get("icd10cm")
             if entry.code is not None:
                 exact.add((system, entry.code))
+                if undotted and "." in entry.code:
+                    exact.add((system, entry.code.replace(".", "")))
                 if entry.serotype_danish:
                     serotypes[(system, entry.code)] = entry.serotype_danish
                 group = (entry.model_extra or {}).get("group")
@@ -324,6 +329,8 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                     groups[(system, entry.code)] = group
             elif entry.prefix is not None:
                 prefixes.append((system, entry.prefix))
+                if undotted and "." in entry.prefix:
+                    prefixes.append((system, entry.prefix.replace(".", "")))
         compiled[key] = ValueSet(key, frozenset(exact), tuple(prefixes), serotypes, groups)
     return compiled
 
