@@ -792,41 +792,92 @@ def infection_history(ctx: Context) -> Finding:
     )
 
 
+def _refs(refs: Iterable[str]) -> tuple[str, ...]:
+    """References once each, in order (components of one panel share their panel's)."""
+    return tuple(dict.fromkeys(refs))
+
+
+def _in_response_window(
+    ctx: Context, rule: dict[str, Any], vdate: dt.date, after: list[Measurement]
+) -> tuple[list[Measurement], str]:
+    """Titers drawn in the post-vaccination window the source gives, with no conjugate vaccine
+    between the polysaccharide vaccine and the sample; and why none is, when none is."""
+    window = rule["post_vaccine_window_days"]
+    lo, hi = int(window["min"]), int(window["max"])
+    conjugates = [
+        i.when.date
+        for i in ctx.record.immunizations
+        if i.kind == "conjugate" and i.when is not None and i.when.date > vdate
+    ]
+    say, cid = ctx.say, "vaccine-response"
+    inside: list[Measurement] = []
+    reasons: list[str] = []
+    for m in after:
+        assert m.when is not None
+        days = (m.when.date - vdate).days
+        between = [d for d in conjugates if d <= m.when.date]
+        if between:
+            reasons.append(say(f"{cid}.conjugate-between", date=str(min(between))))
+        elif not lo <= days <= hi:
+            reasons.append(
+                say(f"{cid}.outside-window", days=days, lo=lo // 7, hi=hi // 7, date=str(vdate))
+            )
+        else:
+            inside.append(m)
+    return inside, " ".join(dict.fromkeys(reasons))
+
+
 def vaccine_response(ctx: Context) -> Finding:
     rule = ctx.rule("vaccine-response")
     kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
     cid = "vaccine-response"
     missing = (say(f"{cid}.missing"),)
     vaccines = sorted(
-        (i for i in rec.immunizations if i.when is not None),
+        (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
         key=lambda i: i.when.date if i.when else dt.date.min,
     )
     titer_vs = kn.vs(rule["titer_valueset"])
     accepted_units = {str(u) for u in rule["titer_units"]}
-    coded = [m for m in rec.measurements if titer_vs.any_match(m.codings) and m.when is not None]
+    coded = [
+        m
+        for m in rec.measurements
+        if (m.serotype is not None or titer_vs.any_match(m.codings)) and m.when is not None
+    ]
     titers = [m for m in coded if m.value is not None and m.unit in accepted_units]
     usable = {id(m) for m in titers}  # by identity: `m not in titers` compared whole records
     unusable = [m for m in coded if id(m) not in usable]
     if not vaccines:
         key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
-        return Finding(cid, Status.INSUFFICIENT, say(key), tuple(m.ref for m in titers), missing)
+        if any(i.kind == "unspecified" for i in rec.immunizations):
+            key = f"{cid}.unspecified-vaccine"
+        refs = _refs(m.ref for m in titers)
+        return Finding(cid, Status.INSUFFICIENT, say(key), refs, missing)
     vaccine = vaccines[-1]
     vdate = vaccine.when.date if vaccine.when else dt.date.min
-    post = [m for m in titers if m.when is not None and m.when.date > vdate]
-    phases = {m.ref: tl.phase(m.when) for m in post}
-    on_ig = [m for m in post if phases[m.ref] is Phase.ON_TREATMENT]
-    post = [m for m in post if phases[m.ref] is not Phase.ON_TREATMENT]
+    after = [m for m in titers if m.when is not None and m.when.date > vdate]
+    post, why_not = _in_response_window(ctx, rule, vdate, after)
+    if after and not post:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            why_not,
+            (vaccine.ref, *_refs(m.ref for m in after)),
+            missing,
+        )
+    phases = {id(m): tl.phase(m.when) for m in post}
+    on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
+    post = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
     if on_ig and not post:
         return Finding(
             cid,
             Status.INSUFFICIENT,
             say(f"{cid}.on-treatment"),
-            (vaccine.ref, *(m.ref for m in on_ig)),
+            (vaccine.ref, *_refs(m.ref for m in on_ig)),
             missing,
         )
     by_serotype: dict[str, Measurement] = {}
     for m in sorted(post, key=lambda m: (m.when.date if m.when else dt.date.min, m.ref)):
-        serotype = next(
+        serotype = m.serotype or next(
             (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
         )
         by_serotype[serotype] = m  # the latest result per serotype
@@ -838,7 +889,7 @@ def vaccine_response(ctx: Context) -> Finding:
             cid,
             Status.INSUFFICIENT,
             say(key, tested=tested, min=rule["min_serotypes"], units=units_seen),
-            (vaccine.ref, *(m.ref for m in post), *(m.ref for m in unusable)),
+            (vaccine.ref, *_refs(m.ref for m in [*post, *unusable])),
             missing,
         )
     cutoff = float(rule["protective_titer_ug_ml"])
@@ -853,7 +904,7 @@ def vaccine_response(ctx: Context) -> Finding:
     # age unknown, or no band for it (a vaccine dated before the birth date): decide only when
     # every age band gives the same answer
     fractions = [band] if band is not None else [float(r["fraction"]) for r in bands]
-    evidence = (vaccine.ref, *sorted(m.ref for m in by_serotype.values()))
+    evidence = (vaccine.ref, *sorted(_refs(m.ref for m in by_serotype.values())))
     share = protective / tested
     fields = {
         "protective": protective,
@@ -862,7 +913,7 @@ def vaccine_response(ctx: Context) -> Finding:
         "date": str(vdate),
         "fraction": round(max(fractions) * 100),
     }
-    undated_start = any(phases[m.ref] is Phase.UNKNOWN for m in by_serotype.values())
+    undated_start = any(phases[id(m)] is Phase.UNKNOWN for m in by_serotype.values())
     if all(share < f for f in fractions):
         return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
     if any(share < f for f in fractions):
@@ -920,11 +971,29 @@ def trough_monitoring(ctx: Context) -> Finding:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
     months = int(ctx.rule(cid)["interval_months"])
     missing = (ctx.say(f"{cid}.missing", months=months),)
-    troughs = [
+    on_treatment = [
         p.result
         for p in ctx.timeline.labs
         if p.phase is Phase.ON_TREATMENT and p.result.value_mg_dl is not None
     ]
+    hours = float(ctx.rule(cid).get("peak_window_hours", 0))
+    peaks = {r.ref: hit for r in on_treatment if (hit := _after_infusion(ctx, r.when, hours))}
+    troughs = [r for r in on_treatment if r.ref not in peaks]
+    if not troughs and peaks:
+        latest_peak = on_treatment[-1]
+        admin_ref, admin_when = peaks[latest_peak.ref]
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            ctx.say(
+                f"{cid}.peak",
+                date=str(latest_peak.when),
+                infusion=str(admin_when),
+                hours=_fmt(hours),
+            ),
+            (latest_peak.ref, admin_ref),
+            missing,
+        )
     if not troughs:
         return Finding(cid, Status.INSUFFICIENT, ctx.say(f"{cid}.none"), (), missing)
     latest = troughs[-1]
@@ -948,6 +1017,29 @@ def trough_monitoring(ctx: Context) -> Finding:
         (latest.ref,),
         missing,
     )
+
+
+def _after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, When] | None:
+    """The IG administration a result was drawn shortly after (a peak, not a pre-infusion
+    trough): timed values within `hours` after the infusion; a date-only result on a later day
+    within the window. A result on the infusion's own day without times counts as drawn
+    before it (a trough is drawn on infusion day, before the infusion)."""
+    if when is None or hours <= 0:
+        return None
+    for e in ctx.timeline.exposures:
+        start = e.start
+        if e.kind != "MedicationAdministration" or start is None or start.end is not None:
+            continue
+        if when.instant is not None and start.instant is not None:
+            gap = (when.instant - start.instant).total_seconds() / 3600.0
+        else:
+            days = (when.date - start.date).days
+            if days == 0:
+                continue
+            gap = days * 24.0
+        if 0 < gap <= hours:
+            return e.ref, start
+    return None
 
 
 def _product_notes(ctx: Context) -> list[str]:

@@ -78,6 +78,10 @@ class Measurement:
     value_code: tuple[Coding, ...] = ()
     interpretation: tuple[Coding, ...] = ()
     text: str | None = None
+    # pneumococcal serotype (Danish numbering) when the result is a serotype titer, read from its
+    # code, or from a local code's text inside a pneumococcal panel (component or hasMember)
+    serotype: str | None = None
+    part_of: str | None = None  # the panel Observation a component or member result came from
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,7 @@ class ImmunizationFact:
     ref: str
     codings: tuple[Coding, ...]
     when: When | None
+    kind: str = "polysaccharide"  # "polysaccharide" (PPSV23) | "conjugate" (PCV13/15/20/21...)
 
 
 @dataclass(frozen=True)

@@ -81,13 +81,32 @@ OBSERVATION_KEYS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
         ),
         False,
     ),
-    ("titers", ("pneumococcal-titer",), False),  # vaccine response
+    # vaccine response: serotype titers by current and older LOINC codes, and the panels that
+    # hold them; ~250 codes, so the search is split over two keys (`titers`, `titers2`)
+    ("titers", ("pneumococcal-titer", "pneumococcal-panel"), False),
 )
+OBSERVATION_KEY_PARTS = {"titers": 2}
 
 
-def observation_query(kn: Knowledge, valuesets: Iterable[str]) -> str:
+def observation_key_codes(kn: Knowledge) -> list[tuple[str, list[str], bool]]:
+    """(prefetch key, the LOINC codes its search asks for, required) for every Observation key;
+    a key with several parts is split into equal shares of its sorted codes (`titers`,
+    `titers2`, ...), so that no template nears the URL limits of common servers."""
     loinc = kn.systems["loinc"]
-    codes = sorted({c for vid in valuesets for (s, c) in kn.vs(vid).exact if s == loinc})
+    out: list[tuple[str, list[str], bool]] = []
+    for key, sets, required in OBSERVATION_KEYS:
+        codes = sorted({c for vid in sets for (s, c) in kn.vs(vid).exact if s == loinc})
+        parts = OBSERVATION_KEY_PARTS.get(key, 1)
+        size = -(-len(codes) // parts)
+        for i in range(parts):
+            out.append(
+                (key if i == 0 else f"{key}{i + 1}", codes[i * size : (i + 1) * size], required)
+            )
+    return out
+
+
+def observation_query(kn: Knowledge, codes: Iterable[str]) -> str:
+    loinc = kn.systems["loinc"]
     return "Observation?patient={{context.patientId}}&code=" + ",".join(
         f"{loinc}|{c}" for c in codes
     )
@@ -102,8 +121,8 @@ def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
     """
     pid = "patient={{context.patientId}}"
     observations = tuple(
-        PrefetchKey(key, "Observation", observation_query(kn, sets), required)
-        for key, sets, required in OBSERVATION_KEYS
+        PrefetchKey(key, "Observation", observation_query(kn, codes), required)
+        for key, codes, required in observation_key_codes(kn)
     )
     return (
         PrefetchKey("patient", "Patient", "Patient/{{context.patientId}}", True),
@@ -279,6 +298,12 @@ def foreign_resources(value: Any, patient_id: str, server: str | None) -> list[s
 
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# a serotype named in a local code's text: "Serotype 14", "Pn 6B", "S. pneumoniae type 23F"
+_SEROTYPE_TEXT = re.compile(
+    r"(?:serotype|sero|type|pn|spn|pneumo\w*|s\.?\s*pneumoniae|strep\w*)\s*[:#-]?\s*(\d{1,2}[a-z]?)\b",
+    re.IGNORECASE,
+)
+_PNEUMO_WORDS = re.compile(r"pneumo|\bpn\b|\bspn\b", re.IGNORECASE)
 _FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
@@ -397,7 +422,15 @@ class RecordBuilder:
             )
         ]
         # one look-up per resource instead of one per value set (same matches)
-        self._obs_filter = self._obs_sets[0].union(kn.vs("igg-serum"), *self._obs_sets[1:])
+        self._igg = kn.vs("igg-serum")
+        self._titer = kn.vs("pneumococcal-titer")
+        self._pneumo_panel = kn.vs("pneumococcal-panel")
+        self._serotype_names = frozenset(self._titer.serotypes.values())
+        self._serotype_aliases = {"20A": "20"}
+        self._observations_by_id: dict[str, dict[str, Any]] = {}
+        self._obs_filter = self._obs_sets[0].union(
+            self._igg, self._pneumo_panel, *self._obs_sets[1:]
+        )
         self._condition_filter = self._condition_sets[0].union(*self._condition_sets[1:])
 
     # -- parsing boundary ------------------------------------------------------------------
@@ -450,6 +483,7 @@ class RecordBuilder:
             orders=self._draft_orders(draft_orders),
             today=self.today,
         )
+        self._observations_by_id = by_type.get("Observation", {})
         handlers: tuple[tuple[str, Callable[[Iterable[dict[str, Any]], Record], None]], ...] = (
             ("Observation", self._observations),
             ("Condition", self._conditions),
@@ -496,51 +530,183 @@ class RecordBuilder:
         )
 
     def _observations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
-        igg = self.kn.vs("igg-serum")
+        """Results in the three shapes labs send: one Observation per result, a panel whose
+        `component`s hold the results, and a panel whose `hasMember`s are Observations."""
         for raw in raws:
             if raw.get("status") in IGNORED_STATUSES:
                 continue
             codings = _raw_codings(raw.get("code"))
-            if not self._obs_filter.any_match(codings):
-                continue
-            is_igg = igg.any_match(codings)
+            known = self._obs_filter.any_match(codings)
+            components = raw.get("component")
+            panel = self._pneumo_panel.any_match(codings) or (
+                bool(components) and self._names_pneumococcus(raw)
+            )
+            if not known and not panel and not self._known_component(components):
+                continue  # e.g. blood pressure: components, none of them read by the rules
             view = fastpath.observation(raw)  # plain results skip model validation
+            obs: Any = None
             if view is None:
                 obs = self.parse(raw)
                 if obs is None:
                     continue
                 view = _observation_view(obs)
-            value, unit = view.value, view.unit
-            if is_igg:
-                mg_dl = units.igg_to_mg_dl(value, unit) if value is not None else None
-                if value is not None and mg_dl is None:
-                    self.issues.append(
-                        DataIssue(
-                            _ref(raw),
-                            "valueQuantity.unit",
-                            f"unit {_shown_unit(unit)} is not a known IgG unit",
-                        )
+            if known:
+                self._result(raw, view, record, serotype=self._serotype(codings, raw, False))
+            for comp in (obs.component or []) if obs is not None else []:
+                self._component(raw, view, comp, panel, record)
+            if panel:
+                self._members(raw, view, record)
+
+    def _known_component(self, components: Any) -> bool:
+        return isinstance(components, list) and any(
+            isinstance(c, dict) and self._obs_filter.any_match(_raw_codings(c.get("code")))
+            for c in components
+        )
+
+    @staticmethod
+    def _names_pneumococcus(raw: dict[str, Any]) -> bool:
+        """A locally coded panel whose own name says it holds pneumococcal titers."""
+        code = raw.get("code")
+        if not isinstance(code, dict):
+            return False
+        texts = [code.get("text")] + [
+            c.get("display") for c in code.get("coding") or [] if isinstance(c, dict)
+        ]
+        return any(isinstance(t, str) and _PNEUMO_WORDS.search(t) for t in texts)
+
+    def _result(
+        self,
+        raw: dict[str, Any],
+        view: fastpath.ObservationView,
+        record: Record,
+        *,
+        serotype: str | None = None,
+        part_of: str | None = None,
+    ) -> None:
+        """One result (an Observation, or one component of a panel) into the record."""
+        value, unit = view.value, view.unit
+        if self._igg.any_match(view.codings):
+            mg_dl = units.igg_to_mg_dl(value, unit) if value is not None else None
+            if value is not None and mg_dl is None:
+                self.issues.append(
+                    DataIssue(
+                        _ref(raw),
+                        "valueQuantity.unit",
+                        f"unit {_shown_unit(unit)} is not a known IgG unit",
                     )
-                low = None
-                if view.range_low is not None:
-                    lv, lu = view.range_low
-                    low = units.igg_to_mg_dl(lv, lu or unit)
-                record.igg.append(
-                    IgGResult(_ref(raw), view.when, mg_dl, unit, low, value is not None)
                 )
-                continue
-            record.measurements.append(
-                Measurement(
-                    ref=_ref(raw),
-                    codings=view.codings,
-                    when=view.when,
-                    value=value,
-                    unit=unit,
-                    value_code=view.value_code,
-                    interpretation=view.interpretation,
-                    text=view.text,
-                )
+            low = None
+            if view.range_low is not None:
+                lv, lu = view.range_low
+                low = units.igg_to_mg_dl(lv, lu or unit)
+            record.igg.append(IgGResult(_ref(raw), view.when, mg_dl, unit, low, value is not None))
+            return
+        record.measurements.append(
+            Measurement(
+                ref=_ref(raw),
+                codings=view.codings,
+                when=view.when,
+                value=value,
+                unit=unit,
+                value_code=view.value_code,
+                interpretation=view.interpretation,
+                text=view.text,
+                serotype=serotype,
+                part_of=part_of,
             )
+        )
+
+    def _component(
+        self,
+        raw: dict[str, Any],
+        panel_view: fastpath.ObservationView,
+        comp: Any,
+        pneumo_panel: bool,
+        record: Record,
+    ) -> None:
+        """A panel component is a result of its own, dated and referenced by its panel."""
+        codings = _codings(comp.code)
+        texts = [t for t in _texts(comp.code) if t]
+        serotype = self._serotype(codings, texts, pneumo_panel)
+        if not self._obs_filter.any_match(codings) and serotype is None:
+            return
+        value, unit = _quantity(comp.valueQuantity)
+        view = panel_view._replace(
+            codings=codings,
+            value=value,
+            unit=unit,
+            value_code=_codings(comp.valueCodeableConcept),
+            interpretation=tuple(c for i in (comp.interpretation or []) for c in _codings(i)),
+            text=comp.valueString,
+            range_low=next(
+                (
+                    (float(rr.low.value), rr.low.code or rr.low.unit)
+                    for rr in comp.referenceRange or []
+                    if rr.low is not None and rr.low.value is not None
+                ),
+                None,
+            ),
+        )
+        self._result(raw, view, record, serotype=serotype, part_of=_ref(raw))
+
+    def _members(
+        self, raw: dict[str, Any], panel_view: fastpath.ObservationView, record: Record
+    ) -> None:
+        """hasMember results of a pneumococcal panel that are coded only locally (a member with a
+        code the rules know is read on its own, like any other Observation)."""
+        for ref in raw.get("hasMember") or []:
+            target = ref.get("reference") if isinstance(ref, dict) else None
+            if not isinstance(target, str) or not target.startswith("Observation/"):
+                continue
+            member = self._observations_by_id.get(target.split("/", 1)[1])
+            if member is None or member.get("status") in IGNORED_STATUSES:
+                continue
+            codings = _raw_codings(member.get("code"))
+            if self._obs_filter.any_match(codings):
+                continue  # read on its own
+            serotype = self._serotype(codings, member, True)
+            if serotype is None:
+                continue
+            view = fastpath.observation(member)
+            if view is None:
+                obs = self.parse(member)
+                if obs is None:
+                    continue
+                view = _observation_view(obs)
+            if view.when is None:
+                view = view._replace(when=panel_view.when)
+            self._result(member, view, record, serotype=serotype, part_of=_ref(raw))
+
+    def _serotype(
+        self, codings: Iterable[Coding], source: dict[str, Any] | list[str], in_panel: bool
+    ) -> str | None:
+        """The Danish serotype a titer is for: from its code, else (inside a pneumococcal panel,
+        or when the text itself names pneumococcus) from the text of a local code ("Serotype
+        14", "Pn 6B"). Only serotypes the value set knows are accepted."""
+        known = self._titer.serotypes
+        for system, code in codings:
+            hit = known.get((system, code)) if system and code else None
+            if hit is not None:
+                return hit
+        texts: list[str] = []
+        if isinstance(source, dict):
+            concept = source.get("code")
+            if isinstance(concept, dict):
+                raw_texts = [concept.get("text")] + [
+                    c.get("display") for c in concept.get("coding") or [] if isinstance(c, dict)
+                ]
+                texts = [t for t in raw_texts if isinstance(t, str)]
+        else:
+            texts = source
+        for text in texts:
+            if not in_panel and not _PNEUMO_WORDS.search(text):
+                continue
+            for found in _SEROTYPE_TEXT.findall(text):
+                token = str(found).upper()
+                token = self._serotype_aliases.get(token, token)
+                if token in self._serotype_names:
+                    return token
+        return None
 
     def _conditions(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         for raw in raws:
@@ -587,18 +753,26 @@ class RecordBuilder:
             )
 
     def _immunizations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
-        vaccines = self.kn.vs("pneumococcal-polysaccharide-vaccine")
+        """Pneumococcal vaccinations: the polysaccharide challenge, the conjugate vaccines that
+        spoil a later sample, and unspecified formulations (CVX 109), which prove neither."""
+        kinds = (
+            ("polysaccharide", self.kn.vs("pneumococcal-polysaccharide-vaccine")),
+            ("conjugate", self.kn.vs("pneumococcal-conjugate-vaccine")),
+            ("unspecified", self.kn.vs("pneumococcal-unspecified-vaccine")),
+        )
         for raw in raws:
             if raw.get("status") != "completed":
                 continue
-            if not vaccines.any_match(_raw_codings(raw.get("vaccineCode"))):
+            codings = _raw_codings(raw.get("vaccineCode"))
+            kind = next((k for k, vs in kinds if vs.any_match(codings)), None)
+            if kind is None:
                 continue
             imm = self.parse(raw)
             if imm is None:
                 continue
             record.immunizations.append(
                 ImmunizationFact(
-                    _ref(raw), _codings(imm.vaccineCode), to_when(imm.occurrenceDateTime)
+                    _ref(raw), _codings(imm.vaccineCode), to_when(imm.occurrenceDateTime), kind
                 )
             )
 
@@ -654,9 +828,7 @@ class RecordBuilder:
             return
         product, codings, texts = self.identify(model, raw)
         rtype = raw["resourceType"]
-        if rtype == "MedicationStatement" and self.kn.vs("no-known-medications").any_match(
-            codings
-        ):
+        if rtype == "MedicationStatement" and self.kn.vs("no-known-medications").any_match(codings):
             # an explicit "no known medications" statement: the list was reviewed and is empty
             when = to_when(
                 model.effectiveDateTime

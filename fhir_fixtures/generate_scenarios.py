@@ -64,17 +64,11 @@ def observation_keys(observations: list[R]) -> dict[str, list[R]]:
 
     kn = knowledge.load()
     loinc = kn.systems["loinc"]
-    out: dict[str, list[R]] = {key: [] for key, _, _ in record.OBSERVATION_KEYS}
+    keys = record.observation_key_codes(kn)
+    out: dict[str, list[R]] = {key: [] for key, _, _ in keys}
     for obs in observations:
-        codes = {(c.get("system"), c.get("code")) for c in obs["code"].get("coding", [])}
-        key = next(
-            (
-                key
-                for key, sets, _ in record.OBSERVATION_KEYS
-                if any(s == loinc and (s, c) in codes for v in sets for s, c in kn.vs(v).exact)
-            ),
-            "observations",
-        )
+        codes = {c.get("code") for c in obs["code"].get("coding", []) if c.get("system") == loinc}
+        key = next((key for key, asked, _ in keys if codes & set(asked)), "observations")
         out[key].append(obs)
     return out
 

@@ -25,6 +25,11 @@ def _entries(req: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _titers(req: dict[str, Any]) -> list[dict[str, Any]]:
+    """Titer entries: the titer search is split over two prefetch keys (titers, titers2)."""
+    return [*_entries(req, "titers"), *_entries(req, "titers2")]
+
+
 def _resource(req: dict[str, Any], key: str, rid_suffix: str) -> dict[str, Any]:
     return next(
         e["resource"] for e in _entries(req, key) if e["resource"]["id"].endswith(rid_suffix)
@@ -233,7 +238,7 @@ def test_unknown_age_decides_vaccine_response_only_when_bands_agree(client: Test
         del req["prefetch"]["patient"]["birthDate"]
         low = [
             e["resource"]
-            for e in _entries(req, "titers")
+            for e in _titers(req)
             if "-spn-" in e["resource"]["id"] and e["resource"]["valueQuantity"]["value"] < 1.3
         ]
         assert len(low) == 11  # the base has 3 of 14 protective
@@ -255,7 +260,7 @@ def test_unknown_age_with_clearly_impaired_response_is_met(client: TestClient) -
 
 def test_titers_not_in_ug_per_ml_are_not_interpreted(client: TestClient) -> None:
     def change(req: dict[str, Any]) -> None:
-        for e in _entries(req, "titers"):
+        for e in _titers(req):
             if "-spn-" in e["resource"]["id"]:
                 e["resource"]["valueQuantity"].update(unit="[IU]/mL", code="[IU]/mL")
 

@@ -26,6 +26,7 @@ PREFETCH_KEYS = {
     "observations",
     "labs",
     "titers",
+    "titers2",
     "medicationRequests",
     "medicationStatements",
     "medicationAdministrations",

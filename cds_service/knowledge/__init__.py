@@ -71,10 +71,14 @@ class ValueSetFile(_Lenient):
     # further lists researched alongside the main one; only their verified entries are matched
     snomed: list[CodeEntry] = []
     icd_flags: list[CodeEntry] = []
+    # older per-serotype LOINC codes (US numbering) still sent by some labs, with their Danish
+    # serotype: matched like the main list when verified
+    legacy_us_numbered_codes: list[CodeEntry] = []
 
     def matchable(self) -> list[CodeEntry]:
-        """Entries a rule may match: the main list, plus verified SNOMED/ICD-flag entries."""
-        return [*self.codes, *(e for e in (*self.snomed, *self.icd_flags) if e.verified)]
+        """Entries a rule may match: the main list, plus verified SNOMED/ICD-flag/legacy entries."""
+        extra = (*self.snomed, *self.icd_flags, *self.legacy_us_numbered_codes)
+        return [*self.codes, *(e for e in extra if e.verified)]
 
 
 class CodesFile(_Lenient):
@@ -306,8 +310,14 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
         prefixes: list[tuple[str, str]] = []
         serotypes: dict[tuple[str, str], str] = {}
         groups: dict[tuple[str, str], str] = {}
+        # a value set may name which specimens it reads (titers: not the pre-vaccination
+        # sample, not a post/pre ratio)
+        specimens = (vs.model_extra or {}).get("match_specimens")
         for entry in vs.matchable():
             if entry.exclude or (flag is not None and not entry.flag(flag)):
+                continue
+            specimen = (entry.model_extra or {}).get("specimen")
+            if specimens and specimen is not None and specimen not in specimens:
                 continue
             try:
                 system = codes.systems[entry.system]
@@ -323,7 +333,9 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                 if undotted and "." in entry.code:
                     exact.add((system, entry.code.replace(".", "")))
                 if entry.serotype_danish:
-                    serotypes[(system, entry.code)] = entry.serotype_danish
+                    aliases = (vs.model_extra or {}).get("serotype_aliases") or {}
+                    serotype = str(aliases.get(entry.serotype_danish, entry.serotype_danish))
+                    serotypes[(system, entry.code)] = serotype
                 group = (entry.model_extra or {}).get("group")
                 if isinstance(group, str):
                     groups[(system, entry.code)] = group
