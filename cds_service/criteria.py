@@ -933,36 +933,57 @@ def vaccine_response(ctx: Context) -> Finding:
 
 
 def clinical_response(ctx: Context) -> Finding:
+    """Fewer bacterial infections per year on therapy than in a comparable period before it
+    (policy clinical-response: the period lengths), not raw lifetime counts."""
     cid = "clinical-response"
     if not ctx.continuation:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
-    missing = (ctx.say(f"{cid}.missing"),)
+    rule, say = ctx.rule(cid), ctx.say
+    missing = (say(f"{cid}.missing"),)
     point = ctx.timeline.reference_point
     if point is None:
         return Finding(
             cid,
             Status.INSUFFICIENT,
-            ctx.say(f"{cid}.insufficient", why=ctx.say(f"{cid}.why-no-start")),
+            say(f"{cid}.insufficient", why=say(f"{cid}.why-no-start")),
             (),
             missing,
         )
+    before_months = int(rule["before_months"])
+    window_start = months_before(point.date, before_months)
+    today = ctx.record.today
     episodes = [e for e in infection_episodes(ctx) if e.when is not None]
-    before = [e for e in episodes if e.when is not None and e.when.date < point.date]
-    after = [e for e in episodes if e.when is not None and e.when.date >= point.date]
+    before = [e for e in episodes if e.when and window_start <= e.when.date < point.date]
+    after = [e for e in episodes if e.when and point.date <= e.when.date <= today]
     therapy_ref = ctx.timeline.first_dose_ref or next(iter(ctx.timeline.start_undocumented), None)
     evidence = tuple(e.ref for e in before + after) + ((therapy_ref,) if therapy_ref else ())
-    fields = {"before": len(before), "after": len(after), "since": str(point)}
-    if not before:
+    on_days = (today - point.date).days
+    on_months = on_days / 30.44
+    min_on = int(rule["on_therapy_min_months"])
+    if on_months < min_on:
+        why = say(f"{cid}.why-too-early", months=_fmt(round(on_months, 1)), min=min_on)
         return Finding(
-            cid,
-            Status.INSUFFICIENT,
-            ctx.say(f"{cid}.insufficient", why=ctx.say(f"{cid}.why-no-history")),
-            evidence,
-            missing,
+            cid, Status.INSUFFICIENT, say(f"{cid}.insufficient", why=why), evidence, missing
         )
-    if len(after) < len(before):
-        return Finding(cid, Status.MET, ctx.say(f"{cid}.met", **fields), evidence)
-    return Finding(cid, Status.NOT_MET, ctx.say(f"{cid}.not-met", **fields), evidence)
+    if not before:
+        why = say(f"{cid}.why-no-history", months=before_months)
+        return Finding(
+            cid, Status.INSUFFICIENT, say(f"{cid}.insufficient", why=why), evidence, missing
+        )
+    rate_before = len(before) / (before_months / 12.0)
+    rate_after = len(after) / (on_days / 365.25)
+    fields = {
+        "before": len(before),
+        "after": len(after),
+        "since": str(point),
+        "before_months": before_months,
+        "after_months": _fmt(round(on_months, 1)),
+        "rate_before": _fmt(round(rate_before, 1)),
+        "rate_after": _fmt(round(rate_after, 1)),
+    }
+    if rate_after < rate_before:
+        return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+    return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)
 
 
 def trough_monitoring(ctx: Context) -> Finding:
@@ -1082,10 +1103,29 @@ def dose(ctx: Context) -> Finding:
     def finding(status: Status, reason: str, missing: tuple[str, ...] = ()) -> Finding:
         return Finding("dose", status, " ".join([reason, *extra]), evidence, missing)
 
-    if order is None or order.grams_per_dose is None or order.interval_days is None:
+    if order is not None and order.course_doses is not None:
+        extra.insert(0, say("dose.basis-course", doses=_fmt(order.course_doses)))
+    if (
+        order is not None
+        and order.mg_per_kg_dose is not None
+        and order.interval_days is not None
+        and d.weight is None
+    ):
+        return finding(
+            Status.INSUFFICIENT,
+            say(
+                "dose.per-kg-no-weight",
+                mgkg=_fmt(d.mg_per_kg_per_4_weeks or 0),
+                months=months,
+                lo=_fmt(d.low),
+                hi=_fmt(d.high),
+            ),
+            (say("dose.missing-weight", months=months),),
+        )
+    if order is None or d.grams_per_dose is None or order.interval_days is None:
         return finding(Status.INSUFFICIENT, say("dose.no-dose"), (say("dose.missing-dose"),))
     fields = {
-        "grams": order.grams_per_dose,
+        "grams": d.grams_per_dose,
         "interval": round(order.interval_days, 1),
         "lo": _fmt(d.low),
         "hi": _fmt(d.high),

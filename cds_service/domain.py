@@ -161,6 +161,8 @@ class DraftOrder:
         None  # how grams were obtained when not a plain gram dose (wording key)
     )
     dose_basis_fields: tuple[tuple[str, str], ...] = ()  # str.format fields for that wording
+    mg_per_kg_dose: float | None = None  # a weight-based order (doseQuantity in g/kg or mg/kg)
+    course_doses: float | None = None  # doses in a course-limited order (repeat count/bounds)
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,27 @@ class DoseCheck:
     high: float
     illustrative: tuple[tuple[float, float], ...]  # (kg, mg/kg per 4 weeks) when weight missing
     range_route: str | None = None  # the route whose range applies, when not the order's own
+    grams_per_dose: float | None = None  # as ordered, or a per-kg dose at the documented weight
 
 
-def mg_per_kg_per_4_weeks(grams: float, interval_days: float, kg: float) -> float:
-    """(grams x 1000 / kg) scaled from the dosing interval to 28 days."""
-    return grams * 1000.0 / kg * (DAYS_PER_4_WEEKS / interval_days)
+def doses_per_4_weeks(interval_days: float | None, course_doses: float | None) -> float | None:
+    """How many doses fall in 4 weeks: 28 / interval for an open-ended repeat; the whole course
+    for a course-limited order that fits in 4 weeks (1 g/kg daily x 2 days is 2 doses, not 28)."""
+    if interval_days is not None and interval_days <= 0:
+        return None
+    if course_doses is not None and (
+        interval_days is None or course_doses * interval_days <= DAYS_PER_4_WEEKS
+    ):
+        return course_doses
+    return None if interval_days is None else DAYS_PER_4_WEEKS / interval_days
+
+
+def mg_per_kg_per_4_weeks(
+    grams: float, interval_days: float, kg: float, course_doses: float | None = None
+) -> float:
+    """(grams x 1000 / kg) times the doses in 4 weeks."""
+    n = doses_per_4_weeks(interval_days, course_doses) or 0.0
+    return grams * 1000.0 / kg * n
 
 
 def latest_weight(
@@ -85,15 +101,31 @@ def check(
     low, high = policy_range(rule, route)
     weight = latest_weight(measurements, kn, today, int(rule["weight_recency_months"]))
     grams = order.grams_per_dose if order else None
+    per_kg = order.mg_per_kg_dose if order else None
+    if per_kg is not None and weight is not None:
+        grams = round(per_kg * weight.kg / 1000.0, 3)  # the weight-based dose in grams
     interval = order.interval_days if order else None
-    if grams is None or interval is None or interval <= 0:
-        return DoseCheck(order, weight, None, Status.INSUFFICIENT, low, high, (), range_route)
+    course = order.course_doses if order else None
+    n = doses_per_4_weeks(interval, course)
+    if interval is None or n is None or (grams is None and per_kg is None):
+        return DoseCheck(
+            order, weight, None, Status.INSUFFICIENT, low, high, (), range_route, grams
+        )
     if weight is None:
+        if per_kg is not None:  # mg/kg as ordered; the grams need the weight
+            value = round(per_kg * n, 1)
+            return DoseCheck(
+                order, None, value, Status.INSUFFICIENT, low, high, (), range_route, None
+            )
+        assert grams is not None
         table = tuple(
-            (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg)), 1))
+            (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg), course), 1))
             for kg in rule["illustrative_weights_kg"]
         )
-        return DoseCheck(order, None, None, Status.INSUFFICIENT, low, high, table, range_route)
-    value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg), 1)
+        return DoseCheck(
+            order, None, None, Status.INSUFFICIENT, low, high, table, range_route, grams
+        )
+    assert grams is not None
+    value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg, course), 1)
     status = Status.MET if low <= value <= high else Status.NOT_MET
-    return DoseCheck(order, weight, value, status, low, high, (), range_route)
+    return DoseCheck(order, weight, value, status, low, high, (), range_route, grams)

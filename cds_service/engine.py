@@ -96,7 +96,7 @@ class Determination:
                 for f in self.findings
             ],
             "dose": {
-                "gramsPerDose": self.order.grams_per_dose,
+                "gramsPerDose": self.dose.grams_per_dose,
                 "intervalDays": (
                     round(self.order.interval_days, 2)
                     if self.order.interval_days is not None

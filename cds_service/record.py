@@ -988,21 +988,23 @@ class RecordBuilder:
             product, _, _ = self.identify(model, raw)
             if product is None:
                 continue
-            grams, interval, text, basis = _dose(model, product)
+            dose = _dose(model, product)
             route = product.route if product.route in ("IV", "SC") else self._route(model)
             orders.append(
                 DraftOrder(
                     _ref(raw),
                     product.name,
                     route,
-                    grams,
-                    interval,
+                    dose.grams,
+                    dose.interval,
                     to_when(model.authoredOn),
-                    text,
+                    dose.text,
                     product.primary_hcpcs,
                     product.id,
-                    basis[0] if basis else None,
-                    basis[1] if basis else (),
+                    dose.basis[0] if dose.basis else None,
+                    dose.basis[1] if dose.basis else (),
+                    mg_per_kg_dose=dose.mg_per_kg,
+                    course_doses=dose.course_doses,
                 )
             )
         return orders
@@ -1093,21 +1095,38 @@ def _course_days(
     return None
 
 
-def _dose(model: Any, product: Product) -> tuple[float | None, float | None, str | None, Basis]:
-    """(grams per dose, interval in days, free text, how the grams were derived).
+@dataclass(frozen=True)
+class _Dose:
+    grams: float | None
+    interval: float | None
+    text: str | None
+    basis: Basis
+    mg_per_kg: float | None = None  # a weight-based dose (g/kg or mg/kg per dose)
+    course_doses: float | None = None  # the number of doses when the order is course-limited
+
+
+def _dose(model: Any, product: Product) -> _Dose:
+    """Grams per dose, interval in days, free text, how the grams were derived, a weight-based
+    dose, and the number of doses of a course-limited order.
 
     From the first dosageInstruction with a dose; a dose in mL is converted with the product's
-    labelled concentration (never guessed); without a dose, dispenseRequest (quantity over the
-    expected supply duration) is the fallback.
+    labelled concentration (never guessed); a dose per kg is kept per kg (the documented weight
+    turns it into grams); timing.repeat count or bounds make the order one course, not an
+    endless repeat; without a dose, dispenseRequest (quantity over the expected supply
+    duration) is the fallback.
     """
-    grams = interval = None
+    grams = interval = per_kg = course = None
     text: str | None = None
     basis: Basis = None
     for di in model.dosageInstruction or []:
         text = text or di.text
         for dr in di.doseAndRate or []:
             value, unit = _quantity(dr.doseQuantity)
-            if value is None or grams is not None:
+            if value is None or grams is not None or per_kg is not None:
+                continue
+            per_kg = units.dose_per_kg_mg(value, unit)
+            if per_kg is not None:
+                basis = ("basis-per-kg", (("dose", f"{value:g} {unit}"),))
                 continue
             grams = units.mass_to_grams(value, unit)
             ml = units.volume_to_ml(value, unit) if grams is None else None
@@ -1124,9 +1143,31 @@ def _dose(model: Any, product: Product) -> tuple[float | None, float | None, str
             days = units.duration_to_days(float(rep.period), rep.periodUnit)
             if days is not None:
                 interval = days / float(rep.frequency or 1)
-    if grams is None and basis is None:
+        if rep is not None and course is None:
+            course = _course_doses(rep, interval)
+    if grams is None and per_kg is None and basis is None:
         grams, interval, basis = _dispense(model, interval)
-    return grams, interval, text, basis
+    if course is not None and interval is None:
+        interval = 1.0  # a course without a period: its doses on consecutive days
+    return _Dose(grams, interval, text, basis, per_kg, course)
+
+
+def _course_doses(rep: Any, interval: float | None) -> float | None:
+    """Doses in a course-limited order: repeat.count, or the bounds (duration or period) over
+    the dosing interval; None for an open-ended repeat."""
+    if rep.count is not None:
+        return float(rep.count)
+    days: float | None = None
+    if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
+        b = rep.boundsDuration
+        days = units.duration_to_days(float(b.value), b.code or b.unit)
+    elif rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
+        start, end = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
+        if start is not None and end is not None:
+            days = float((end.last - start.date).days + 1)
+    if days is None or not interval:
+        return None
+    return max(1.0, float(int(days / interval + 1e-9)))
 
 
 def _dispense(model: Any, interval: float | None) -> tuple[float | None, float | None, Basis]:

@@ -106,3 +106,17 @@ def urine_protein_g_per_day(value: float, unit: str | None) -> float | None:
     """Urine protein excretion in g per day, None for any other unit."""
     factor = _URINE_PROTEIN_TO_G_PER_DAY.get(_key(unit))
     return None if factor is None else value * factor
+
+
+_PER_KG_TO_MG: dict[str, float] = {
+    "g/kg": 1000.0,
+    "mg/kg": 1.0,
+    "g/kg{dose}": 1000.0,
+    "mg/kg{dose}": 1.0,
+}
+
+
+def dose_per_kg_mg(value: float, unit: str | None) -> float | None:
+    """A weight-based dose in mg per kg (g/kg and mg/kg), None for any other unit."""
+    factor = _PER_KG_TO_MG.get(_key(unit))
+    return None if factor is None else value * factor
