@@ -925,6 +925,7 @@ class RecordBuilder:
                 continue
             try:
                 if self._raw_names_ig(raw):
+                    self._check_draft_subject(raw, index)
                     return True
             except DATA_ERRORS as exc:
                 raise BadRequest(
@@ -932,6 +933,17 @@ class RecordBuilder:
                     f"unexpected element shape ({type(exc).__name__})",
                 ) from exc
         return False
+
+    def _check_draft_subject(self, raw: dict[str, Any], index: int) -> None:
+        """A draft order for another patient is a bad request (contract: draft orders must be
+        for context.patientId); evaluating it against this patient's record would be wrong."""
+        subject = raw.get("subject")
+        target = subject.get("reference") if isinstance(subject, dict) else None
+        if isinstance(target, str) and not refers_to_patient(target, self.patient_id, self.server):
+            raise BadRequest(
+                f"context.draftOrders.entry[{index}].resource.subject",
+                "refers to another patient than context.patientId",
+            )
 
     def _raw_names_ig(self, raw: dict[str, Any]) -> bool:
         """Whether one raw draft MedicationRequest names an IG product (or a Medication to read)."""

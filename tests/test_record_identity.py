@@ -68,3 +68,13 @@ def test_a_patient_resource_with_another_id_is_unreadable(client: TestClient) ->
     status, body = _post(client, req)
     assert status == 412
     assert "patient" in str(body)
+
+
+def test_a_draft_order_for_another_patient_is_a_bad_request(client: TestClient) -> None:
+    req = copy.deepcopy(BASE)
+    req["context"]["draftOrders"]["entry"][0]["resource"]["subject"] = {
+        "reference": "Patient/someone-else"
+    }
+    status, body = _post(client, req)
+    assert status == 400
+    assert "context.draftOrders.entry[0].resource.subject" in str(body)

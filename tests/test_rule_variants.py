@@ -202,7 +202,8 @@ def test_age_table_applies_without_a_lab_range(client: TestClient) -> None:
 
     found = _finding(_run(client, change), "baseline-igg")
     assert found["status"] == "met"
-    assert "lower limit for age in the reference table (unverified) (700 mg/dL" in found["reason"]
+    # the Medscape bands were re-read and match (issue 10): no longer marked unverified
+    assert "lower limit for age in the reference table (700 mg/dL" in found["reason"]
 
 
 def test_normal_looking_igg_without_age_or_lab_range_is_insufficient(client: TestClient) -> None:
