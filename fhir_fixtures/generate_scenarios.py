@@ -728,6 +728,130 @@ def stale_weight() -> Patient:
     return p
 
 
+# -- real-world record shapes (issue 10) ------------------------------------------------------
+
+
+def prednisone_burst() -> Patient:
+    """A 5-day prednisone burst two months before the order: not a secondary cause."""
+    p = complete("scn-prednisone-burst")
+    p.med_requests.append(
+        {
+            "resourceType": "MedicationRequest",
+            "id": "prednisone-burst-1",
+            "status": "completed",
+            "intent": "order",
+            "medicationCodeableConcept": {
+                "coding": [{"system": RXNORM, "code": "8640", "display": "prednisone"}],
+                "text": "prednisone 20 mg tablet",
+            },
+            "subject": p.subject,
+            "authoredOn": "2025-09-15",
+            "dosageInstruction": [
+                {
+                    "text": "40 mg by mouth daily for 5 days",
+                    "timing": {
+                        "repeat": {
+                            "frequency": 1,
+                            "period": 1,
+                            "periodUnit": "d",
+                            "boundsDuration": {
+                                "value": 5,
+                                "unit": "days",
+                                "system": UCUM,
+                                "code": "d",
+                            },
+                        }
+                    },
+                    "route": {
+                        "coding": [{"system": SNOMED, "code": "26643006", "display": "Oral route"}]
+                    },
+                    "doseAndRate": [{"doseQuantity": qty(40, "mg")}],
+                }
+            ],
+        }
+    )
+    return p
+
+
+def crohns_without_albumin() -> Patient:
+    """Crohn's disease loses protein only sometimes: without an albumin it is not excluded."""
+    p = complete("scn-crohns-without-albumin")
+    p.condition(
+        "crohn", "K50.90", "Crohn's disease, unspecified, without complications", "2019-03-01"
+    )
+    return p
+
+
+def nephrotic_snomed() -> Patient:
+    """Nephrotic syndrome on the problem list in SNOMED CT only: a documented secondary cause."""
+    p = complete("scn-nephrotic-snomed")
+    p.condition(
+        "nephrotic", "52254009", "Nephrotic syndrome (disorder)", "2025-02-01", system=SNOMED
+    )
+    return p
+
+
+def lab_panels() -> Patient:
+    """The same complete request with the differential and the titers reported inside panels."""
+    p = complete("scn-lab-panels")
+    titers = [o for o in p.observations if "-spn-" in f"-{o['id']}" or o["id"].startswith("spn-")]
+    diff = [o for o in p.observations if o["id"] == "lymphs-1"]
+    p.observations = [o for o in p.observations if o not in titers and o not in diff]
+    p.obs(
+        "cbc-diff-1",
+        "57021-8",
+        "CBC W Auto Differential panel - Blood",
+        "2025-05-01",
+        component=[
+            {
+                "code": {"coding": [{"system": LOINC, "code": "6690-2"}]},
+                "valueQuantity": qty(5.2, "10*3/uL"),
+            },
+            {
+                "code": {"coding": [{"system": LOINC, "code": "731-0"}]},
+                "valueQuantity": qty(1.6, "10*3/uL"),
+            },
+            {
+                "code": {"coding": [{"system": LOINC, "code": "751-8"}]},
+                "valueQuantity": qty(3.1, "10*3/uL"),
+            },
+        ],
+    )
+    p.obs(
+        "pn23-panel-1",
+        "42366-5",
+        "Streptococcus pneumoniae 23 serotypes IgG panel - Serum",
+        "2025-07-10",
+        component=[{"code": t["code"], "valueQuantity": t["valueQuantity"]} for t in titers],
+    )
+    return p
+
+
+def apds_new_code() -> Patient:
+    """APDS (D81.82) was coded after the Medicare list was written: the reviewer decides."""
+    p = complete("scn-apds-new-code")
+    p.conditions = [c for c in p.conditions if c["id"] != "cvid"]
+    p.condition(
+        "apds", "D81.82", "Activated Phosphoinositide 3-kinase Delta Syndrome [APDS]", "2025-06-20"
+    )
+    return p
+
+
+def viral_bronchitis() -> Patient:
+    """Three acute bronchitis episodes, all coded as viral: not bacterial infections."""
+    p = complete("scn-viral-bronchitis")
+    p.conditions = [c for c in p.conditions if "infection" not in c["id"]]
+    for i, (code, display, when) in enumerate(
+        (
+            ("J20.5", "Acute bronchitis due to respiratory syncytial virus", "2024-03-04"),
+            ("J20.6", "Acute bronchitis due to rhinovirus", "2024-09-10"),
+            ("J20.4", "Acute bronchitis due to parainfluenza virus", "2025-02-01"),
+        )
+    ):
+        p.condition(f"infection-{i + 1}", code, display, when, clinical="resolved")
+    return p
+
+
 SCENARIOS: dict[str, Callable[[], Patient]] = {
     "initial-meets": initial_meets,
     "normal-baseline": normal_baseline,
@@ -756,6 +880,12 @@ SCENARIOS: dict[str, Callable[[], Patient]] = {
     "null-conditions": null_conditions,
     "missing-hiv-and-spep": no_workup,
     "stale-weight": stale_weight,
+    "prednisone-burst": prednisone_burst,
+    "crohns-without-albumin": crohns_without_albumin,
+    "nephrotic-snomed": nephrotic_snomed,
+    "lab-panels": lab_panels,
+    "apds-new-code": apds_new_code,
+    "viral-bronchitis": viral_bronchitis,
 }
 
 

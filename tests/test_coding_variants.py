@@ -59,6 +59,10 @@ def _snomed_for_icd() -> dict[str, str]:
                 and not entry.get("exclude")
             ):
                 out.setdefault(str(icd), str(entry["code"]))
+    # viral acute bronchitis J20.3-J20.7 has no organism-specific SNOMED concept in the sources:
+    # a problem list says 195724003 "Acute bronchitis due to virus" (codes.yaml, rejected list)
+    for icd in ("J20.3", "J20.4", "J20.5", "J20.6", "J20.7"):
+        out.setdefault(icd, "195724003")
     return out
 
 
@@ -104,9 +108,19 @@ def icd_undotted(req: dict[str, Any]) -> None:
 def _groups(req: dict[str, Any], key: str) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for res in _resources(req, key):
-        if res["resourceType"] == "Observation" and "effectiveDateTime" in res:
+        if _single(res):
             groups.setdefault(res["effectiveDateTime"], []).append(res)
     return groups
+
+
+def _single(res: dict[str, Any]) -> bool:
+    """A single dated result (a panel the fixture already sends stays as it is)."""
+    return (
+        res["resourceType"] == "Observation"
+        and "effectiveDateTime" in res
+        and "component" not in res
+        and "hasMember" not in res
+    )
 
 
 def _panel(members: list[dict[str, Any]], key: str, pid: str) -> dict[str, Any]:
@@ -134,7 +148,7 @@ def panels_with_components(req: dict[str, Any]) -> None:
     pid = req["context"]["patientId"]
     for key in LAB_KEYS:
         groups = _groups(req, key)
-        kept = [r for r in _resources(req, key) if "effectiveDateTime" not in r]
+        kept = [r for r in _resources(req, key) if not _single(r)]
         for members in groups.values():
             panel = _panel(members, key, pid)
             panel["component"] = [
