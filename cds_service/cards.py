@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 
-from cds_service.domain import Finding, Status
+from cds_service.domain import Finding, Outcome, Status
 from cds_service.engine import Determination
 from cds_service.wording import CARDS_DIR
 
@@ -165,7 +165,7 @@ class CardRenderer:
             open_items=open_items,
             not_met=[f for f in findings if f.status is Status.NOT_MET],
         )
-        indicator = "warning" if det.outcome == "does-not-meet-criteria" else "info"
+        indicator = "warning" if det.outcome == Outcome.DOES_NOT_MEET else "info"
         return [
             self._card(
                 summary,

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cds_service.errors import CdsError
+from cds_service.knowledge import KnowledgeError
 from cds_service.settings import get_settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -38,7 +39,11 @@ def serve(host: str | None, port: int | None) -> None:
         # demo turns client authentication off and lets fhirServer be any local server
         raise click.UsageError(f"demo mode serves loopback only; refusing to bind {bind!r}")
     logging.basicConfig(level=settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
+        click.echo(f"ivig-cds: cannot start: {exc}", err=True)
+        sys.exit(2)
     # Knowledge, templates and the FHIR model classes live as long as the process: move them out
     # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
     gc.collect()
@@ -165,3 +170,7 @@ def harness(
     if fhir_server is None and local_fhir is None:
         fhir_server = h.DEFAULT_FHIR_SERVER
     sys.exit(h.run_cli(fhir_server, service_url, fixtures, cleanup, only, local_fhir))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,7 @@ import copy
 import datetime as dt
 from typing import Any
 
-from cds_service.domain import Status
+from cds_service.domain import Outcome, Status
 from cds_service.engine import Determination
 
 Json = dict[str, Any]
@@ -92,10 +92,10 @@ def coverage_extension(
     unreadable = sorted(det.unavailable) or sorted({i.ref for i in det.issues})
     subs: list[Json] = [{"url": "coverage", "valueReference": {"reference": coverage_ref}}]
     reasons: list[Json] = []
-    if det.outcome == "meets-criteria":
+    if det.outcome == Outcome.MEETS:
         subs.append({"url": "covered", "valueCode": "covered"})
         reasons.append(_reason(f"Meets {det.policy} medical-necessity criteria."))
-    elif det.outcome == "does-not-meet-criteria":
+    elif det.outcome == Outcome.DOES_NOT_MEET:
         subs.append({"url": "covered", "valueCode": "not-covered"})
         failed = [f.reason for f in det.findings if f.status is Status.NOT_MET]
         reasons.append(_reason(f"Does not meet {det.policy}: " + " ".join(failed)))

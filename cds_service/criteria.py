@@ -13,7 +13,6 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from cds_service import units
 from cds_service.domain import (
@@ -21,6 +20,7 @@ from cds_service.domain import (
     DrugExposure,
     Finding,
     Measurement,
+    Outcome,
     Phase,
     Record,
     Status,
@@ -28,6 +28,7 @@ from cds_service.domain import (
 )
 from cds_service.dosing import DoseCheck
 from cds_service.knowledge import Knowledge, ValueSet
+from cds_service.knowledge.policy import Criteria, SecondaryCausesParams, VaccineResponseParams
 from cds_service.timeline import Timeline
 from cds_service.wording import Wording
 
@@ -68,8 +69,10 @@ class Context:
     def continuation(self) -> bool:
         return self.timeline.on_therapy
 
-    def rule(self, cid: str) -> dict[str, Any]:
-        return self.kn.rule(cid)
+    @property
+    def params(self) -> Criteria:
+        """The policy's typed parameters (knowledge/policy.py)."""
+        return self.kn.criteria
 
     def unreadable(self, *keys: str) -> list[str]:
         return [k for k in keys if k in self.record.unavailable]
@@ -104,11 +107,11 @@ def _display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
 
 
 def diagnosis(ctx: Context) -> Finding:
-    rule = ctx.rule("diagnosis")
+    rule = ctx.params.diagnosis
     kn, say = ctx.kn, ctx.say
-    covered = kn.vs(rule["valueset"])
-    every_pi = kn.vs(str(rule["valueset"]).split("|")[0])
-    need_confirmed = bool(rule.get("require_confirmed", True))
+    covered = kn.vs(rule.valueset)
+    every_pi = kn.vs(rule.valueset.split("|")[0])
+    need_confirmed = rule.require_confirmed
     active = [c for c in ctx.record.conditions if c.active]
     hits = [
         c for c in active if covered.any_match(c.codings) and (c.confirmed or not need_confirmed)
@@ -134,7 +137,7 @@ def diagnosis(ctx: Context) -> Finding:
             tuple(c.ref for c in provisional),
             missing,
         )
-    broad_vs = kn.vs(rule["broad_valueset"])
+    broad_vs = kn.vs(rule.broad_valueset)
     broad = [c for c in active if broad_vs.any_match(c.codings)]
     if broad:
         return Finding(
@@ -163,14 +166,14 @@ def diagnosis(ctx: Context) -> Finding:
     uncovered = [
         c for c in active if every_pi.any_match(c.codings) and not broad_vs.any_match(c.codings)
     ]
-    silent_vs = kn.vs(rule["silent_valueset"]) if rule.get("silent_valueset") else None
+    silent_vs = kn.vs(rule.silent_valueset) if rule.silent_valueset else None
     silent = [c for c in uncovered if silent_vs is not None and silent_vs.any_match(c.codings)]
     if silent and silent_vs is not None:
         codes = ", ".join(sorted({_display(kn, silent_vs, c) for c in silent}))
         return Finding(
             "diagnosis",
             Status.INSUFFICIENT,
-            say("diagnosis.list-silent", codes=codes, revision=rule.get("list_revision", "")),
+            say("diagnosis.list-silent", codes=codes, revision=rule.list_revision),
             tuple(c.ref for c in silent),
             (say("diagnosis.missing-list-silent", codes=codes),),
         )
@@ -188,7 +191,7 @@ def diagnosis(ctx: Context) -> Finding:
 
 def age(ctx: Context) -> Finding:
     patient = ctx.record.patient
-    min_age = int(ctx.rule("age")["min_age_years"])
+    min_age = ctx.params.age.min_age_years
     if patient is None or patient.birth_date is None:
         return Finding(
             "age",
@@ -226,8 +229,8 @@ def age(ctx: Context) -> Finding:
 
 
 def baseline_igg(ctx: Context) -> Finding:
-    rule = ctx.rule("baseline-igg")
-    threshold = float(rule["threshold_mg_dl"])
+    rule = ctx.params.baseline_igg
+    threshold = rule.threshold_mg_dl
     tl = ctx.timeline
     say = ctx.say
     missing = [say("baseline-igg.missing")]
@@ -243,7 +246,7 @@ def baseline_igg(ctx: Context) -> Finding:
         if not ctx.kn.igg_reference.verified:
             low_label += say("unverified")
         if latest.reference_low_mg_dl is not None and (
-            low is None or rule.get("prefer_lab_reference_low", True)
+            low is None or rule.prefer_lab_reference_low
         ):
             low, low_label = latest.reference_low_mg_dl, say("baseline-igg.low-lab")
         date = str(latest.when)
@@ -382,12 +385,12 @@ def _drug_window(d: DrugExposure, since: dt.date) -> str:
     return "partial" if since <= d.when.last else "out"
 
 
-def _steroid_counts(d: DrugExposure, rule: dict[str, Any]) -> bool:
+def _steroid_counts(d: DrugExposure, rule: SecondaryCausesParams) -> bool:
     """A corticosteroid record that is a course worth reviewing: systemic (or of unknown route),
     not a single administration, not a documented burst (policy corticosteroid)."""
     if d.route == "local" or d.single_dose:
         return False
-    short = float(rule.get("corticosteroid", {}).get("short_course_max_days", 0))
+    short = rule.corticosteroid.short_course_max_days
     return d.days is None or d.days > short
 
 
@@ -397,13 +400,13 @@ def _drug_rule(kn: Knowledge, d: DrugExposure) -> str:
 
 
 def secondary_causes(ctx: Context) -> Finding:
-    rule = ctx.rule("secondary-causes-excluded")
+    rule = ctx.params.secondary_causes_excluded
     kn, rec, say = ctx.kn, ctx.record, ctx.say
     cid = "secondary-causes-excluded"
     # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
-    pi = kn.vs(ctx.rule("diagnosis")["valueset"])
+    pi = kn.vs(ctx.params.diagnosis.valueset)
     active = [c for c in rec.conditions if c.active and not pi.any_match(c.codings)]
-    cause_sets = [kn.vs(v) for v in rule["condition_valuesets"].values()]
+    cause_sets = [kn.vs(v) for v in rule.condition_valuesets.values()]
     candidates = [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
     causes = [c for c in candidates if c.confirmed]
     if causes:
@@ -414,7 +417,7 @@ def secondary_causes(ctx: Context) -> Finding:
             say(f"{cid}.not-met-condition", names=names),
             tuple(c.ref for c in causes),
         )
-    drug_months = int(rule["drug_lookback_months"])
+    drug_months = rule.drug_lookback_months
     since = months_before(rec.today, drug_months)
     windows = {d.ref: _drug_window(d, since) for d in rec.drugs}
     exposure = {d.ref: _drug_rule(kn, d) for d in rec.drugs}
@@ -428,7 +431,7 @@ def secondary_causes(ctx: Context) -> Finding:
             say(f"{cid}.not-met-drug", months=drug_months, names=names),
             tuple(d.ref for d in denied),
         )
-    hiv = latest_measurement(rec.measurements, kn.vs(rule["hiv_test_valueset"]))
+    hiv = latest_measurement(rec.measurements, kn.vs(rule.hiv_test_valueset))
     hiv_result = qualitative(hiv, kn) if hiv else None
     if hiv is not None and hiv_result == "positive":
         return Finding(
@@ -491,7 +494,7 @@ def secondary_causes(ctx: Context) -> Finding:
 
 def _open_drugs(
     ctx: Context,
-    rule: dict[str, Any],
+    rule: SecondaryCausesParams,
     open_: _Open,
     deny: list[DrugExposure],
     windows: dict[str, str],
@@ -500,7 +503,7 @@ def _open_drugs(
     """Causative drugs that leave the exclusion open: undated or partly dated depleting drugs,
     and drugs whose source supports only a review (steroid courses beyond a burst included)."""
     say, cid = ctx.say, "secondary-causes-excluded"
-    months = int(rule["drug_lookback_months"])
+    months = rule.drug_lookback_months
     undated = [d for d in deny if windows[d.ref] == "undated"]
     partial = [d for d in deny if windows[d.ref] == "partial"]
     if undated:
@@ -536,11 +539,11 @@ def _open_drugs(
 
 
 def _open_review_conditions(
-    ctx: Context, rule: dict[str, Any], active: list[ConditionFact], open_: _Open
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
 ) -> None:
     """Conditions the source links to low IgG only sometimes: a review, never a denial."""
     kn, say, cid = ctx.kn, ctx.say, "secondary-causes-excluded"
-    sets = {kind: kn.vs(v) for kind, v in rule.get("review_condition_valuesets", {}).items()}
+    sets = {kind: kn.vs(v) for kind, v in rule.review_condition_valuesets.items()}
     found = [(kind, c) for c in active for kind, vs in sets.items() if vs.any_match(c.codings)]
     if found:
         names = ", ".join(sorted({f"{kind} {_display(kn, sets[kind], c)}" for kind, c in found}))
@@ -553,7 +556,7 @@ def _open_review_conditions(
 
 def _open_hiv_inconclusive(
     ctx: Context,
-    rule: dict[str, Any],
+    rule: SecondaryCausesParams,
     active: list[ConditionFact],
     hiv: Measurement | None,
     hiv_result: str | None,
@@ -561,10 +564,7 @@ def _open_hiv_inconclusive(
 ) -> None:
     """Inconclusive HIV serology (R75) is not HIV: it asks for the confirmatory test, unless a
     negative test is dated on or after it."""
-    vid = rule.get("hiv_inconclusive_valueset")
-    if not vid:
-        return
-    vs = ctx.kn.vs(vid)
+    vs = ctx.kn.vs(rule.hiv_inconclusive_valueset)
     for c in active:
         if not vs.any_match(c.codings):
             continue
@@ -584,26 +584,24 @@ def _open_hiv_inconclusive(
 
 
 def _open_protein_loss(
-    ctx: Context, rule: dict[str, Any], active: list[ConditionFact], open_: _Open
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
 ) -> list[tuple[str, tuple[str, ...]]]:
     """IBD, celiac disease and malabsorption lose protein only sometimes: the evidence decides.
     Elevated stool alpha-1-antitrypsin or nephrotic-range urine protein: protein loss is shown,
     review; low albumin: the test that decides is asked for; normal albumin: no protein loss
     (cleared, said in the met reason); no evidence: the evidence is asked for."""
-    spec = rule.get("protein_loss_conditional")
-    if not spec:
-        return []
+    spec = rule.protein_loss_conditional
     kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
-    vs = kn.vs(spec["valueset"])
+    vs = kn.vs(spec.valueset)
     conds = [c for c in active if vs.any_match(c.codings)]
     if not conds:
         return []
     names = ", ".join(sorted({_display(kn, vs, c) for c in conds}))
     refs = tuple(c.ref for c in conds)
-    since = months_before(rec.today, int(spec["lookback_months"]))
-    a1at = latest_measurement(rec.measurements, kn.vs(spec["stool_a1at_valueset"]), since)
-    urine = latest_measurement(rec.measurements, kn.vs(spec["urine_protein_valueset"]), since)
-    albumin = latest_measurement(rec.measurements, kn.vs(spec["albumin_valueset"]), since)
+    since = months_before(rec.today, spec.lookback_months)
+    a1at = latest_measurement(rec.measurements, kn.vs(spec.stool_a1at_valueset), since)
+    urine = latest_measurement(rec.measurements, kn.vs(spec.urine_protein_valueset), since)
+    albumin = latest_measurement(rec.measurements, kn.vs(spec.albumin_valueset), since)
     per_day = (
         units.urine_protein_g_per_day(urine.value, urine.unit)
         if urine and urine.value is not None
@@ -624,7 +622,7 @@ def _open_protein_loss(
     if (
         urine is not None
         and per_day is not None
-        and per_day >= float(spec["urine_protein_nephrotic_g_per_day"])
+        and per_day >= spec.urine_protein_nephrotic_g_per_day
     ):
         open_.add(
             say(
@@ -642,7 +640,7 @@ def _open_protein_loss(
         if albumin is not None and albumin.value is not None
         else None
     )
-    normal = float(spec["albumin_normal_min_g_dl"])
+    normal = spec.albumin_normal_min_g_dl
     if albumin is not None and g_dl is not None and g_dl >= normal:
         text = say(
             f"{cid}.protein-loss-cleared",
@@ -665,7 +663,7 @@ def _open_protein_loss(
         )
         return []
     open_.add(
-        say(f"{cid}.gap-protein-loss-unknown", names=names, months=int(spec["lookback_months"])),
+        say(f"{cid}.gap-protein-loss-unknown", names=names, months=spec.lookback_months),
         say(f"{cid}.missing-protein-loss-evidence", names=names),
         refs,
     )
@@ -682,7 +680,7 @@ def _elevated(m: Measurement, kn: Knowledge) -> bool:
 
 def _open_workup(
     ctx: Context,
-    rule: dict[str, Any],
+    rule: SecondaryCausesParams,
     hiv: Measurement | None,
     hiv_result: str | None,
     open_: _Open,
@@ -693,16 +691,16 @@ def _open_workup(
         open_.add(say(f"{cid}.gap-hiv"), say(f"{cid}.missing-hiv"))
     elif hiv_result != "negative":
         open_.add(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)), say(f"{cid}.missing-hiv"))
-    workup_months = int(rule["workup_lookback_months"])
+    workup_months = rule.workup_lookback_months
     workup_since = months_before(rec.today, workup_months)
     found = {
         v: latest_measurement(rec.measurements, kn.vs(v), workup_since)
-        for v in rule["malignancy_workup_valuesets"]
+        for v in rule.malignancy_workup_valuesets
     }
     workups = [m for m in found.values() if m is not None]
     if not workups:
         open_.add(say(f"{cid}.gap-workup", months=workup_months), say(f"{cid}.missing-workup"))
-    elif rule.get("workup_requires_all", True) and len(workups) < len(found):
+    elif rule.workup_requires_all and len(workups) < len(found):
         absent = [v for v, m in found.items() if m is None]
         what = ", ".join(say(f"{cid}.workup-name.{v}") for v in absent)
         open_.add(
@@ -712,9 +710,9 @@ def _open_workup(
     return workups
 
 
-def _cause_name(kn: Knowledge, rule: dict[str, Any], c: ConditionFact) -> str:
+def _cause_name(kn: Knowledge, rule: SecondaryCausesParams, c: ConditionFact) -> str:
     """'malignancy: C91.10' - the kind of secondary cause and the code that documents it."""
-    for kind, vid in rule["condition_valuesets"].items():
+    for kind, vid in rule.condition_valuesets.items():
         if kn.vs(vid).any_match(c.codings):
             return f"{kind} {_display(kn, kn.vs(vid), c)}"
     return c.ref
@@ -730,7 +728,7 @@ class Episode:
 def infection_episodes(ctx: Context) -> list[Episode]:
     """Bacterial infection episodes from Conditions and Encounters, one per day (RULES.md):
     several Conditions or Encounters documenting the same day are one episode."""
-    vs = ctx.kn.vs(ctx.rule("infection-history")["valueset"])
+    vs = ctx.kn.vs(ctx.params.infection_history.valueset)
     episodes: list[Episode] = []
     seen_days: set[dt.date] = set()
 
@@ -752,10 +750,10 @@ def infection_episodes(ctx: Context) -> list[Episode]:
 
 
 def infection_history(ctx: Context) -> Finding:
-    rule = ctx.rule("infection-history")
-    min_count = int(rule["min_count"])
+    rule = ctx.params.infection_history
+    min_count = rule.min_count
     anchor = ctx.timeline.reference_point.date if ctx.timeline.reference_point else ctx.record.today
-    since = months_before(anchor, int(rule["lookback_months"]))
+    since = months_before(anchor, rule.lookback_months)
     # an undated episode cannot be shown to fall in the look-back: it never counts towards met
     episodes = [
         e
@@ -777,7 +775,7 @@ def infection_history(ctx: Context) -> Finding:
         "infection-history.insufficient",
         count=len(before),
         min=min_count,
-        months=int(rule["lookback_months"]),
+        months=rule.lookback_months,
     )
     if not before and ctx.unreadable("conditions"):
         reason = ctx.say("unreadable", what="Conditions", keys="conditions")
@@ -798,12 +796,11 @@ def _refs(refs: Iterable[str]) -> tuple[str, ...]:
 
 
 def _in_response_window(
-    ctx: Context, rule: dict[str, Any], vdate: dt.date, after: list[Measurement]
+    ctx: Context, rule: VaccineResponseParams, vdate: dt.date, after: list[Measurement]
 ) -> tuple[list[Measurement], str]:
     """Titers drawn in the post-vaccination window the source gives, with no conjugate vaccine
     between the polysaccharide vaccine and the sample; and why none is, when none is."""
-    window = rule["post_vaccine_window_days"]
-    lo, hi = int(window["min"]), int(window["max"])
+    lo, hi = rule.post_vaccine_window_days.min, rule.post_vaccine_window_days.max
     conjugates = [
         i.when.date
         for i in ctx.record.immunizations
@@ -828,7 +825,7 @@ def _in_response_window(
 
 
 def vaccine_response(ctx: Context) -> Finding:
-    rule = ctx.rule("vaccine-response")
+    rule = ctx.params.vaccine_response
     kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
     cid = "vaccine-response"
     missing = (say(f"{cid}.missing"),)
@@ -836,8 +833,8 @@ def vaccine_response(ctx: Context) -> Finding:
         (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
         key=lambda i: i.when.date if i.when else dt.date.min,
     )
-    titer_vs = kn.vs(rule["titer_valueset"])
-    accepted_units = {str(u) for u in rule["titer_units"]}
+    titer_vs = kn.vs(rule.titer_valueset)
+    accepted_units = set(rule.titer_units)
     coded = [
         m
         for m in rec.measurements
@@ -882,28 +879,28 @@ def vaccine_response(ctx: Context) -> Finding:
         )
         by_serotype[serotype] = m  # the latest result per serotype
     tested = len(by_serotype)
-    if tested < int(rule["min_serotypes"]):
+    if tested < rule.min_serotypes:
         key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
         units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
         return Finding(
             cid,
             Status.INSUFFICIENT,
-            say(key, tested=tested, min=rule["min_serotypes"], units=units_seen),
+            say(key, tested=tested, min=rule.min_serotypes, units=units_seen),
             (vaccine.ref, *_refs(m.ref for m in [*post, *unusable])),
             missing,
         )
-    cutoff = float(rule["protective_titer_ug_ml"])
+    cutoff = rule.protective_titer_ug_ml
     protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
-    bands = rule["impaired_if_protective_fraction_below"]
+    bands = rule.impaired_if_protective_fraction_below
     patient = rec.patient
     if patient is not None and patient.birth_date is not None:
         years = age_years(patient.birth_date, vdate)
-        band = next((float(r["fraction"]) for r in bands if years >= int(r["min_age_years"])), None)
+        band = next((r.fraction for r in bands if years >= r.min_age_years), None)
     else:
         band = None
     # age unknown, or no band for it (a vaccine dated before the birth date): decide only when
     # every age band gives the same answer
-    fractions = [band] if band is not None else [float(r["fraction"]) for r in bands]
+    fractions = [band] if band is not None else [r.fraction for r in bands]
     evidence = (vaccine.ref, *sorted(_refs(m.ref for m in by_serotype.values())))
     share = protective / tested
     fields = {
@@ -938,7 +935,7 @@ def clinical_response(ctx: Context) -> Finding:
     cid = "clinical-response"
     if not ctx.continuation:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
-    rule, say = ctx.rule(cid), ctx.say
+    rule, say = ctx.params.clinical_response, ctx.say
     missing = (say(f"{cid}.missing"),)
     point = ctx.timeline.reference_point
     if point is None:
@@ -949,7 +946,7 @@ def clinical_response(ctx: Context) -> Finding:
             (),
             missing,
         )
-    before_months = int(rule["before_months"])
+    before_months = rule.before_months
     window_start = months_before(point.date, before_months)
     today = ctx.record.today
     episodes = [e for e in infection_episodes(ctx) if e.when is not None]
@@ -959,7 +956,7 @@ def clinical_response(ctx: Context) -> Finding:
     evidence = tuple(e.ref for e in before + after) + ((therapy_ref,) if therapy_ref else ())
     on_days = (today - point.date).days
     on_months = on_days / 30.44
-    min_on = int(rule["on_therapy_min_months"])
+    min_on = rule.on_therapy_min_months
     if on_months < min_on:
         why = say(f"{cid}.why-too-early", months=_fmt(round(on_months, 1)), min=min_on)
         return Finding(
@@ -990,14 +987,14 @@ def trough_monitoring(ctx: Context) -> Finding:
     cid = "trough-monitoring"
     if not ctx.continuation:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
-    months = int(ctx.rule(cid)["interval_months"])
+    months = ctx.params.trough_monitoring.interval_months
     missing = (ctx.say(f"{cid}.missing", months=months),)
     on_treatment = [
         p.result
         for p in ctx.timeline.labs
         if p.phase is Phase.ON_TREATMENT and p.result.value_mg_dl is not None
     ]
-    hours = float(ctx.rule(cid).get("peak_window_hours", 0))
+    hours = ctx.params.trough_monitoring.peak_window_hours
     peaks = {r.ref: hit for r in on_treatment if (hit := _after_infusion(ctx, r.when, hours))}
     troughs = [r for r in on_treatment if r.ref not in peaks]
     if not troughs and peaks:
@@ -1091,7 +1088,7 @@ def _product_notes(ctx: Context) -> list[str]:
 
 def dose(ctx: Context) -> Finding:
     d, say = ctx.dose, ctx.say
-    months = int(ctx.rule("dose")["weight_recency_months"])
+    months = ctx.params.dose.weight_recency_months
     order = d.order
     evidence = tuple(
         r for r in (order.ref if order else None, d.weight.ref if d.weight else None) if r
@@ -1165,18 +1162,18 @@ RULES: dict[str, Callable[[Context], Finding]] = {
 }
 
 
-def outcome_of(findings: Iterable[Finding]) -> str:
+def outcome_of(findings: Iterable[Finding]) -> Outcome:
     """Contract outcome rule over the required criteria (home-infusion follows, not leads)."""
     statuses = [f.status for f in findings if f.id != "home-infusion"]
     if Status.NOT_MET in statuses:
-        return "does-not-meet-criteria"
+        return Outcome.DOES_NOT_MEET
     if Status.INSUFFICIENT in statuses:
-        return "insufficient-documentation"
-    return "meets-criteria"
+        return Outcome.INSUFFICIENT
+    return Outcome.MEETS
 
 
-def home_infusion(ctx: Context, outcome: str) -> Finding:
-    status = {"meets-criteria": Status.MET, "does-not-meet-criteria": Status.NOT_MET}.get(
+def home_infusion(ctx: Context, outcome: Outcome) -> Finding:
+    status = {Outcome.MEETS: Status.MET, Outcome.DOES_NOT_MEET: Status.NOT_MET}.get(
         outcome, Status.INSUFFICIENT
     )
     order = ctx.record.orders[0].ref if ctx.record.orders else None

@@ -20,6 +20,14 @@ class Status(StrEnum):
     NOT_APPLICABLE = "not-applicable"
 
 
+class Outcome(StrEnum):
+    """The contract's outcome (docs/determination.md, outcome rule)."""
+
+    MEETS = "meets-criteria"
+    INSUFFICIENT = "insufficient-documentation"
+    DOES_NOT_MEET = "does-not-meet-criteria"
+
+
 class Phase(StrEnum):
     BASELINE = "baseline"
     ON_TREATMENT = "on-treatment"

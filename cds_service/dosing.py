@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 from cds_service import units
 from cds_service.domain import DraftOrder, Measurement, Status
 from cds_service.knowledge import Knowledge
+from cds_service.knowledge.policy import DoseParams
 
 DAYS_PER_4_WEEKS = 28.0
 
@@ -78,20 +78,17 @@ def latest_weight(
     return best
 
 
-def policy_range(rule: dict[str, Any], route: str | None) -> tuple[float, float]:
+def policy_range(rule: DoseParams, route: str | None) -> tuple[float, float]:
     """The policy's mg/kg per 4 weeks range for the route (IVIG range when the route is unknown)."""
     if route == "SC":
-        return (
-            float(rule["scig_min_mg_per_kg_per_4_weeks"]),
-            float(rule["scig_max_mg_per_kg_per_4_weeks"]),
-        )
-    return float(rule["min_mg_per_kg_per_4_weeks"]), float(rule["max_mg_per_kg_per_4_weeks"])
+        return rule.scig_min_mg_per_kg_per_4_weeks, rule.scig_max_mg_per_kg_per_4_weeks
+    return rule.min_mg_per_kg_per_4_weeks, rule.max_mg_per_kg_per_4_weeks
 
 
 def check(
     order: DraftOrder | None, measurements: list[Measurement], kn: Knowledge, today: dt.date
 ) -> DoseCheck:
-    rule: dict[str, Any] = kn.rule("dose")
+    rule = kn.criteria.dose
     route = order.route if order else None
     range_route: str | None = None
     product = next((p for p in kn.products.products if order and p.id == order.product_id), None)
@@ -99,7 +96,7 @@ def check(
         # facilitated SCIG (HyQvia) is given at the IVIG monthly dose: the IVIG range applies
         route, range_route = "IV", "fSCIG"
     low, high = policy_range(rule, route)
-    weight = latest_weight(measurements, kn, today, int(rule["weight_recency_months"]))
+    weight = latest_weight(measurements, kn, today, rule.weight_recency_months)
     grams = order.grams_per_dose if order else None
     per_kg = order.mg_per_kg_dose if order else None
     if per_kg is not None and weight is not None:
@@ -120,7 +117,7 @@ def check(
         assert grams is not None
         table = tuple(
             (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg), course), 1))
-            for kg in rule["illustrative_weights_kg"]
+            for kg in rule.illustrative_weights_kg
         )
         return DoseCheck(
             order, None, None, Status.INSUFFICIENT, low, high, table, range_route, grams

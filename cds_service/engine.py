@@ -18,6 +18,7 @@ from cds_service.domain import (
     DraftOrder,
     Finding,
     Measurement,
+    Outcome,
     Record,
     Status,
 )
@@ -47,7 +48,7 @@ class Safety:
 @dataclass(frozen=True)
 class Determination:
     policy: str
-    outcome: str
+    outcome: Outcome
     order: DraftOrder
     findings: tuple[Finding, ...]
     dose: dosing.DoseCheck
@@ -81,7 +82,7 @@ class Determination:
         start = self.timeline.therapy_start
         contract: dict[str, Any] = {
             "policy": self.policy,
-            "outcome": self.outcome,
+            "outcome": str(self.outcome),
             "requestType": self.request_type,
             # a partial start ('2025-03') documents no day: the contract's date is unknown
             "therapyStart": start.date.isoformat() if start and start.end is None else None,
@@ -127,10 +128,10 @@ class Determination:
 
 def _safety(record: Record, kn: Knowledge) -> Safety:
     spec = kn.policy.safety
-    months = int(spec["lookback_months"])
+    months = spec.lookback_months
     since = criteria.months_before(record.today, months)
     items = []
-    for group, sets in spec["labs"].items():
+    for group, sets in spec.labs:
         latest: Measurement | None = None
         for vid in sets:
             m = criteria.latest_measurement(record.measurements, kn.vs(vid), since)
@@ -139,7 +140,7 @@ def _safety(record: Record, kn: Knowledge) -> Safety:
             ):
                 latest = m
         items.append(SafetyItem(group, latest))
-    risk_sets = [kn.vs(v) for v in spec["risk_valuesets"]]
+    risk_sets = [kn.vs(v) for v in spec.risk_valuesets]
     risks = tuple(
         c
         for c in record.conditions

@@ -899,10 +899,10 @@ class RecordBuilder:
     def _route_class(self, dosages: list[Any], texts: list[str | None]) -> str | None:
         """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
         from the dosage route's codes, else words in the route text or the drug's name."""
-        rule = self.kn.rule("secondary-causes-excluded").get("corticosteroid", {})
-        local = self.kn.vs(rule.get("local_route_valueset", "route-local"))
-        systemic = self.kn.vs(rule.get("systemic_route_valueset", "route-systemic"))
-        words = [str(w) for w in rule.get("local_form_words", [])]
+        rule = self.kn.criteria.secondary_causes_excluded.corticosteroid
+        local = self.kn.vs(rule.local_route_valueset)
+        systemic = self.kn.vs(rule.systemic_route_valueset)
+        words = rule.local_form_words
         route_texts: list[str] = []
         for d in dosages:
             codings = _codings(d.route)

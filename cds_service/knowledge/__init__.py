@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from cds_service.knowledge.policy import Criteria, Params, PolicyFile, SourceRef
+
 KNOWLEDGE_DIR = Path(__file__).parent
 
 
@@ -162,34 +164,6 @@ class IgGReferenceFile(_Lenient):
         return None
 
 
-class SourceRef(_Strict):
-    label: str
-    url: str
-
-
-class PolicyFile(BaseModel):
-    """Policy criteria; per-criterion parameters stay a mapping read by the criteria module."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str
-    version: str
-    title: str
-    sources: dict[str, SourceRef]
-    criteria: dict[str, dict[str, Any]]
-    safety: dict[str, Any]
-
-    @model_validator(mode="after")
-    def _sources_resolve(self) -> PolicyFile:
-        for cid, spec in {**self.criteria, "safety": self.safety}.items():
-            refs = spec.get("source")
-            if not isinstance(refs, list) or not refs:
-                raise ValueError(f"criteria.{cid}.source must be a non-empty list of source ids")
-            for ref in refs:
-                if ref not in self.sources:
-                    raise ValueError(f"criteria.{cid}.source: unknown source id {ref!r}")
-        return self
-
-
 @dataclass(frozen=True)
 class ValueSet:
     """A compiled value set: exact (system, code) pairs plus ICD-10-CM-style prefixes."""
@@ -268,12 +242,16 @@ class Knowledge:
         except KeyError as exc:  # a policy naming a missing value set is a deployment error
             raise KnowledgeError(f"value set {vid!r} is not defined in codes.yaml") from exc
 
-    def rule(self, criterion: str) -> dict[str, Any]:
-        return self.policy.criteria[criterion]
+    @property
+    def criteria(self) -> Criteria:
+        """The policy's typed parameters, criterion by criterion."""
+        return self.policy.criteria
+
+    def rule(self, criterion: str) -> Params:
+        return self.policy.params(criterion)
 
     def sources_for(self, criterion: str) -> list[SourceRef]:
-        spec = self.policy.safety if criterion == "safety" else self.policy.criteria[criterion]
-        return [self.policy.sources[s] for s in spec["source"]]
+        return [self.policy.sources[s] for s in self.policy.params(criterion).source]
 
 
 def _load_yaml(path: Path) -> Any:
@@ -291,9 +269,10 @@ def _parse(model: type[M], path: Path) -> M:
     try:
         return model.model_validate(_load_yaml(path))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise KnowledgeError(f"{path.name}: {loc}: {first['msg']}") from exc
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()[:3]
+        ]
+        raise KnowledgeError(f"{path.name}: {'; '.join(problems)}") from exc
 
 
 def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]:
@@ -357,7 +336,7 @@ def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yam
         raise KnowledgeError(
             f"igg-reference-by-age.yaml: policy_source {reference.policy_source!r} unknown"
         )
-    refs = [name for _, name in _valueset_refs({**policy.criteria, "safety": policy.safety})]
+    refs = [name for _, name in policy.valueset_refs()]
     valuesets = _compile(codes, [r for r in refs if "|" in r])
     index = ProductIndex.build(products, codes.systems)
     drugs = codes.valuesets.get("causative-drugs")
@@ -398,32 +377,10 @@ def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yam
     knowledge = Knowledge(
         policy, codes.systems, valuesets, products, reference, index, drug_names, rules
     )
-    for where, name in _valueset_refs({**policy.criteria, "safety": policy.safety}):
+    for where, name in policy.valueset_refs():
         if name not in valuesets:
             raise KnowledgeError(f"{policy_file}: {where}: unknown value set {name!r}")
     return knowledge
-
-
-def _valueset_refs(node: Any, where: str = "criteria") -> Iterable[tuple[str, str]]:
-    """Every value-set id the policy names (keys mentioning 'valueset', and safety labs)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{where}.{key}"
-            if "valueset" in key or key in {"labs", "codes", "renal", "cbc", "liver"}:
-                yield from ((path, n) for n in _strings(value))
-            else:
-                yield from _valueset_refs(value, path)
-
-
-def _strings(node: Any) -> Iterable[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
-    elif isinstance(node, dict):
-        for item in node.values():
-            yield from _strings(item)
 
 
 @cache

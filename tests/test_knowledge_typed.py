@@ -1,0 +1,67 @@
+"""A bad policy file stops start-up with one line naming the file and the key (issue 11, step 1):
+policy parameters are typed (cds_service/knowledge/policy.py), so a renamed or misspelt key is
+not found at the first evaluation as a KeyError but when the service starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cds_service import knowledge
+from cds_service.knowledge import KNOWLEDGE_DIR
+
+
+def _copy_with(tmp_path: Path, old: str, new: str) -> Path:
+    target = tmp_path / "knowledge"
+    shutil.copytree(KNOWLEDGE_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    policy = target / "policy-cvid-ig.yaml"
+    text = policy.read_text(encoding="utf-8")
+    assert old in text
+    policy.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "named"),
+    [
+        ("    threshold_mg_dl: 500", "    threshold_mgdl: 500", "baseline-igg.threshold_mg_dl"),
+        ("    min_serotypes: 4", "    min_serotypes: four", "vaccine-response.min_serotypes"),
+        ("    short_course_max_days: 14", "    short_course_max_day: 14", "short_course_max_day"),
+    ],
+)
+def test_a_misspelt_or_mistyped_policy_key_stops_loading(
+    tmp_path: Path, old: str, new: str, named: str
+) -> None:
+    with pytest.raises(knowledge.KnowledgeError) as err:
+        knowledge.load(_copy_with(tmp_path, old, new))
+    message = str(err.value)
+    assert message.startswith("policy-cvid-ig.yaml: ")
+    assert named in message
+    assert "\n" not in message
+
+
+def test_serve_refuses_to_start_on_a_bad_policy_with_one_line(tmp_path: Path) -> None:
+    directory = _copy_with(tmp_path, "    threshold_mg_dl: 500", "    threshold_mgdl: 500")
+    env = {
+        **os.environ,
+        "IVIG_CDS_KNOWLEDGE_DIR": str(directory),
+        "IVIG_CDS_DEMO": "true",
+        "IVIG_CDS_DATABASE_PATH": str(tmp_path / "t.db"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cds_service.cli", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("ivig-cds: cannot start: policy-cvid-ig.yaml: ")
+    assert "baseline-igg.threshold_mg_dl" in lines[-1]
+    assert "Traceback" not in done.stderr
