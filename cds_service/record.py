@@ -255,8 +255,11 @@ def refers_to_patient(target: str, patient_id: str, server: str | None = None) -
     """A reference names this patient: `Patient/<id>` (optionally `/_history/<v>`), or the same
     path under this request's own fhirServer. `http://elsewhere/fhir/Patient/<id>` is another
     server's patient who happens to share the id: not this one."""
+    own = f"Patient/{patient_id}"
+    if target == own:
+        return True
     target = target.split("/_history/", 1)[0]
-    if target == f"Patient/{patient_id}":
+    if target == own:
         return True
     if server and "://" in target:
         return target == f"{server.rstrip('/')}/Patient/{patient_id}"
@@ -551,11 +554,17 @@ class RecordBuilder:
                     continue
                 view = _observation_view(obs)
             if known:
-                self._result(raw, view, record, serotype=self._serotype(codings, raw, False))
+                # a result of its own names its serotype by its code (text only inside a panel)
+                serotype = self._serotype(codings, [], False) if self._titer_codes(codings) else None
+                self._result(raw, view, record, serotype=serotype)
             for comp in (obs.component or []) if obs is not None else []:
                 self._component(raw, view, comp, panel, record)
             if panel:
                 self._members(raw, view, record)
+
+    def _titer_codes(self, codings: list[Coding]) -> bool:
+        serotypes = self._titer.serotypes
+        return any(c in serotypes for c in codings)
 
     def _known_component(self, components: Any) -> bool:
         return isinstance(components, list) and any(
