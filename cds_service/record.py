@@ -555,7 +555,9 @@ class RecordBuilder:
                 view = _observation_view(obs)
             if known:
                 # a result of its own names its serotype by its code (text only inside a panel)
-                serotype = self._serotype(codings, [], False) if self._titer_codes(codings) else None
+                serotype = (
+                    self._serotype(codings, [], False) if self._titer_codes(codings) else None
+                )
                 self._result(raw, view, record, serotype=serotype)
             for comp in (obs.component or []) if obs is not None else []:
                 self._component(raw, view, comp, panel, record)

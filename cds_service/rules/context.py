@@ -1,0 +1,133 @@
+"""What every criterion reads: the record, the timeline, the knowledge, the wording and the dose
+check, plus the small helpers they share (dates, look-ups, how client codes are shown).
+
+Each criterion module in rules/criteria/ reads typed facts through this Context and returns a
+Finding (met / not-met / insufficient / not-applicable) with the FHIR references it rests on and
+what documentation is missing. Absent data is `insufficient`, never `met`; `not-met` needs
+documented evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cds_service.domain import ConditionFact, Measurement, Record, When
+from cds_service.dosing import DoseCheck
+from cds_service.knowledge import Knowledge, ValueSet
+from cds_service.knowledge.policy import Criteria
+from cds_service.timeline import Timeline
+from cds_service.wording import Wording
+
+
+@dataclass(frozen=True)
+class Context:
+    record: Record
+    timeline: Timeline
+    kn: Knowledge
+    say: Wording
+    dose: DoseCheck
+
+    @property
+    def continuation(self) -> bool:
+        return self.timeline.on_therapy
+
+    @property
+    def params(self) -> Criteria:
+        """The policy's typed parameters (knowledge/policy.py)."""
+        return self.kn.criteria
+
+    def unreadable(self, *keys: str) -> list[str]:
+        return [k for k in keys if k in self.record.unavailable]
+
+
+def months_before(day: dt.date, months: int) -> dt.date:
+    return day - dt.timedelta(days=round(months * 30.44))
+
+
+def age_years(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+# a code from the client's record shown in card text: code-shaped only (a prefix match such as
+# J18 also matches "J18<markup>"), else the resource's reference
+_CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$")
+
+
+def shown(hit: tuple[str, str] | None, ref: str) -> str:
+    return hit[1] if hit and _CODE_SHAPE.match(hit[1]) else ref
+
+
+def display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
+    return shown(vs.first_match(c.codings), c.ref)
+
+
+def latest_measurement(
+    measurements: Iterable[Measurement], vs: ValueSet, since: dt.date | None = None
+) -> Measurement | None:
+    best: Measurement | None = None
+    for m in measurements:
+        if not vs.any_match(m.codings) or m.when is None:
+            continue
+        if since is not None and m.when.date < since:
+            continue
+        if best is None or (best.when is not None and m.when.date > best.when.date):
+            best = m
+    return best
+
+
+def qualitative(m: Measurement, kn: Knowledge) -> str | None:
+    """'positive' / 'negative' from a coded value, interpretation or text; None if unclear."""
+    codes = (*m.value_code, *m.interpretation)
+    if kn.vs("result-positive").any_match(codes):
+        return "positive"
+    if kn.vs("result-negative").any_match(codes):
+        return "negative"
+    text = (m.text or "").strip().lower()
+    if text.startswith(("neg", "non-reactive", "nonreactive", "not detected")):
+        return "negative"
+    if text.startswith(("pos", "reactive", "detected")):
+        return "positive"
+    return None
+
+
+def unique_refs(refs: Iterable[str]) -> tuple[str, ...]:
+    """References once each, in order (components of one panel share their panel's)."""
+    return tuple(dict.fromkeys(refs))
+
+
+@dataclass(frozen=True)
+class Episode:
+    ref: str
+    label: str
+    when: When | None
+
+
+def infection_episodes(ctx: Context) -> list[Episode]:
+    """Bacterial infection episodes from Conditions and Encounters, one per day (RULES.md):
+    several Conditions or Encounters documenting the same day are one episode."""
+    vs = ctx.kn.vs(ctx.params.infection_history.valueset)
+    episodes: list[Episode] = []
+    seen_days: set[dt.date] = set()
+
+    def add(ref: str, label: str, when: When | None) -> None:
+        if when is not None:
+            if when.date in seen_days:
+                return
+            seen_days.add(when.date)
+        episodes.append(Episode(ref, label, when))
+
+    for c in ctx.record.conditions:
+        if c.confirmed and vs.any_match(c.codings):  # a provisional infection is not documented
+            add(c.ref, display(ctx.kn, vs, c), c.when)
+    for e in ctx.record.encounters:
+        if vs.any_match(e.reason_codings):
+            hit = vs.first_match(e.reason_codings)
+            add(e.ref, shown(hit, e.ref), e.when)
+    return episodes

@@ -1,0 +1,1 @@
+"""One module per contract criterion id; each exposes `decide(ctx) -> Finding`."""

@@ -1,0 +1,117 @@
+"""A pre-treatment IgG below the threshold or the lower limit for age (the lab's range first)."""
+
+from __future__ import annotations
+
+from cds_service.domain import (
+    Finding,
+    Phase,
+    Status,
+    When,
+)
+from cds_service.rules.context import (
+    Context,
+    fmt,
+)
+
+
+def decide(ctx: Context) -> Finding:
+    rule = ctx.params.baseline_igg
+    threshold = rule.threshold_mg_dl
+    tl = ctx.timeline
+    say = ctx.say
+    missing = [say("baseline-igg.missing")]
+    if tl.start_undocumented:
+        missing.append(say("baseline-igg.missing-start"))
+    usable = [p for p in tl.labs if p.result.value_mg_dl is not None]
+    baseline = [p for p in usable if p.phase is Phase.BASELINE]
+    if baseline:
+        latest = baseline[-1].result
+        value = latest.value_mg_dl or 0.0
+        low = _age_lower_limit(ctx, latest.when)
+        low_label = say("baseline-igg.low-age-table")
+        if not ctx.kn.igg_reference.verified:
+            low_label += say("unverified")
+        if latest.reference_low_mg_dl is not None and (
+            low is None or rule.prefer_lab_reference_low
+        ):
+            low, low_label = latest.reference_low_mg_dl, say("baseline-igg.low-lab")
+        date = str(latest.when)
+        if value < threshold:
+            why = say("baseline-igg.below-threshold", threshold=fmt(threshold))
+        elif low is not None and value <= low:
+            why = say("baseline-igg.below-age", low=fmt(low), low_label=low_label)
+        elif low is None:  # neither the lab's range nor the patient's age: the 2 SD arm is open
+            return Finding(
+                "baseline-igg",
+                Status.INSUFFICIENT,
+                say(
+                    "baseline-igg.age-unknown",
+                    value=fmt(value),
+                    date=date,
+                    threshold=fmt(threshold),
+                ),
+                (latest.ref,),
+                (say("age.missing"),),
+            )
+        else:
+            return Finding(
+                "baseline-igg",
+                Status.NOT_MET,
+                say(
+                    "baseline-igg.not-met",
+                    value=fmt(value),
+                    date=date,
+                    threshold=fmt(threshold),
+                    low=fmt(low),
+                    low_label=low_label,
+                ),
+                (latest.ref,),
+            )
+        return Finding(
+            "baseline-igg",
+            Status.MET,
+            say("baseline-igg.met", value=fmt(value), date=date, why=why),
+            (latest.ref,),
+        )
+    evidence = tuple(p.result.ref for p in usable) + tuple(tl.start_undocumented)
+    if usable:
+        if tl.start_undocumented:
+            why = say("baseline-igg.why-undated")
+        elif all(p.phase is Phase.ON_TREATMENT for p in usable):
+            why = say("baseline-igg.why-on-treatment", start=str(tl.first_dose))
+        elif tl.first_dose is None:  # no IG given: the results simply carry no date
+            why = say("baseline-igg.why-no-date")
+        else:  # undated, or on the day therapy began: not shown to precede it
+            why = say("baseline-igg.why-not-before", start=str(tl.first_dose))
+        values = ", ".join(f"{fmt(p.result.value_mg_dl or 0)} mg/dL" for p in usable)
+        reason = say("baseline-igg.not-baseline", count=len(usable), values=values, why=why)
+        if tl.first_dose_ref:
+            evidence += (tl.first_dose_ref,)
+        return Finding("baseline-igg", Status.INSUFFICIENT, reason, evidence, tuple(missing))
+    if tl.labs:
+        valued = [p for p in tl.labs if p.result.has_value]
+        units = ", ".join(sorted({p.result.unit or "none" for p in valued}))
+        return Finding(
+            "baseline-igg",
+            Status.INSUFFICIENT,
+            say("baseline-igg.unusable", units=units) if valued else say("baseline-igg.no-value"),
+            tuple(p.result.ref for p in tl.labs),
+            tuple(missing),
+        )
+    reason = say("baseline-igg.none")
+    if ctx.unreadable("observations"):
+        reason = say("unreadable", what="Lab results", keys="observations")
+    return Finding("baseline-igg", Status.INSUFFICIENT, reason, (), tuple(missing))
+
+
+def _age_lower_limit(ctx: Context, when: When | None) -> float | None:
+    patient = ctx.record.patient
+    if patient is None or patient.birth_date is None or when is None:
+        return None
+    born = patient.birth_date
+    months = (  # completed months: a band boundary is not crossed before the day of the month
+        (when.date.year - born.year) * 12
+        + (when.date.month - born.month)
+        - (when.date.day < born.day)
+    )
+    return ctx.kn.igg_reference.lower_limit(max(months, 0))

@@ -1,0 +1,401 @@
+"""Secondary causes excluded: denies only where the source says a cause lowers IgG at that
+exposure; asks for the review or the test that decides otherwise (policy secondary-causes-
+excluded, codes.yaml exposure rules).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cds_service import units
+from cds_service.domain import (
+    ConditionFact,
+    DrugExposure,
+    Finding,
+    Measurement,
+    Status,
+)
+from cds_service.knowledge import Knowledge
+from cds_service.knowledge.policy import SecondaryCausesParams
+from cds_service.rules.context import (
+    Context,
+    display,
+    fmt,
+    latest_measurement,
+    months_before,
+    qualitative,
+)
+
+MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
+
+
+UNREAD_BLOCKS_EXCLUSION = frozenset(
+    {
+        "Condition",
+        "Medication",
+        "MedicationRequest",
+        "MedicationStatement",
+        "MedicationAdministration",
+        "MedicationDispense",
+    }
+)
+
+
+@dataclass
+class _Open:
+    """What keeps secondary causes from being excluded: gaps (reason), missing items, evidence."""
+
+    gaps: list[str]
+    missing: list[str]
+    evidence: list[str]
+
+    def add(self, gap: str, missing: str | None, refs: Iterable[str] = ()) -> None:
+        self.gaps.append(gap)
+        if missing is not None and missing not in self.missing:
+            self.missing.append(missing)
+        self.evidence.extend(r for r in refs if r not in self.evidence)
+
+
+def _drug_window(d: DrugExposure, since: dt.date) -> str:
+    """'in' the look-back (or still taken), 'out', 'undated', or 'partial' (a month/year date
+    that may fall either side of the look-back's start)."""
+    if d.when is None:
+        return "undated"
+    if d.ongoing or d.when.date >= since:
+        return "in"
+    return "partial" if since <= d.when.last else "out"
+
+
+def _steroid_counts(d: DrugExposure, rule: SecondaryCausesParams) -> bool:
+    """A corticosteroid record that is a course worth reviewing: systemic (or of unknown route),
+    not a single administration, not a documented burst (policy corticosteroid)."""
+    if d.route == "local" or d.single_dose:
+        return False
+    short = rule.corticosteroid.short_course_max_days
+    return d.days is None or d.days > short
+
+
+def _drug_rule(kn: Knowledge, d: DrugExposure) -> str:
+    rule = kn.drug_rules.get(d.ingredient.lower()) or kn.drug_rules.get(d.name.lower())
+    return rule.exposure if rule else "deny"
+
+
+def decide(ctx: Context) -> Finding:
+    rule = ctx.params.secondary_causes_excluded
+    kn, rec, say = ctx.kn, ctx.record, ctx.say
+    cid = "secondary-causes-excluded"
+    # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
+    pi = kn.vs(ctx.params.diagnosis.valueset)
+    active = [c for c in rec.conditions if c.active and not pi.any_match(c.codings)]
+    cause_sets = [kn.vs(v) for v in rule.condition_valuesets.values()]
+    candidates = [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
+    causes = [c for c in candidates if c.confirmed]
+    if causes:
+        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in causes}))
+        return Finding(
+            cid,
+            Status.NOT_MET,
+            say(f"{cid}.not-met-condition", names=names),
+            tuple(c.ref for c in causes),
+        )
+    drug_months = rule.drug_lookback_months
+    since = months_before(rec.today, drug_months)
+    windows = {d.ref: _drug_window(d, since) for d in rec.drugs}
+    exposure = {d.ref: _drug_rule(kn, d) for d in rec.drugs}
+    deny = [d for d in rec.drugs if exposure[d.ref] == "deny"]
+    denied = [d for d in deny if windows[d.ref] == "in"]
+    if denied:
+        names = ", ".join(sorted({d.name for d in denied}))
+        return Finding(
+            cid,
+            Status.NOT_MET,
+            say(f"{cid}.not-met-drug", months=drug_months, names=names),
+            tuple(d.ref for d in denied),
+        )
+    hiv = latest_measurement(rec.measurements, kn.vs(rule.hiv_test_valueset))
+    hiv_result = qualitative(hiv, kn) if hiv else None
+    if hiv is not None and hiv_result == "positive":
+        return Finding(
+            cid, Status.NOT_MET, say(f"{cid}.not-met-hiv", date=str(hiv.when)), (hiv.ref,)
+        )
+    open_ = _Open([], [], [])
+    _open_drugs(ctx, rule, open_, deny, windows, exposure)
+    suspected = [c for c in candidates if not c.confirmed]
+    if suspected:
+        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
+        open_.add(
+            say(f"{cid}.gap-suspected", names=names),
+            say(f"{cid}.missing-suspected", names=names),
+            (c.ref for c in suspected),
+        )
+    _open_review_conditions(ctx, rule, active, open_)
+    _open_hiv_inconclusive(ctx, rule, active, hiv, hiv_result, open_)
+    cleared = _open_protein_loss(ctx, rule, active, open_)
+    workups = _open_workup(ctx, rule, hiv, hiv_result, open_)
+    # the drug exclusion rests on a medication list: one that holds nothing but IG (or could
+    # not be read) shows no review of the drugs that lower IgG, unless the record states
+    # explicitly that the patient takes no medications
+    stated_none = rec.no_medications is not None and (
+        rec.no_medications.when is not None and rec.no_medications.when.last >= since
+    )
+    reviewed = bool(rec.other_medications) or stated_none
+    if not reviewed or any(k in rec.unavailable for k in MEDICATION_KEYS):
+        open_.missing.append(say(f"{cid}.missing-drug-review"))
+    # a Condition or medication record that could not be read may be the secondary cause:
+    # data that could not be read is never treated as excluded (contract)
+    unread = sorted({i.ref for i in rec.issues if i.ref.split("/")[0] in UNREAD_BLOCKS_EXCLUSION})
+    if unread:
+        open_.add(
+            say(f"{cid}.gap-unreadable", refs=", ".join(unread)),
+            say(f"{cid}.missing-unreadable"),
+            unread,
+        )
+    evidence = tuple(
+        dict.fromkeys([*(m.ref for m in ([hiv] if hiv else []) + workups), *open_.evidence])
+    )
+    if open_.gaps or open_.missing:
+        gaps = "; ".join(open_.gaps) or say(f"{cid}.missing-drug-review")
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.insufficient", gaps=gaps),
+            evidence,
+            tuple(open_.missing),
+        )
+    workup_date = max(str(m.when) for m in workups)
+    reason = say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date)
+    if rec.no_medications is not None and stated_none and not rec.other_medications:
+        reason += " " + say(f"{cid}.no-medications", date=str(rec.no_medications.when or ""))
+        evidence += (rec.no_medications.ref,)
+    for text, refs in cleared:
+        reason += " " + text
+        evidence += refs
+    return Finding(cid, Status.MET, reason, evidence)
+
+
+def _open_drugs(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    open_: _Open,
+    deny: list[DrugExposure],
+    windows: dict[str, str],
+    exposure: dict[str, str],
+) -> None:
+    """Causative drugs that leave the exclusion open: undated or partly dated depleting drugs,
+    and drugs whose source supports only a review (steroid courses beyond a burst included)."""
+    say, cid = ctx.say, "secondary-causes-excluded"
+    months = rule.drug_lookback_months
+    undated = [d for d in deny if windows[d.ref] == "undated"]
+    partial = [d for d in deny if windows[d.ref] == "partial"]
+    if undated:
+        names = ", ".join(sorted({d.name for d in undated}))
+        open_.add(
+            say(f"{cid}.gap-undated-drug", names=names),
+            say(f"{cid}.missing-undated-drug", names=names, months=months),
+            (d.ref for d in undated),
+        )
+    if partial:
+        names = ", ".join(sorted({d.name for d in partial}))
+        open_.add(
+            say(f"{cid}.gap-partial-drug", names=names, months=months),
+            say(f"{cid}.missing-undated-drug", names=names, months=months),
+            (d.ref for d in partial),
+        )
+    review = [
+        d
+        for d in ctx.record.drugs
+        if windows[d.ref] != "out"
+        and (
+            exposure[d.ref] == "review"
+            or (exposure[d.ref] == "corticosteroid" and _steroid_counts(d, rule))
+        )
+    ]
+    if review:
+        names = ", ".join(sorted({d.name for d in review}))
+        open_.add(
+            say(f"{cid}.gap-review-drug", names=names, months=months),
+            say(f"{cid}.missing-review-drug", names=names),
+            (d.ref for d in review),
+        )
+
+
+def _open_review_conditions(
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
+) -> None:
+    """Conditions the source links to low IgG only sometimes: a review, never a denial."""
+    kn, say, cid = ctx.kn, ctx.say, "secondary-causes-excluded"
+    sets = {kind: kn.vs(v) for kind, v in rule.review_condition_valuesets.items()}
+    found = [(kind, c) for c in active for kind, vs in sets.items() if vs.any_match(c.codings)]
+    if found:
+        names = ", ".join(sorted({f"{kind} {display(kn, sets[kind], c)}" for kind, c in found}))
+        open_.add(
+            say(f"{cid}.gap-review-condition", names=names),
+            say(f"{cid}.missing-review-condition", names=names),
+            (c.ref for _, c in found),
+        )
+
+
+def _open_hiv_inconclusive(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    active: list[ConditionFact],
+    hiv: Measurement | None,
+    hiv_result: str | None,
+    open_: _Open,
+) -> None:
+    """Inconclusive HIV serology (R75) is not HIV: it asks for the confirmatory test, unless a
+    negative test is dated on or after it."""
+    vs = ctx.kn.vs(rule.hiv_inconclusive_valueset)
+    for c in active:
+        if not vs.any_match(c.codings):
+            continue
+        resolved = (
+            hiv is not None
+            and hiv_result == "negative"
+            and hiv.when is not None
+            and (c.when is None or hiv.when.date >= c.when.date)
+        )
+        if not resolved:
+            cid = "secondary-causes-excluded"
+            open_.add(
+                ctx.say(f"{cid}.gap-hiv-inconclusive", code=display(ctx.kn, vs, c)),
+                ctx.say(f"{cid}.missing-hiv-confirmatory"),
+                (c.ref,),
+            )
+
+
+def _open_protein_loss(
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
+) -> list[tuple[str, tuple[str, ...]]]:
+    """IBD, celiac disease and malabsorption lose protein only sometimes: the evidence decides.
+    Elevated stool alpha-1-antitrypsin or nephrotic-range urine protein: protein loss is shown,
+    review; low albumin: the test that decides is asked for; normal albumin: no protein loss
+    (cleared, said in the met reason); no evidence: the evidence is asked for."""
+    spec = rule.protein_loss_conditional
+    kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
+    vs = kn.vs(spec.valueset)
+    conds = [c for c in active if vs.any_match(c.codings)]
+    if not conds:
+        return []
+    names = ", ".join(sorted({display(kn, vs, c) for c in conds}))
+    refs = tuple(c.ref for c in conds)
+    since = months_before(rec.today, spec.lookback_months)
+    a1at = latest_measurement(rec.measurements, kn.vs(spec.stool_a1at_valueset), since)
+    urine = latest_measurement(rec.measurements, kn.vs(spec.urine_protein_valueset), since)
+    albumin = latest_measurement(rec.measurements, kn.vs(spec.albumin_valueset), since)
+    per_day = (
+        units.urine_protein_g_per_day(urine.value, urine.unit)
+        if urine and urine.value is not None
+        else None
+    )
+    if a1at is not None and _elevated(a1at, kn):
+        open_.add(
+            say(
+                f"{cid}.gap-protein-loss-shown",
+                names=names,
+                test=say(f"{cid}.test-a1at"),
+                date=str(a1at.when),
+            ),
+            say(f"{cid}.missing-protein-loss-review", names=names),
+            (*refs, a1at.ref),
+        )
+        return []
+    if (
+        urine is not None
+        and per_day is not None
+        and per_day >= spec.urine_protein_nephrotic_g_per_day
+    ):
+        open_.add(
+            say(
+                f"{cid}.gap-protein-loss-shown",
+                names=names,
+                test=say(f"{cid}.test-urine", value=fmt(round(per_day, 2))),
+                date=str(urine.when),
+            ),
+            say(f"{cid}.missing-protein-loss-review", names=names),
+            (*refs, urine.ref),
+        )
+        return []
+    g_dl = (
+        units.albumin_to_g_dl(albumin.value, albumin.unit)
+        if albumin is not None and albumin.value is not None
+        else None
+    )
+    normal = spec.albumin_normal_min_g_dl
+    if albumin is not None and g_dl is not None and g_dl >= normal:
+        text = say(
+            f"{cid}.protein-loss-cleared",
+            names=names,
+            value=fmt(round(g_dl, 2)),
+            date=str(albumin.when),
+        )
+        return [(text, (*refs, albumin.ref))]
+    if albumin is not None and g_dl is not None:
+        open_.add(
+            say(
+                f"{cid}.gap-protein-loss-low-albumin",
+                names=names,
+                value=fmt(round(g_dl, 2)),
+                date=str(albumin.when),
+                normal=fmt(normal),
+            ),
+            say(f"{cid}.missing-protein-loss-test", names=names),
+            (*refs, albumin.ref),
+        )
+        return []
+    open_.add(
+        say(f"{cid}.gap-protein-loss-unknown", names=names, months=spec.lookback_months),
+        say(f"{cid}.missing-protein-loss-evidence", names=names),
+        refs,
+    )
+    return []
+
+
+def _elevated(m: Measurement, kn: Knowledge) -> bool:
+    """A result flagged high / abnormal / positive by the lab."""
+    high = {"H", "HH", "HU", "A", "AA"}
+    if any(code in high for _, code in m.interpretation):
+        return True
+    return qualitative(m, kn) == "positive"
+
+
+def _open_workup(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    hiv: Measurement | None,
+    hiv_result: str | None,
+    open_: _Open,
+) -> list[Measurement]:
+    """HIV test and malignancy work-up (CBC with differential and protein electrophoresis)."""
+    kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
+    if hiv is None:
+        open_.add(say(f"{cid}.gap-hiv"), say(f"{cid}.missing-hiv"))
+    elif hiv_result != "negative":
+        open_.add(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)), say(f"{cid}.missing-hiv"))
+    workup_months = rule.workup_lookback_months
+    workup_since = months_before(rec.today, workup_months)
+    found = {
+        v: latest_measurement(rec.measurements, kn.vs(v), workup_since)
+        for v in rule.malignancy_workup_valuesets
+    }
+    workups = [m for m in found.values() if m is not None]
+    if not workups:
+        open_.add(say(f"{cid}.gap-workup", months=workup_months), say(f"{cid}.missing-workup"))
+    elif rule.workup_requires_all and len(workups) < len(found):
+        absent = [v for v, m in found.items() if m is None]
+        what = ", ".join(say(f"{cid}.workup-name.{v}") for v in absent)
+        open_.add(
+            say(f"{cid}.gap-workup-part", what=what, months=workup_months),
+            say(f"{cid}.missing-workup"),
+        )
+    return workups
+
+
+def _cause_name(kn: Knowledge, rule: SecondaryCausesParams, c: ConditionFact) -> str:
+    """'malignancy: C91.10' - the kind of secondary cause and the code that documents it."""
+    for kind, vid in rule.condition_valuesets.items():
+        if kn.vs(vid).any_match(c.codings):
+            return f"{kind} {display(kn, kn.vs(vid), c)}"
+    return c.ref

@@ -1,0 +1,156 @@
+"""Impaired polysaccharide response: serotype titers drawn in the post-vaccination window, not on
+IG and not after a conjugate vaccine, protective in fewer than the age band's share of
+serotypes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cds_service.domain import (
+    Finding,
+    Measurement,
+    Phase,
+    Status,
+)
+from cds_service.knowledge.policy import VaccineResponseParams
+from cds_service.rules.context import (
+    Context,
+    age_years,
+    fmt,
+    unique_refs,
+)
+
+
+def _in_response_window(
+    ctx: Context, rule: VaccineResponseParams, vdate: dt.date, after: list[Measurement]
+) -> tuple[list[Measurement], str]:
+    """Titers drawn in the post-vaccination window the source gives, with no conjugate vaccine
+    between the polysaccharide vaccine and the sample; and why none is, when none is."""
+    lo, hi = rule.post_vaccine_window_days.min, rule.post_vaccine_window_days.max
+    conjugates = [
+        i.when.date
+        for i in ctx.record.immunizations
+        if i.kind == "conjugate" and i.when is not None and i.when.date > vdate
+    ]
+    say, cid = ctx.say, "vaccine-response"
+    inside: list[Measurement] = []
+    reasons: list[str] = []
+    for m in after:
+        assert m.when is not None
+        days = (m.when.date - vdate).days
+        between = [d for d in conjugates if d <= m.when.date]
+        if between:
+            reasons.append(say(f"{cid}.conjugate-between", date=str(min(between))))
+        elif not lo <= days <= hi:
+            reasons.append(
+                say(f"{cid}.outside-window", days=days, lo=lo // 7, hi=hi // 7, date=str(vdate))
+            )
+        else:
+            inside.append(m)
+    return inside, " ".join(dict.fromkeys(reasons))
+
+
+def decide(ctx: Context) -> Finding:
+    rule = ctx.params.vaccine_response
+    kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
+    cid = "vaccine-response"
+    missing = (say(f"{cid}.missing"),)
+    vaccines = sorted(
+        (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
+        key=lambda i: i.when.date if i.when else dt.date.min,
+    )
+    titer_vs = kn.vs(rule.titer_valueset)
+    accepted_units = set(rule.titer_units)
+    coded = [
+        m
+        for m in rec.measurements
+        if (m.serotype is not None or titer_vs.any_match(m.codings)) and m.when is not None
+    ]
+    titers = [m for m in coded if m.value is not None and m.unit in accepted_units]
+    usable = {id(m) for m in titers}  # by identity: `m not in titers` compared whole records
+    unusable = [m for m in coded if id(m) not in usable]
+    if not vaccines:
+        key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
+        if any(i.kind == "unspecified" for i in rec.immunizations):
+            key = f"{cid}.unspecified-vaccine"
+        found = unique_refs(m.ref for m in titers)
+        return Finding(cid, Status.INSUFFICIENT, say(key), found, missing)
+    vaccine = vaccines[-1]
+    vdate = vaccine.when.date if vaccine.when else dt.date.min
+    after = [m for m in titers if m.when is not None and m.when.date > vdate]
+    post, why_not = _in_response_window(ctx, rule, vdate, after)
+    if after and not post:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            why_not,
+            (vaccine.ref, *unique_refs(m.ref for m in after)),
+            missing,
+        )
+    phases = {id(m): tl.phase(m.when) for m in post}
+    on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
+    post = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
+    if on_ig and not post:
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.on-treatment"),
+            (vaccine.ref, *unique_refs(m.ref for m in on_ig)),
+            missing,
+        )
+    by_serotype: dict[str, Measurement] = {}
+    for m in sorted(post, key=lambda m: (m.when.date if m.when else dt.date.min, m.ref)):
+        serotype = m.serotype or next(
+            (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
+        )
+        by_serotype[serotype] = m  # the latest result per serotype
+    tested = len(by_serotype)
+    if tested < rule.min_serotypes:
+        key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
+        units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(key, tested=tested, min=rule.min_serotypes, units=units_seen),
+            (vaccine.ref, *unique_refs(m.ref for m in [*post, *unusable])),
+            missing,
+        )
+    cutoff = rule.protective_titer_ug_ml
+    protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
+    bands = rule.impaired_if_protective_fraction_below
+    patient = rec.patient
+    if patient is not None and patient.birth_date is not None:
+        years = age_years(patient.birth_date, vdate)
+        band = next((r.fraction for r in bands if years >= r.min_age_years), None)
+    else:
+        band = None
+    # age unknown, or no band for it (a vaccine dated before the birth date): decide only when
+    # every age band gives the same answer
+    fractions = [band] if band is not None else [r.fraction for r in bands]
+    evidence = (vaccine.ref, *sorted(unique_refs(m.ref for m in by_serotype.values())))
+    share = protective / tested
+    fields = {
+        "protective": protective,
+        "tested": tested,
+        "cutoff": fmt(cutoff),
+        "date": str(vdate),
+        "fraction": round(max(fractions) * 100),
+    }
+    undated_start = any(phases[id(m)] is Phase.UNKNOWN for m in by_serotype.values())
+    if all(share < f for f in fractions):
+        return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+    if any(share < f for f in fractions):
+        fields["fraction"] = round(min(fractions) * 100)
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.age-unknown", **fields, high=round(max(fractions) * 100)),
+            evidence,
+            (say("age.missing"),),
+        )
+    if undated_start:  # a normal-looking response may be infused antibody
+        return Finding(
+            cid, Status.INSUFFICIENT, say(f"{cid}.maybe-passive", **fields), evidence, missing
+        )
+    return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)
