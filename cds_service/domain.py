@@ -212,6 +212,18 @@ class Record:
     today: dt.date = field(default_factory=dt.date.today)
 
 
+class Missing(str):
+    """A missing-documentation item: its wording (the string, as the contract sends it) and the
+    cards/reasons.yaml key it was worded from, which suggestions look up (never the sentence)."""
+
+    key: str
+
+    def __new__(cls, text: str, key: str) -> Missing:
+        item = super().__new__(cls, text)
+        item.key = key
+        return item
+
+
 @dataclass(frozen=True)
 class Finding:
     """One criterion's result: the rule output contract."""
@@ -220,4 +232,4 @@ class Finding:
     status: Status
     reason: str
     evidence: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
+    missing: tuple[Missing, ...] = ()

@@ -6,13 +6,13 @@ it and when; billing codes for the coverage-information systemAction) and
 be a member of the codes.yaml value set it names, so a typo stops the service at start-up.
 
 A suggestion appears only when the missing-documentation item it would document is in the
-finding's ``missing`` list; the item is recognised by the cards/reasons.yaml entry it was worded
-from, so rewording reasons.yaml does not break the link.
+finding's ``missing`` list; each item is a typed ``Missing`` that keeps the cards/reasons.yaml key
+it was worded from, and the suggestion rule names that key: rewording reasons.yaml cannot change
+which orders are offered (no sentence matching).
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,12 +106,6 @@ def _model(model: type[_M], path: Path) -> Any:
         raise KnowledgeError(f"{path.name}: {loc}: {first['msg']}") from exc
 
 
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """'current body weight (within {months} months)' -> a regex matching any filled-in form."""
-    escaped = re.escape(template)
-    return re.compile("^" + re.sub(r"\\\{[^}]*\\\}", ".+?", escaped) + "$")
-
-
 class Actions:
     """Suggestions, override reasons and billing codes, loaded and cross-checked once."""
 
@@ -125,7 +119,6 @@ class Actions:
         self.file: OrderablesFile = _model(OrderablesFile, knowledge_dir / "orderables.yaml")
         self.overrides: OverrideFile = _model(OverrideFile, cards_dir / "override-reasons.yaml")
         reasons = _yaml(cards_dir / "reasons.yaml")
-        self._missing: dict[str, re.Pattern[str]] = {}
         for oid, o in self.file.orderables.items():
             where = f"orderables.yaml: orderables.{oid}"
             if o.category not in self.file.categories:
@@ -147,7 +140,6 @@ class Actions:
                             f"orderables.yaml: suggest.{kind}: reasons.yaml has no "
                             f"{rule.when_missing!r}"
                         )
-                    self._missing[rule.when_missing] = _template_pattern(node)
         for group, codes in self.file.billing.items():
             for c in codes:
                 if c.system not in kn.systems:
@@ -177,12 +169,8 @@ class Actions:
             return []
         if finding.status not in (Status.INSUFFICIENT, Status.NOT_MET):
             return []
-        out = []
-        for rule in rules:
-            pattern = self._missing.get(rule.when_missing or "")
-            if pattern is not None and any(pattern.match(m) for m in finding.missing):
-                out.append(rule)
-        return out
+        keys = {m.key for m in finding.missing}  # typed items: looked up by key, not wording
+        return [r for r in rules if r.when_missing is not None and r.when_missing in keys]
 
     def suggestions(
         self, kind: str, det: Determination, ctx: OrderContext, already: set[str]

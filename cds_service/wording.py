@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from cds_service.domain import Missing
+
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 
 
@@ -16,6 +18,10 @@ class Wording:
 
     def __init__(self, table: dict[str, Any]) -> None:
         self._table = table
+
+    def need(self, path: str, **fields: Any) -> Missing:
+        """A missing-documentation item worded from `path`, keeping `path` as its key."""
+        return Missing(self(path, **fields), path)
 
     def __call__(self, path: str, **fields: Any) -> str:
         node: Any = self._table

@@ -65,3 +65,45 @@ def test_serve_refuses_to_start_on_a_bad_policy_with_one_line(tmp_path: Path) ->
     assert lines[-1].startswith("ivig-cds: cannot start: policy-cvid-ig.yaml: ")
     assert "baseline-igg.threshold_mg_dl" in lines[-1]
     assert "Traceback" not in done.stderr
+
+
+def test_rewording_a_missing_item_does_not_change_the_orders_offered(tmp_path: Path) -> None:
+    """Missing-documentation items are typed (domain.Missing keeps its reasons.yaml key) and the
+    suggestion rules name keys, so rewriting every missing-item sentence offers the same orders."""
+    import json
+
+    import yaml
+    from fastapi.testclient import TestClient
+
+    from cds_service.app import create_app
+    from tests.conftest import FIXTURES, open_settings
+
+    cards = tmp_path / "cards"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "cards", cards)
+    table = yaml.safe_load((cards / "reasons.yaml").read_text(encoding="utf-8"))
+
+    def reword(node: object) -> object:
+        # every missing item (without fields) worded the same: a sentence matcher could no longer
+        # tell them apart and would offer every order for any of them
+        if isinstance(node, dict):
+            return {
+                k: "see the chart"
+                if k.startswith("missing") and isinstance(v, str) and "{" not in v
+                else reword(v)
+                for k, v in node.items()
+            }
+        return node
+
+    (cards / "reasons.yaml").write_text(yaml.safe_dump(reword(table)), encoding="utf-8")
+    body = json.loads((FIXTURES / "seed" / "order-sign-request.json").read_text())
+
+    def offered(settings_dir: Path | None) -> list[str]:
+        extra = {} if settings_dir is None else {"cards_dir": settings_dir}
+        with TestClient(create_app(open_settings(tmp_path / "db", **extra))) as client:
+            response = client.post("/cds-services/ivig-order-sign", json=body).json()
+        return sorted(s["label"] for c in response["cards"] for s in c.get("suggestions", []))
+
+    (tmp_path / "db").mkdir()
+    before, after = offered(None), offered(cards)
+    assert before, "the seed is offered orders (IgG, HIV test, work-up, weight)"
+    assert after == before

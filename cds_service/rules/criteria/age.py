@@ -23,7 +23,7 @@ def decide(ctx: Context) -> Finding:
             Status.INSUFFICIENT,
             ctx.say("age.insufficient"),
             (patient.ref,) if patient else (),
-            (ctx.say("age.missing"),),
+            (ctx.say.need("age.missing"),),
         )
     years = age_years(patient.birth_date, ctx.record.today)
     if patient.birth_date_last is not None:  # a partial birth date: decide only if both ends agree
@@ -34,7 +34,7 @@ def decide(ctx: Context) -> Finding:
                 Status.INSUFFICIENT,
                 ctx.say("age.partial", low=youngest, high=years, min_age=min_age),
                 (patient.ref,),
-                (ctx.say("age.missing"),),
+                (ctx.say.need("age.missing"),),
             )
     status = Status.MET if years >= min_age else Status.NOT_MET
     key = f"age.{status.value}"

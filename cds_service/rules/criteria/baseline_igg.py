@@ -19,9 +19,9 @@ def decide(ctx: Context) -> Finding:
     threshold = rule.threshold_mg_dl
     tl = ctx.timeline
     say = ctx.say
-    missing = [say("baseline-igg.missing")]
+    missing = [say.need("baseline-igg.missing")]
     if tl.start_undocumented:
-        missing.append(say("baseline-igg.missing-start"))
+        missing.append(say.need("baseline-igg.missing-start"))
     usable = [p for p in tl.labs if p.result.value_mg_dl is not None]
     baseline = [p for p in usable if p.phase is Phase.BASELINE]
     if baseline:
@@ -51,7 +51,7 @@ def decide(ctx: Context) -> Finding:
                     threshold=fmt(threshold),
                 ),
                 (latest.ref,),
-                (say("age.missing"),),
+                (say.need("age.missing"),),
             )
         else:
             return Finding(

@@ -23,7 +23,7 @@ def decide(ctx: Context) -> Finding:
     if not ctx.continuation:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
     rule, say = ctx.params.clinical_response, ctx.say
-    missing = (say(f"{cid}.missing"),)
+    missing = (say.need(f"{cid}.missing"),)
     point = ctx.timeline.reference_point
     if point is None:
         return Finding(

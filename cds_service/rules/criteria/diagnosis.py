@@ -24,7 +24,7 @@ def decide(ctx: Context) -> Finding:
     hits = [
         c for c in active if covered.any_match(c.codings) and (c.confirmed or not need_confirmed)
     ]
-    missing = (say("diagnosis.missing"),)
+    missing = (say.need("diagnosis.missing"),)
     if hits:
         codes = ", ".join(sorted({display(kn, covered, c) for c in hits}))
         groups = {covered.groups.get(m) for c in hits if (m := covered.first_match(c.codings))}
@@ -83,7 +83,7 @@ def decide(ctx: Context) -> Finding:
             Status.INSUFFICIENT,
             say("diagnosis.list-silent", codes=codes, revision=rule.list_revision),
             tuple(c.ref for c in silent),
-            (say("diagnosis.missing-list-silent", codes=codes),),
+            (say.need("diagnosis.missing-list-silent", codes=codes),),
         )
     if uncovered:
         codes = ", ".join(sorted({display(kn, every_pi, c) for c in uncovered}))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cds_service.domain import (
     Finding,
+    Missing,
     Status,
 )
 from cds_service.rules.context import (
@@ -52,7 +53,7 @@ def decide(ctx: Context) -> Finding:
     if order is not None and order.dose_basis:
         extra.insert(0, say(f"dose.{order.dose_basis}", **dict(order.dose_basis_fields)))
 
-    def finding(status: Status, reason: str, missing: tuple[str, ...] = ()) -> Finding:
+    def finding(status: Status, reason: str, missing: tuple[Missing, ...] = ()) -> Finding:
         return Finding("dose", status, " ".join([reason, *extra]), evidence, missing)
 
     if order is not None and order.course_doses is not None:
@@ -72,10 +73,10 @@ def decide(ctx: Context) -> Finding:
                 lo=fmt(d.low),
                 hi=fmt(d.high),
             ),
-            (say("dose.missing-weight", months=months),),
+            (say.need("dose.missing-weight", months=months),),
         )
     if order is None or d.grams_per_dose is None or order.interval_days is None:
-        return finding(Status.INSUFFICIENT, say("dose.no-dose"), (say("dose.missing-dose"),))
+        return finding(Status.INSUFFICIENT, say("dose.no-dose"), (say.need("dose.missing-dose"),))
     fields = {
         "grams": d.grams_per_dose,
         "interval": round(order.interval_days, 1),
@@ -87,7 +88,7 @@ def decide(ctx: Context) -> Finding:
         return finding(
             Status.INSUFFICIENT,
             say("dose.no-weight", months=months, **fields),
-            (say("dose.missing-weight", months=months),),
+            (say.need("dose.missing-weight", months=months),),
         )
     fields |= {"mgkg": d.mg_per_kg_per_4_weeks, "weight": round(d.weight.kg, 1)}
     others = ctx.record.orders[1:]
@@ -96,7 +97,7 @@ def decide(ctx: Context) -> Finding:
         return finding(
             Status.INSUFFICIENT,
             say("dose.several-orders", count=len(others) + 1, **fields),
-            (say("dose.missing-several-orders"),),
+            (say.need("dose.missing-several-orders"),),
         )
     if d.status is Status.MET:
         return finding(Status.MET, say("dose.met", **fields))

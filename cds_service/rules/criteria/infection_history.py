@@ -52,5 +52,5 @@ def decide(ctx: Context) -> Finding:
         Status.INSUFFICIENT,
         reason,
         refs,
-        (ctx.say("infection-history.missing"),),
+        (ctx.say.need("infection-history.missing"),),
     )

@@ -15,6 +15,7 @@ from cds_service.domain import (
     DrugExposure,
     Finding,
     Measurement,
+    Missing,
     Status,
 )
 from cds_service.knowledge import Knowledge
@@ -48,12 +49,15 @@ class _Open:
     """What keeps secondary causes from being excluded: gaps (reason), missing items, evidence."""
 
     gaps: list[str]
-    missing: list[str]
+    missing: list[Missing]
     evidence: list[str]
 
-    def add(self, gap: str, missing: str | None, refs: Iterable[str] = ()) -> None:
+    def add(self, gap: str, missing: Missing | None, refs: Iterable[str] = ()) -> None:
         self.gaps.append(gap)
-        if missing is not None and missing not in self.missing:
+        # the same item once (by key and wording: two items may read alike, never merge them)
+        if missing is not None and all(
+            (m.key, str(m)) != (missing.key, str(missing)) for m in self.missing
+        ):
             self.missing.append(missing)
         self.evidence.extend(r for r in refs if r not in self.evidence)
 
@@ -127,7 +131,7 @@ def decide(ctx: Context) -> Finding:
         names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
         open_.add(
             say(f"{cid}.gap-suspected", names=names),
-            say(f"{cid}.missing-suspected", names=names),
+            say.need(f"{cid}.missing-suspected", names=names),
             (c.ref for c in suspected),
         )
     _open_review_conditions(ctx, rule, active, open_)
@@ -142,14 +146,14 @@ def decide(ctx: Context) -> Finding:
     )
     reviewed = bool(rec.other_medications) or stated_none
     if not reviewed or any(k in rec.unavailable for k in MEDICATION_KEYS):
-        open_.missing.append(say(f"{cid}.missing-drug-review"))
+        open_.missing.append(say.need(f"{cid}.missing-drug-review"))
     # a Condition or medication record that could not be read may be the secondary cause:
     # data that could not be read is never treated as excluded (contract)
     unread = sorted({i.ref for i in rec.issues if i.ref.split("/")[0] in UNREAD_BLOCKS_EXCLUSION})
     if unread:
         open_.add(
             say(f"{cid}.gap-unreadable", refs=", ".join(unread)),
-            say(f"{cid}.missing-unreadable"),
+            say.need(f"{cid}.missing-unreadable"),
             unread,
         )
     evidence = tuple(
@@ -193,14 +197,14 @@ def _open_drugs(
         names = ", ".join(sorted({d.name for d in undated}))
         open_.add(
             say(f"{cid}.gap-undated-drug", names=names),
-            say(f"{cid}.missing-undated-drug", names=names, months=months),
+            say.need(f"{cid}.missing-undated-drug", names=names, months=months),
             (d.ref for d in undated),
         )
     if partial:
         names = ", ".join(sorted({d.name for d in partial}))
         open_.add(
             say(f"{cid}.gap-partial-drug", names=names, months=months),
-            say(f"{cid}.missing-undated-drug", names=names, months=months),
+            say.need(f"{cid}.missing-undated-drug", names=names, months=months),
             (d.ref for d in partial),
         )
     review = [
@@ -216,7 +220,7 @@ def _open_drugs(
         names = ", ".join(sorted({d.name for d in review}))
         open_.add(
             say(f"{cid}.gap-review-drug", names=names, months=months),
-            say(f"{cid}.missing-review-drug", names=names),
+            say.need(f"{cid}.missing-review-drug", names=names),
             (d.ref for d in review),
         )
 
@@ -232,7 +236,7 @@ def _open_review_conditions(
         names = ", ".join(sorted({f"{kind} {display(kn, sets[kind], c)}" for kind, c in found}))
         open_.add(
             say(f"{cid}.gap-review-condition", names=names),
-            say(f"{cid}.missing-review-condition", names=names),
+            say.need(f"{cid}.missing-review-condition", names=names),
             (c.ref for _, c in found),
         )
 
@@ -261,7 +265,7 @@ def _open_hiv_inconclusive(
             cid = "secondary-causes-excluded"
             open_.add(
                 ctx.say(f"{cid}.gap-hiv-inconclusive", code=display(ctx.kn, vs, c)),
-                ctx.say(f"{cid}.missing-hiv-confirmatory"),
+                ctx.say.need(f"{cid}.missing-hiv-confirmatory"),
                 (c.ref,),
             )
 
@@ -298,7 +302,7 @@ def _open_protein_loss(
                 test=say(f"{cid}.test-a1at"),
                 date=str(a1at.when),
             ),
-            say(f"{cid}.missing-protein-loss-review", names=names),
+            say.need(f"{cid}.missing-protein-loss-review", names=names),
             (*refs, a1at.ref),
         )
         return []
@@ -314,7 +318,7 @@ def _open_protein_loss(
                 test=say(f"{cid}.test-urine", value=fmt(round(per_day, 2))),
                 date=str(urine.when),
             ),
-            say(f"{cid}.missing-protein-loss-review", names=names),
+            say.need(f"{cid}.missing-protein-loss-review", names=names),
             (*refs, urine.ref),
         )
         return []
@@ -341,13 +345,13 @@ def _open_protein_loss(
                 date=str(albumin.when),
                 normal=fmt(normal),
             ),
-            say(f"{cid}.missing-protein-loss-test", names=names),
+            say.need(f"{cid}.missing-protein-loss-test", names=names),
             (*refs, albumin.ref),
         )
         return []
     open_.add(
         say(f"{cid}.gap-protein-loss-unknown", names=names, months=spec.lookback_months),
-        say(f"{cid}.missing-protein-loss-evidence", names=names),
+        say.need(f"{cid}.missing-protein-loss-evidence", names=names),
         refs,
     )
     return []
@@ -371,9 +375,9 @@ def _open_workup(
     """HIV test and malignancy work-up (CBC with differential and protein electrophoresis)."""
     kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
     if hiv is None:
-        open_.add(say(f"{cid}.gap-hiv"), say(f"{cid}.missing-hiv"))
+        open_.add(say(f"{cid}.gap-hiv"), say.need(f"{cid}.missing-hiv"))
     elif hiv_result != "negative":
-        open_.add(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)), say(f"{cid}.missing-hiv"))
+        open_.add(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)), say.need(f"{cid}.missing-hiv"))
     workup_months = rule.workup_lookback_months
     workup_since = months_before(rec.today, workup_months)
     found = {
@@ -382,13 +386,13 @@ def _open_workup(
     }
     workups = [m for m in found.values() if m is not None]
     if not workups:
-        open_.add(say(f"{cid}.gap-workup", months=workup_months), say(f"{cid}.missing-workup"))
+        open_.add(say(f"{cid}.gap-workup", months=workup_months), say.need(f"{cid}.missing-workup"))
     elif rule.workup_requires_all and len(workups) < len(found):
         absent = [v for v, m in found.items() if m is None]
         what = ", ".join(say(f"{cid}.workup-name.{v}") for v in absent)
         open_.add(
             say(f"{cid}.gap-workup-part", what=what, months=workup_months),
-            say(f"{cid}.missing-workup"),
+            say.need(f"{cid}.missing-workup"),
         )
     return workups
 

@@ -22,7 +22,7 @@ def decide(ctx: Context) -> Finding:
     if not ctx.continuation:
         return Finding(cid, Status.NOT_APPLICABLE, ctx.say(f"{cid}.not-applicable"))
     months = ctx.params.trough_monitoring.interval_months
-    missing = (ctx.say(f"{cid}.missing", months=months),)
+    missing = (ctx.say.need(f"{cid}.missing", months=months),)
     on_treatment = [
         p.result
         for p in ctx.timeline.labs

@@ -55,7 +55,7 @@ def decide(ctx: Context) -> Finding:
     rule = ctx.params.vaccine_response
     kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
     cid = "vaccine-response"
-    missing = (say(f"{cid}.missing"),)
+    missing = (say.need(f"{cid}.missing"),)
     vaccines = sorted(
         (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
         key=lambda i: i.when.date if i.when else dt.date.min,
@@ -147,7 +147,7 @@ def decide(ctx: Context) -> Finding:
             Status.INSUFFICIENT,
             say(f"{cid}.age-unknown", **fields, high=round(max(fractions) * 100)),
             evidence,
-            (say("age.missing"),),
+            (say.need("age.missing"),),
         )
     if undated_start:  # a normal-looking response may be infused antibody
         return Finding(
