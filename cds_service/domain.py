@@ -90,6 +90,7 @@ class Measurement:
     # code, or from a local code's text inside a pneumococcal panel (component or hasMember)
     serotype: str | None = None
     part_of: str | None = None  # the panel Observation a component or member result came from
+    range_high: float | None = None  # the lab's upper reference limit, in the result's unit
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class DrugExposure:
     days: float | None = None  # length of the documented course, when the record gives one
     daily_mg: float | None = None  # mg of the drug per day, when dose and frequency are given
     single_dose: bool = False  # one administration (e.g. an IV premedication), not a course
+    start: When | None = None  # when the exposure began (the `when` above is its latest date)
+    # an order that documents no administration (status stopped): exposure not shown
+    uncertain: bool = False
 
 
 @dataclass(frozen=True)

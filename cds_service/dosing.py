@@ -42,6 +42,8 @@ def doses_per_4_weeks(interval_days: float | None, course_doses: float | None) -
     for a course-limited order that fits in 4 weeks (1 g/kg daily x 2 days is 2 doses, not 28)."""
     if interval_days is not None and interval_days <= 0:
         return None
+    if course_doses is not None and course_doses < 1:
+        return None  # a stated course that cannot be read: the dose is not computed
     if course_doses is not None and (
         interval_days is None or course_doses * interval_days <= DAYS_PER_4_WEEKS
     ):

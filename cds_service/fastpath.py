@@ -74,6 +74,7 @@ class ObservationView(NamedTuple):
     interpretation: tuple[Coding, ...]
     text: str | None
     range_low: tuple[float, str | None] | None  # first referenceRange.low with a value
+    range_high: tuple[float, str | None] | None = None  # first referenceRange.high with a value
 
 
 # -- primitive checks (raise _Unusual) -----------------------------------------------------------
@@ -236,20 +237,26 @@ def _meta(v: Any) -> None:
         _match(_URI, p)
 
 
-def _range_low(v: Any) -> tuple[float, str | None] | None:
-    first: tuple[float, str | None] | None = None
+Limit = tuple[float, str | None] | None
+
+
+def _range(v: Any) -> tuple[Limit, Limit]:
+    """The first referenceRange.low and the first referenceRange.high that carry a value."""
+    first: Limit = None
+    top: Limit = None
     for rr in _list(v):
         d = _dict(rr, _RANGE_KEYS)
         low = _quantity(d["low"]) if "low" in d else (None, None)
-        if "high" in d:
-            _quantity(d["high"])
+        high = _quantity(d["high"]) if "high" in d else (None, None)
         if "text" in d:
             _str(d["text"])
         if "type" in d:
             _concept(d["type"])
         if first is None and low[0] is not None:
             first = (low[0], low[1])
-    return first
+        if top is None and high[0] is not None:
+            top = (high[0], high[1])
+    return first, top
 
 
 def _observation(raw: dict[str, Any]) -> ObservationView:
@@ -279,9 +286,9 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
     text = _str(raw["valueString"]) if "valueString" in raw else None
     interpretations = _list(raw["interpretation"]) if "interpretation" in raw else ()
     interpretation = tuple(c for i in interpretations for c in _concept(i))
-    low = _range_low(raw["referenceRange"]) if "referenceRange" in raw else None
+    low, high = _range(raw["referenceRange"]) if "referenceRange" in raw else (None, None)
     return ObservationView(
-        codings, effective or issued, value, unit, value_code, interpretation, text, low
+        codings, effective or issued, value, unit, value_code, interpretation, text, low, high
     )
 
 

@@ -302,8 +302,10 @@ def foreign_resources(value: Any, patient_id: str, server: str | None) -> list[s
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # a serotype named in a local code's text: "Serotype 14", "Pn 6B", "S. pneumoniae type 23F"
+# (bounded repeats: no backtracking blow-up on long runs of spaces; texts are cut to 120 chars)
 _SEROTYPE_TEXT = re.compile(
-    r"(?:serotype|sero|type|pn|spn|pneumo\w*|s\.?\s*pneumoniae|strep\w*)\s*[:#-]?\s*(\d{1,2}[a-z]?)\b",
+    r"(?:serotype|sero|type|pn|spn|pneumo[a-z]{0,12}|s\.? ?pneumoniae|strep[a-z]{0,12})"
+    r" {0,3}[:#-]? {0,3}(\d{1,2}[a-z]?)\b",
     re.IGNORECASE,
 )
 _PNEUMO_WORDS = re.compile(r"pneumo|\bpn\b|\bspn\b", re.IGNORECASE)
@@ -354,11 +356,14 @@ def _observation_view(obs: Any) -> fastpath.ObservationView:
     """The facts read from a validated Observation model (fastpath reads the same from raw)."""
     value, unit = _quantity(obs.valueQuantity)
     low: tuple[float, str | None] | None = None
+    high: tuple[float, str | None] | None = None
     for rr in obs.referenceRange or []:
         lv, lu = _quantity(rr.low)
-        if lv is not None:
+        hv, hu = _quantity(rr.high)
+        if low is None and lv is not None:
             low = (lv, lu)
-            break
+        if high is None and hv is not None:
+            high = (hv, hu)
     return fastpath.ObservationView(
         codings=_codings(obs.code),
         when=to_when(
@@ -373,6 +378,7 @@ def _observation_view(obs: Any) -> fastpath.ObservationView:
         interpretation=tuple(c for i in (obs.interpretation or []) for c in _codings(i)),
         text=obs.valueString,
         range_low=low,
+        range_high=high,
     )
 
 
@@ -583,7 +589,7 @@ class RecordBuilder:
         texts = [code.get("text")] + [
             c.get("display") for c in code.get("coding") or [] if isinstance(c, dict)
         ]
-        return any(isinstance(t, str) and _PNEUMO_WORDS.search(t) for t in texts)
+        return any(isinstance(t, str) and _PNEUMO_WORDS.search(t[:120]) for t in texts)
 
     def _result(
         self,
@@ -624,6 +630,9 @@ class RecordBuilder:
                 text=view.text,
                 serotype=serotype,
                 part_of=part_of,
+                range_high=view.range_high[0]
+                if view.range_high is not None and view.range_high[1] in (None, unit)
+                else None,
             )
         )
 
@@ -654,6 +663,14 @@ class RecordBuilder:
                     (float(rr.low.value), rr.low.code or rr.low.unit)
                     for rr in comp.referenceRange or []
                     if rr.low is not None and rr.low.value is not None
+                ),
+                None,
+            ),
+            range_high=next(
+                (
+                    (float(rr.high.value), rr.high.code or rr.high.unit)
+                    for rr in comp.referenceRange or []
+                    if rr.high is not None and rr.high.value is not None
                 ),
                 None,
             ),
@@ -709,7 +726,7 @@ class RecordBuilder:
                 texts = [t for t in raw_texts if isinstance(t, str)]
         else:
             texts = source
-        for text in texts:
+        for text in (t[:120] for t in texts):
             if not in_panel and not _PNEUMO_WORDS.search(text):
                 continue
             for found in _SEROTYPE_TEXT.findall(text):
@@ -884,12 +901,16 @@ class RecordBuilder:
         lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
         name = next((n for t in lowered for n in names if n in t), None)
         if hit is not None or name is not None:
+            if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
+                return  # a proposal or plan is not an order: nothing was given
             label = name or next((t for t in texts if t), None) or "medication"
+            dosages = _dosages(model, rtype)
+            if rtype == "MedicationRequest" and last is None:
+                last = _bounds_end(dosages, start)  # the order's own course end, if stated
             ongoing = last is None and status in {"active", "in-progress", "on-hold"}
             rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
                 self.kn.drug_rules.get(name) if name else None
             )
-            dosages = _dosages(model, rtype)
             first = start.date if start is not None else None
             end = last.date if last is not None else (self.today if ongoing else None)
             record.drugs.append(
@@ -904,6 +925,8 @@ class RecordBuilder:
                     days=_course_days(model, rtype, dosages, first, end),
                     daily_mg=_daily_mg(dosages),
                     single_dose=rtype == "MedicationAdministration",
+                    start=start,
+                    uncertain=rtype == "MedicationRequest" and status == "stopped",
                 )
             )
 
@@ -915,13 +938,15 @@ class RecordBuilder:
         systemic = self.kn.vs(rule.systemic_route_valueset)
         words = rule.local_form_words
         route_texts: list[str] = []
+        coded_local = False
         for d in dosages:
             codings = _codings(d.route)
-            if local.any_match(codings):
-                return "local"
             if systemic.any_match(codings):
-                return "systemic"
+                return "systemic"  # any systemic dosage makes the course systemic
+            coded_local = coded_local or local.any_match(codings)
             route_texts += [t for t in _texts(d.route) if t]
+        if coded_local:
+            return "local"
         names = " ".join([*route_texts, *(t for t in texts if t)]).lower()
         if any(w in names for w in words):
             return "local"
@@ -1084,6 +1109,47 @@ def _daily_mg(dosages: list[Any]) -> float | None:
     return None
 
 
+def _dosage_days(d: Any) -> float | None:
+    """Days one dosage instruction covers: its bounds (duration or period), or its repeat count
+    over the frequency; None when it does not say."""
+    rep = d.timing.repeat if getattr(d, "timing", None) else None
+    if rep is None:
+        return None
+    if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
+        b = rep.boundsDuration
+        days = units.duration_to_days(float(b.value), b.code or b.unit)
+        if days is not None:
+            return days
+    if rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
+        a, b2 = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
+        if a is not None and b2 is not None:
+            return float((b2.last - a.date).days + 1)
+    per_day = _per_day(rep)
+    if rep.count is not None and per_day:
+        return float(rep.count) / per_day
+    return None
+
+
+def _bounds_end(dosages: list[Any], start: When | None) -> When | None:
+    """The last day an order's own timing covers (boundsPeriod.end, or its start plus a
+    boundsDuration): a course authored long ago may still run into the look-back."""
+    ends: list[When] = []
+    for d in dosages:
+        rep = d.timing.repeat if getattr(d, "timing", None) else None
+        if rep is None:
+            continue
+        if rep.boundsPeriod is not None and rep.boundsPeriod.end:
+            end = to_when(rep.boundsPeriod.end)
+            if end is not None:
+                ends.append(end)
+        elif start is not None and rep.boundsDuration is not None:
+            b = rep.boundsDuration
+            days = units.duration_to_days(float(b.value), b.code or b.unit) if b.value else None
+            if days is not None and days < 36_500:
+                ends.append(When(start.date + dt.timedelta(days=round(days))))
+    return max(ends, key=lambda w: w.last) if ends else None
+
+
 def _course_days(
     model: Any, rtype: str, dosages: list[Any], first: dt.date | None, end: dt.date | None
 ) -> float | None:
@@ -1092,27 +1158,21 @@ def _course_days(
     resource's own start and end. None when the record does not say."""
     if rtype == "MedicationAdministration":
         return 1.0
+    # sequenced dosages (a taper: 60 mg x 7 d, then 50 mg x 7 d...) add up
+    total = 0.0
     for d in dosages:
-        rep = d.timing.repeat if getattr(d, "timing", None) else None
-        if rep is None:
-            continue
-        if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
-            b = rep.boundsDuration
-            days = units.duration_to_days(float(b.value), b.code or b.unit)
-            if days is not None:
-                return days
-        if rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
-            a, b2 = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
-            if a is not None and b2 is not None:
-                return float((b2.last - a.date).days + 1)
-        per_day = _per_day(rep)
-        if rep.count is not None and per_day:
-            return float(rep.count) / per_day
-    supply = getattr(getattr(model, "dispenseRequest", None), "expectedSupplyDuration", None)
+        days = _dosage_days(d)
+        if days is not None:
+            total += days
+    if total > 0:
+        return total
+    request = getattr(model, "dispenseRequest", None)
+    supply = getattr(request, "expectedSupplyDuration", None)
     if supply is not None and supply.value is not None:
         days = units.duration_to_days(float(supply.value), supply.code or supply.unit)
         if days is not None:
-            return days
+            refills = getattr(request, "numberOfRepeatsAllowed", None) or 0
+            return days * (1 + int(refills))  # each refill is another supply
     if first is not None and end is not None and end >= first:
         return float((end - first).days + 1)
     return None
@@ -1132,63 +1192,92 @@ def _dose(model: Any, product: Product) -> _Dose:
     """Grams per dose, interval in days, free text, how the grams were derived, a weight-based
     dose, and the number of doses of a course-limited order.
 
-    From the first dosageInstruction with a dose; a dose in mL is converted with the product's
+    Each dosageInstruction is read on its own (dose and interval from the same instruction);
+    with several (a loading dose, then maintenance), the maintenance one decides: the last
+    open-ended repeat, else the last with a dose. A dose in mL is converted with the product's
     labelled concentration (never guessed); a dose per kg is kept per kg (the documented weight
     turns it into grams); timing.repeat count or bounds make the order one course, not an
     endless repeat; without a dose, dispenseRequest (quantity over the expected supply
     duration) is the fallback.
     """
-    grams = interval = per_kg = course = None
-    text: str | None = None
-    basis: Basis = None
-    for di in model.dosageInstruction or []:
-        text = text or di.text
-        for dr in di.doseAndRate or []:
-            value, unit = _quantity(dr.doseQuantity)
-            if value is None or grams is not None or per_kg is not None:
-                continue
-            per_kg = units.dose_per_kg_mg(value, unit)
-            if per_kg is not None:
-                basis = ("basis-per-kg", (("dose", f"{value:g} {unit}"),))
-                continue
-            grams = units.mass_to_grams(value, unit)
-            ml = units.volume_to_ml(value, unit) if grams is None else None
-            if ml is not None:
-                conc = product.concentration_g_per_ml
-                fields = (("ml", f"{ml:g}"), ("product", product.name))
-                if conc is None:
-                    basis = ("basis-ml-unknown", fields)
-                else:
-                    grams = round(ml * conc, 4)
-                    basis = ("basis-ml", (*fields, ("conc", f"{conc:g}")))
-        rep = di.timing.repeat if di.timing else None
-        if rep is not None and rep.period is not None and interval is None:
-            days = units.duration_to_days(float(rep.period), rep.periodUnit)
-            if days is not None:
-                interval = days / float(rep.frequency or 1)
-        if rep is not None and course is None:
-            course = _course_doses(rep, interval)
-    if grams is None and per_kg is None and basis is None:
+    read = [_instruction_dose(di, product) for di in _in_sequence(model.dosageInstruction or [])]
+    text = next((d.text for d in read if d.text), None)
+    dosed = [d for d in read if d.grams is not None or d.mg_per_kg is not None or d.basis]
+    maintenance = [d for d in dosed if d.interval is not None and d.course_doses is None]
+    candidates = maintenance or dosed
+    chosen = candidates[-1] if candidates else None
+    if chosen is None:
+        interval = next((d.interval for d in read if d.interval is not None), None)
         grams, interval, basis = _dispense(model, interval)
+        return _Dose(grams, interval, text, basis)
+    interval, course = chosen.interval, chosen.course_doses
     if course is not None and interval is None:
         interval = 1.0  # a course without a period: its doses on consecutive days
-    return _Dose(grams, interval, text, basis, per_kg, course)
+    return _Dose(chosen.grams, interval, text, chosen.basis, chosen.mg_per_kg, course)
+
+
+def _in_sequence(instructions: list[Any]) -> list[Any]:
+    """Dosage instructions in the order they apply (`sequence` when given, else as listed)."""
+    indexed = list(enumerate(instructions))
+    indexed.sort(key=lambda item: (item[1].sequence is None, item[1].sequence or 0, item[0]))
+    return [di for _, di in indexed]
+
+
+def _instruction_dose(di: Any, product: Product) -> _Dose:
+    """What one dosageInstruction orders: its dose (g, mL, or per kg), interval and course."""
+    grams = interval = per_kg = course = None
+    basis: Basis = None
+    for dr in di.doseAndRate or []:
+        value, unit = _quantity(dr.doseQuantity)
+        if value is None or grams is not None or per_kg is not None:
+            continue
+        per_kg = units.dose_per_kg_mg(value, unit)
+        if per_kg is not None:
+            basis = ("basis-per-kg", (("dose", f"{value:g} {unit}"),))
+            continue
+        grams = units.mass_to_grams(value, unit)
+        ml = units.volume_to_ml(value, unit) if grams is None else None
+        if ml is not None:
+            conc = product.concentration_g_per_ml
+            fields = (("ml", f"{ml:g}"), ("product", product.name))
+            if conc is None:
+                basis = ("basis-ml-unknown", fields)
+            else:
+                grams = round(ml * conc, 4)
+                basis = ("basis-ml", (*fields, ("conc", f"{conc:g}")))
+    rep = di.timing.repeat if di.timing else None
+    if rep is not None and rep.period is not None:
+        days = units.duration_to_days(float(rep.period), rep.periodUnit)
+        if days is not None:
+            interval = days / float(rep.frequency or 1)
+    if rep is not None:
+        course = _course_doses(rep, interval)
+    return _Dose(grams, interval, di.text, basis, per_kg, course)
 
 
 def _course_doses(rep: Any, interval: float | None) -> float | None:
     """Doses in a course-limited order: repeat.count, or the bounds (duration or period) over
-    the dosing interval; None for an open-ended repeat."""
+    the dosing interval; None for an open-ended repeat; 0 when the order states a course that
+    no calendar holds (a zero, negative, reversed or absurd bound): the dose is not read."""
     if rep.count is not None:
-        return float(rep.count)
+        return float(rep.count) if rep.count >= 1 else 0.0
     days: float | None = None
-    if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
+    if rep.boundsDuration is not None:
         b = rep.boundsDuration
-        days = units.duration_to_days(float(b.value), b.code or b.unit)
+        days = (
+            units.duration_to_days(float(b.value), b.code or b.unit)
+            if b.value is not None
+            else None
+        )
     elif rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
         start, end = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
         if start is not None and end is not None:
             days = float((end.last - start.date).days + 1)
-    if days is None or not interval:
+    else:
+        return None
+    if days is None or days <= 0:
+        return 0.0
+    if not interval:
         return None
     return max(1.0, float(int(days / interval + 1e-9)))
 

@@ -65,8 +65,13 @@ def mass_to_grams(value: float, unit: str | None) -> float | None:
 
 
 def duration_to_days(value: float, unit: str | None) -> float | None:
+    """Days in a duration; None for an unknown unit or a value no calendar holds (negative,
+    or beyond a century: a typo, never a course)."""
     factor = _DURATION_TO_DAYS.get(_key(unit))
-    return None if factor is None else value * factor
+    if factor is None:
+        return None
+    days = value * factor
+    return days if 0 <= days <= 36_525 else None
 
 
 def volume_to_ml(value: float, unit: str | None) -> float | None:

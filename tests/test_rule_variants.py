@@ -163,13 +163,21 @@ def test_rituximab_by_brand_name_inside_the_look_back_is_not_met(client: TestCli
                 "status": "completed",
                 "medicationCodeableConcept": {"text": "Truxima (rituximab-abbs) 1000 mg"},
                 "subject": {"reference": f"Patient/{PID}"},
-                "effectiveDateTime": "2025-08-01",
+                "effectiveDateTime": "2025-03-01",  # before the low IgG of 2025-05-01
             },
         )
 
     found = _finding(_run(client, change), "secondary-causes-excluded")
     assert found["status"] == "not-met"
     assert "MedicationAdministration/rtx-recent" in found["evidence"]
+
+    def later(req: dict[str, Any]) -> None:  # first given after the low IgG: cannot explain it
+        change(req)
+        _entries(req, "medicationAdministrations")[-1]["resource"]["effectiveDateTime"] = (
+            "2025-08-01"
+        )
+
+    assert _finding(_run(client, later), "secondary-causes-excluded")["status"] == "insufficient"
 
 
 def test_positive_hiv_test_is_not_met(client: TestClient) -> None:

@@ -135,7 +135,9 @@ def test_an_antiepileptic_asks_for_review_and_rituximab_still_denies(client: Tes
     lamotrigine = _steroid_request("ltg", "lamotrigine", "28439", days=None, status="active")
     det = _run(client, lambda r: _add(r, "medicationRequests", lamotrigine))
     assert _finding(det, SC)["status"] == "insufficient"
-    rituximab = _steroid_request("rtx", "rituximab", "121191", days=1, route=None)
+    rituximab = _steroid_request(
+        "rtx", "rituximab", "121191", days=1, route=None, authored="2025-03-01"
+    )
     det = _run(client, lambda r: _add(r, "medicationRequests", rituximab))
     assert _finding(det, SC)["status"] == "not-met"
 

@@ -8,6 +8,7 @@ file and the key (`KnowledgeError`), instead of starting and then failing every 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -69,7 +70,7 @@ class AgeParams(Params):
 
 
 class BaselineIgGParams(Params):
-    threshold_mg_dl: float
+    threshold_mg_dl: float = Field(gt=0)
     age_reference: str
     prefer_lab_reference_low: bool = True
 
@@ -118,8 +119,8 @@ class FractionBand(_Strict):
 
 
 class DayWindow(_Strict):
-    min: int
-    max: int
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
 
     @model_validator(mode="after")
     def _ordered(self) -> DayWindow:
@@ -131,17 +132,17 @@ class DayWindow(_Strict):
 class VaccineResponseParams(Params):
     vaccine_valueset: str
     titer_valueset: str
-    protective_titer_ug_ml: float
+    protective_titer_ug_ml: float = Field(gt=0)
     impaired_if_protective_fraction_below: list[FractionBand] = Field(min_length=1)
-    min_serotypes: int
+    min_serotypes: int = Field(ge=1)
     post_vaccine_window_days: DayWindow
     conjugate_vaccine_valueset: str
     titer_units: list[str]
 
 
 class ClinicalResponseParams(Params):
-    before_months: int
-    on_therapy_min_months: float
+    before_months: int = Field(ge=1)
+    on_therapy_min_months: float = Field(gt=0)
 
 
 class TroughParams(Params):
@@ -155,7 +156,7 @@ class DoseParams(Params):
     scig_min_mg_per_kg_per_4_weeks: float
     scig_max_mg_per_kg_per_4_weeks: float
     weight_recency_months: int
-    illustrative_weights_kg: list[float]
+    illustrative_weights_kg: list[Annotated[float, Field(gt=0)]]
 
 
 class HomeInfusionParams(Params):

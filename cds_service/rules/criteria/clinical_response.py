@@ -66,5 +66,7 @@ def decide(ctx: Context) -> Finding:
         "rate_after": fmt(round(rate_after, 1)),
     }
     if rate_after < rate_before:
-        return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+        # with the start undocumented, "before" means before the first record of therapy
+        key = f"{cid}.met-undated" if ctx.timeline.start_undocumented else f"{cid}.met"
+        return Finding(cid, Status.MET, say(key, **fields), evidence)
     return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)

@@ -16,7 +16,9 @@ from cds_service.domain import (
     Finding,
     Measurement,
     Missing,
+    Phase,
     Status,
+    When,
 )
 from cds_service.knowledge import Knowledge
 from cds_service.knowledge.policy import SecondaryCausesParams
@@ -60,6 +62,40 @@ class _Open:
         ):
             self.missing.append(missing)
         self.evidence.extend(r for r in refs if r not in self.evidence)
+
+
+def _qualifying_low_igg(ctx: Context) -> When | None:
+    """The date of the pre-treatment IgG the determination rests on (the latest baseline)."""
+    baseline = [
+        p.result
+        for p in ctx.timeline.labs
+        if p.phase is Phase.BASELINE and p.result.value_mg_dl is not None
+    ]
+    return baseline[-1].when if baseline else None
+
+
+def _started_after(d: DrugExposure, low: When | None) -> bool:
+    """The drug's first documented exposure is after the low IgG (so it cannot explain it)."""
+    first = d.start or d.when
+    return low is not None and first is not None and first.date > low.last
+
+
+def _hiv_result(ctx: Context, rule: SecondaryCausesParams, hiv: Measurement | None) -> str | None:
+    """'positive' / 'negative' / None for the latest HIV testing day; results of that day that
+    disagree (a reactive screen, a negative supplemental test) are 'discordant': the testing
+    algorithm continues (HIV-1 NAT), it neither excludes nor establishes HIV."""
+    if hiv is None or hiv.when is None:
+        return qualitative(hiv, ctx.kn) if hiv else None
+    vs = ctx.kn.vs(rule.hiv_test_valueset)
+    same_day = [
+        m
+        for m in ctx.record.measurements
+        if m.when is not None and m.when.date == hiv.when.date and vs.any_match(m.codings)
+    ]
+    results = {qualitative(m, ctx.kn) for m in same_day}
+    if {"positive", "negative"} <= results:
+        return "discordant"
+    return qualitative(hiv, ctx.kn)
 
 
 def _drug_window(d: DrugExposure, since: dt.date) -> str:
@@ -109,6 +145,14 @@ def decide(ctx: Context) -> Finding:
     windows = {d.ref: _drug_window(d, since) for d in rec.drugs}
     exposure = {d.ref: _drug_rule(kn, d) for d in rec.drugs}
     deny = [d for d in rec.drugs if exposure[d.ref] == "deny"]
+    low_igg = _qualifying_low_igg(ctx)
+    # a depleting drug first given after the low IgG cannot have caused it, and an order that
+    # documents no administration (stopped) does not show exposure: both ask for a review
+    after_low = [d for d in deny if _started_after(d, low_igg)]
+    not_given = [d for d in deny if d.uncertain]
+    for d in (*after_low, *not_given):
+        exposure[d.ref] = "review"
+    deny = [d for d in deny if exposure[d.ref] == "deny"]
     denied = [d for d in deny if windows[d.ref] == "in"]
     if denied:
         names = ", ".join(sorted({d.name for d in denied}))
@@ -119,7 +163,7 @@ def decide(ctx: Context) -> Finding:
             tuple(d.ref for d in denied),
         )
     hiv = latest_measurement(rec.measurements, kn.vs(rule.hiv_test_valueset))
-    hiv_result = qualitative(hiv, kn) if hiv else None
+    hiv_result = _hiv_result(ctx, rule, hiv)
     if hiv is not None and hiv_result == "positive":
         return Finding(
             cid, Status.NOT_MET, say(f"{cid}.not-met-hiv", date=str(hiv.when)), (hiv.ref,)
@@ -207,6 +251,19 @@ def _open_drugs(
             say.need(f"{cid}.missing-undated-drug", names=names, months=months),
             (d.ref for d in partial),
         )
+    # single administrations of a systemic steroid on more days than a burst are a course
+    short = rule.corticosteroid.short_course_max_days
+    given_days: dict[str, set[dt.date]] = {}
+    for d in ctx.record.drugs:
+        if (
+            exposure[d.ref] == "corticosteroid"
+            and d.single_dose
+            and d.route != "local"
+            and d.when is not None
+            and windows[d.ref] == "in"
+        ):
+            given_days.setdefault(d.ingredient, set()).add(d.when.date)
+    course = {name for name, days in given_days.items() if len(days) > short}
     review = [
         d
         for d in ctx.record.drugs
@@ -214,6 +271,7 @@ def _open_drugs(
         and (
             exposure[d.ref] == "review"
             or (exposure[d.ref] == "corticosteroid" and _steroid_counts(d, rule))
+            or (exposure[d.ref] == "corticosteroid" and d.single_dose and d.ingredient in course)
         )
     ]
     if review:
@@ -274,9 +332,10 @@ def _open_protein_loss(
     ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
 ) -> list[tuple[str, tuple[str, ...]]]:
     """IBD, celiac disease and malabsorption lose protein only sometimes: the evidence decides.
-    Elevated stool alpha-1-antitrypsin or nephrotic-range urine protein: protein loss is shown,
-    review; low albumin: the test that decides is asked for; normal albumin: no protein loss
-    (cleared, said in the met reason); no evidence: the evidence is asked for."""
+    Elevated stool alpha-1-antitrypsin (flagged, or above the lab's upper limit) or
+    nephrotic-range urine protein: protein loss is shown, review. A normal stool A1AT, or a
+    normal albumin with nothing that could not be read beside it: no protein loss (cleared, said
+    in the met reason). A low albumin: the test that decides is asked for; none: the evidence."""
     spec = rule.protein_loss_conditional
     kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
     vs = kn.vs(spec.valueset)
@@ -289,12 +348,13 @@ def _open_protein_loss(
     a1at = latest_measurement(rec.measurements, kn.vs(spec.stool_a1at_valueset), since)
     urine = latest_measurement(rec.measurements, kn.vs(spec.urine_protein_valueset), since)
     albumin = latest_measurement(rec.measurements, kn.vs(spec.albumin_valueset), since)
+    a1at_state = _a1at_state(a1at, kn) if a1at is not None else None
     per_day = (
         units.urine_protein_g_per_day(urine.value, urine.unit)
-        if urine and urine.value is not None
+        if urine is not None and urine.value is not None
         else None
     )
-    if a1at is not None and _elevated(a1at, kn):
+    if a1at is not None and a1at_state == "elevated":
         open_.add(
             say(
                 f"{cid}.gap-protein-loss-shown",
@@ -320,6 +380,23 @@ def _open_protein_loss(
             ),
             say.need(f"{cid}.missing-protein-loss-review", names=names),
             (*refs, urine.ref),
+        )
+        return []
+    if a1at is not None and a1at_state == "normal":
+        text = say(f"{cid}.protein-loss-cleared-a1at", names=names, date=str(a1at.when))
+        return [(text, (*refs, a1at.ref))]
+    unreadable = [m for m in (a1at,) if m is not None and a1at_state == "unknown"]
+    if urine is not None and per_day is None:
+        unreadable.append(urine)
+    if unreadable:
+        open_.add(
+            say(
+                f"{cid}.gap-protein-loss-unreadable",
+                names=names,
+                refs=", ".join(m.ref for m in unreadable),
+            ),
+            say.need(f"{cid}.missing-protein-loss-review", names=names),
+            (*refs, *(m.ref for m in unreadable)),
         )
         return []
     g_dl = (
@@ -357,6 +434,17 @@ def _open_protein_loss(
     return []
 
 
+def _a1at_state(m: Measurement, kn: Knowledge) -> str:
+    """'elevated', 'normal' or 'unknown': by the lab's flag, else against its upper limit."""
+    if _elevated(m, kn):
+        return "elevated"
+    if any(code in {"N"} for _, code in m.interpretation) or qualitative(m, kn) == "negative":
+        return "normal"
+    if m.value is not None and m.range_high is not None:
+        return "elevated" if m.value > m.range_high else "normal"
+    return "unknown"
+
+
 def _elevated(m: Measurement, kn: Knowledge) -> bool:
     """A result flagged high / abnormal / positive by the lab."""
     high = {"H", "HH", "HU", "A", "AA"}
@@ -376,6 +464,11 @@ def _open_workup(
     kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
     if hiv is None:
         open_.add(say(f"{cid}.gap-hiv"), say.need(f"{cid}.missing-hiv"))
+    elif hiv_result == "discordant":
+        open_.add(
+            say(f"{cid}.gap-hiv-discordant", date=str(hiv.when)),
+            say.need(f"{cid}.missing-hiv-confirmatory"),
+        )
     elif hiv_result != "negative":
         open_.add(say(f"{cid}.gap-hiv-unclear", date=str(hiv.when)), say.need(f"{cid}.missing-hiv"))
     workup_months = rule.workup_lookback_months

@@ -72,15 +72,23 @@ def decide(ctx: Context) -> Finding:
 
 
 def _after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, When] | None:
-    """The IG administration a result was drawn shortly after (a peak, not a pre-infusion
+    """The IV IG administration a result was drawn shortly after (a peak, not a pre-infusion
     trough): timed values within `hours` after the infusion; a date-only result on a later day
     within the window. A result on the infusion's own day without times counts as drawn
     before it (a trough is drawn on infusion day, before the infusion)."""
     if when is None or hours <= 0:
         return None
+    # conventional SCIG (weekly or more often) keeps a near-steady level: no peak to avoid
+    steady = {
+        p.name
+        for p in ctx.kn.products.products
+        if p.route == "SC" and p.scig_ivig_conversion_factor != 1.0
+    }
     for e in ctx.timeline.exposures:
         start = e.start
         if e.kind != "MedicationAdministration" or start is None or start.end is not None:
+            continue
+        if e.product in steady:
             continue
         if when.instant is not None and start.instant is not None:
             gap = (when.instant - start.instant).total_seconds() / 3600.0

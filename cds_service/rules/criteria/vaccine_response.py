@@ -12,6 +12,7 @@ from cds_service.domain import (
     Measurement,
     Phase,
     Status,
+    When,
 )
 from cds_service.knowledge.policy import VaccineResponseParams
 from cds_service.rules.context import (
@@ -23,28 +24,31 @@ from cds_service.rules.context import (
 
 
 def _in_response_window(
-    ctx: Context, rule: VaccineResponseParams, vdate: dt.date, after: list[Measurement]
+    ctx: Context, rule: VaccineResponseParams, vaccine: When, after: list[Measurement]
 ) -> tuple[list[Measurement], str]:
     """Titers drawn in the post-vaccination window the source gives, with no conjugate vaccine
-    between the polysaccharide vaccine and the sample; and why none is, when none is."""
+    between the polysaccharide vaccine and the sample; and why none is, when none is. A partial
+    date ('2025-06') counts only when every day it may mean falls in the window."""
     lo, hi = rule.post_vaccine_window_days.min, rule.post_vaccine_window_days.max
     conjugates = [
         i.when.date
         for i in ctx.record.immunizations
-        if i.kind == "conjugate" and i.when is not None and i.when.date > vdate
+        if i.kind == "conjugate" and i.when is not None and i.when.last > vaccine.date
     ]
     say, cid = ctx.say, "vaccine-response"
     inside: list[Measurement] = []
     reasons: list[str] = []
     for m in after:
         assert m.when is not None
-        days = (m.when.date - vdate).days
-        between = [d for d in conjugates if d <= m.when.date]
+        shortest = (m.when.date - vaccine.last).days
+        longest = (m.when.last - vaccine.date).days
+        between = [d for d in conjugates if d <= m.when.last]
         if between:
             reasons.append(say(f"{cid}.conjugate-between", date=str(min(between))))
-        elif not lo <= days <= hi:
+        elif shortest < lo or longest > hi:
+            days = f"{shortest}" if shortest == longest else f"{max(shortest, 0)}-{longest}"
             reasons.append(
-                say(f"{cid}.outside-window", days=days, lo=lo // 7, hi=hi // 7, date=str(vdate))
+                say(f"{cid}.outside-window", days=days, lo=lo // 7, hi=hi // 7, date=str(vaccine))
             )
         else:
             inside.append(m)
@@ -76,10 +80,21 @@ def decide(ctx: Context) -> Finding:
             key = f"{cid}.unspecified-vaccine"
         found = unique_refs(m.ref for m in titers)
         return Finding(cid, Status.INSUFFICIENT, say(key), found, missing)
-    vaccine = vaccines[-1]
+    # the latest PPSV23 whose post-vaccination window holds titers (a later dose recorded after
+    # the sample does not hide the response already measured); else the latest, for the reason
+    chosen = None
+    for candidate in reversed(vaccines):
+        assert candidate.when is not None
+        cand_after = [m for m in titers if m.when is not None and m.when.last > candidate.when.date]
+        cand_post, cand_why = _in_response_window(ctx, rule, candidate.when, cand_after)
+        if cand_post:
+            chosen = (candidate, cand_after, cand_post, cand_why)
+            break
+        if chosen is None:
+            chosen = (candidate, cand_after, cand_post, cand_why)
+    assert chosen is not None
+    vaccine, after, post, why_not = chosen
     vdate = vaccine.when.date if vaccine.when else dt.date.min
-    after = [m for m in titers if m.when is not None and m.when.date > vdate]
-    post, why_not = _in_response_window(ctx, rule, vdate, after)
     if after and not post:
         return Finding(
             cid,
@@ -106,6 +121,16 @@ def decide(ctx: Context) -> Finding:
         )
         by_serotype[serotype] = m  # the latest result per serotype
     tested = len(by_serotype)
+    # serotype results of the same sample that could not be read (text such as '> 4.5', another
+    # unit): they may be protective, so an 'impaired' count must hold with all of them protective
+    same_sample = {m.when.date for m in by_serotype.values() if m.when is not None}
+    unread = [
+        m
+        for m in unusable
+        if m.when is not None
+        and m.when.date in same_sample
+        and (m.serotype or m.ref) not in by_serotype
+    ]
     if tested < rule.min_serotypes:
         key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
         units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
@@ -138,6 +163,16 @@ def decide(ctx: Context) -> Finding:
         "fraction": round(max(fractions) * 100),
     }
     undated_start = any(phases[id(m)] is Phase.UNKNOWN for m in by_serotype.values())
+    if unread and all(share < f for f in fractions):
+        best = (protective + len(unread)) / (tested + len(unread))
+        if not all(best < f for f in fractions):
+            return Finding(
+                cid,
+                Status.INSUFFICIENT,
+                say(f"{cid}.unread-titers", count=len(unread), **fields),
+                (*evidence, *unique_refs(m.ref for m in unread)),
+                missing,
+            )
     if all(share < f for f in fractions):
         return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
     if any(share < f for f in fractions):
@@ -152,5 +187,21 @@ def decide(ctx: Context) -> Finding:
     if undated_start:  # a normal-looking response may be infused antibody
         return Finding(
             cid, Status.INSUFFICIENT, say(f"{cid}.maybe-passive", **fields), evidence, missing
+        )
+    # a conjugate vaccine before the PPSV23 primes most of the serotypes tested: a normal
+    # response is then not a polysaccharide response (Hansen 2021: prior PCV non-compliant)
+    primed = [
+        i
+        for i in rec.immunizations
+        if i.kind == "conjugate" and i.when is not None and i.when.date <= vdate
+    ]
+    if primed:
+        first = min(primed, key=lambda i: i.when.date if i.when else dt.date.max)
+        return Finding(
+            cid,
+            Status.INSUFFICIENT,
+            say(f"{cid}.conjugate-before", **fields, pcv_date=str(first.when)),
+            (*evidence, first.ref),
+            missing,
         )
     return Finding(cid, Status.NOT_MET, say(f"{cid}.not-met", **fields), evidence)
