@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 fhir-server: install ## install the local FHIR R4 server used by the tests and the harness
-	$(BIN)/python -m cds_service.local_fhir install $(FHIR_VENV)
+	$(BIN)/python -m tools.local_fhir install $(FHIR_VENV)
 
 run: install ## install and start the service with its demo data
 	IVIG_CDS_DEMO=true $(BIN)/ivig-cds serve --host $(HOST) --port $(PORT)
@@ -26,12 +26,12 @@ run: install ## install and start the service with its demo data
 test: install fhir-server ## install and run the whole test suite
 	IVIG_CDS_FHIR_VENV=$(FHIR_VENV) $(BIN)/pytest -q
 
-lint: install ## ruff + mypy --strict
-	$(BIN)/ruff check cds_service tests
-	$(BIN)/mypy --strict cds_service
+lint: install ## ruff + mypy --strict (the runtime package and the tools)
+	$(BIN)/ruff check cds_service tools tests
+	$(BIN)/mypy --strict cds_service tools
 
 harness: install ## scenario harness against a local FHIR server and service (no network)
-	$(BIN)/ivig-cds harness --local-fhir $(FHIR_VENV) --cleanup
+	$(BIN)/python -m tools.harness --local-fhir $(FHIR_VENV) --cleanup
 
 check: lint test
 

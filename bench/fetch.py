@@ -1,6 +1,6 @@
 """The FHIR-fetch path: order-sign without prefetch, the service reading a real FHIR server.
 
-A local sekmet FHIR R4 server (cds_service.local_fhir, in .venv-fhir: `make fhir-server`) is
+A local sekmet FHIR R4 server (tools.local_fhir, in .venv-fhir: `make fhir-server`) is
 loaded with the same synthetic record the prefetch benchmark sends. Then:
 
 - every query the service would send for the prefetch templates it advertises (GET
@@ -31,9 +31,9 @@ import requests
 
 from bench import records
 from cds_service.app import build_fetcher
-from cds_service.local_fhir import FhirServer, FhirServerError, ensure_installed
 from cds_service.record import resources_of
 from cds_service.settings import Settings
+from tools.local_fhir import FhirServer, FhirServerError, ensure_installed
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PATH = "/cds-services/ivig-order-sign"

@@ -130,47 +130,5 @@ def feedback(since: dt.datetime, as_json: bool) -> None:
         click.echo("(no feedback)")
 
 
-@main.command()
-@click.option(
-    "--fhir-server",
-    default=None,
-    help="FHIR R4 base URL to load the scenarios into [default: the public HAPI R4 sandbox].",
-)
-@click.option(
-    "--service-url",
-    default=None,
-    help="A running ivig-cds whose allowlist admits --fhir-server "
-    "[default: start one in-process on a free loopback port].",
-)
-@click.option("--cleanup", is_flag=True, help="Delete the loaded resources afterwards.")
-@click.option(
-    "--fixtures",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("fhir_fixtures"),
-    show_default=True,
-)
-@click.option("--scenario", "only", multiple=True, help="Run only these scenarios (repeatable).")
-@click.option(
-    "--local-fhir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Start a local sekmet FHIR R4 server from this venv (installed on first use) and use it.",
-)
-def harness(
-    fhir_server: str | None,
-    service_url: str | None,
-    cleanup: bool,
-    fixtures: Path,
-    only: tuple[str, ...],
-    local_fhir: Path | None,
-) -> None:
-    """Load the scenario fixtures into a FHIR server and check the service's determinations."""
-    from cds_service import harness as h
-
-    if fhir_server is None and local_fhir is None:
-        fhir_server = h.DEFAULT_FHIR_SERVER
-    sys.exit(h.run_cli(fhir_server, service_url, fixtures, cleanup, only, local_fhir))
-
-
 if __name__ == "__main__":
     main()

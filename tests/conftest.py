@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
-from cds_service.local_fhir import FhirServer, ensure_installed
 from cds_service.settings import Settings
 from tests import cds_schemas
+from tools.local_fhir import FhirServer, ensure_installed
 
 # Tests that build an app from plain Settings() get client authentication off and a throw-away
 # database (tests/test_auth.py removes the first for its module). Nothing else changes: demo stays

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from cds_service.fhir_client import Allowlist, render_template
-from cds_service.harness import local_prefetch, record_resources
 from cds_service.record import PrefetchKey
 from tests.conftest import DETERMINATION_KEY, FIXTURES, ValidatingClient, load_json, make_settings
 from tests.fault_server import (
@@ -31,6 +30,7 @@ from tests.fault_server import (
     searchset,
     sequence,
 )
+from tools.harness import local_prefetch, record_resources
 
 URL = "/cds-services/ivig-order-sign"
 TOKEN = "s3cr3t-access-token-never-logged"

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import harness
 from cds_service.app import create_app
-from cds_service.local_fhir import FhirServer
 from tests.conftest import FIXTURES, ValidatingClient, make_settings
+from tools import harness
+from tools.local_fhir import FhirServer
 
 URL = "/cds-services/ivig-order-sign"
 SCENARIOS = harness.discover(FIXTURES)

@@ -1,4 +1,4 @@
-"""`ivig-cds harness` against the session's real FHIR server and an in-process service."""
+"""`python -m tools.harness` against the session's real FHIR server and an in-process service."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cds_service import harness
-from cds_service.cli import main
-from cds_service.local_fhir import FhirServer
 from tests.conftest import FIXTURES, load_json
+from tools import harness
+from tools.harness import main
+from tools.local_fhir import FhirServer
 
 
 def _patients(srv: FhirServer) -> int:
@@ -23,7 +23,7 @@ def _patients(srv: FhirServer) -> int:
 def test_harness_passes_every_scenario_and_cleans_up(fhir_server: FhirServer) -> None:
     before = _patients(fhir_server)
     result = CliRunner().invoke(
-        main, ["harness", "--fhir-server", fhir_server.base_url, "--cleanup"]
+        main, ["--fhir-server", fhir_server.base_url, "--cleanup"]
     )
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output
@@ -40,7 +40,7 @@ def test_harness_fails_with_a_table_and_exit_1(fhir_server: FhirServer, tmp_path
     expected_path.write_text(json.dumps(expected))
     result = CliRunner().invoke(
         main,
-        ["harness", "--fhir-server", fhir_server.base_url, "--fixtures", str(tmp_path)],
+        ["--fhir-server", fhir_server.base_url, "--fixtures", str(tmp_path)],
     )
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output
@@ -48,11 +48,11 @@ def test_harness_fails_with_a_table_and_exit_1(fhir_server: FhirServer, tmp_path
 
 
 def test_harness_reports_an_unreachable_fhir_server(tmp_path: Path) -> None:
-    from cds_service.local_fhir import free_port
+    from tools.local_fhir import free_port
 
     result = CliRunner().invoke(
         main,
-        ["harness", "--fhir-server", f"http://127.0.0.1:{free_port()}/fhir"],
+        ["--fhir-server", f"http://127.0.0.1:{free_port()}/fhir"],
     )
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output

@@ -107,3 +107,20 @@ def test_rewording_a_missing_item_does_not_change_the_orders_offered(tmp_path: P
     before, after = offered(None), offered(cards)
     assert before, "the seed is offered orders (IgG, HIV test, work-up, weight)"
     assert after == before
+
+
+def test_the_runtime_package_imports_no_test_tooling() -> None:
+    """tools/ (harness, local FHIR server) is not shipped: serving needs neither requests nor
+    rich, and no runtime module imports tools."""
+    code = (
+        "import sys, cds_service.app, cds_service.cli, cds_service.service\n"
+        "bad = [m for m in ('requests', 'rich', 'tools') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runtime = Path(knowledge.__file__).resolve().parent.parent
+    offenders = [
+        p.name for p in runtime.rglob("*.py") if "from tools" in p.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

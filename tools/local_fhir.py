@@ -13,7 +13,7 @@ a free loopback port.  ``stop()`` kills the whole process group by PID and delet
 Only the standard library and ``requests`` are used.
 
 Development tooling (tests, `make harness`), never on the request path; `make fhir-server` runs
-`python -m cds_service.local_fhir install .venv-fhir`.
+`python -m tools.local_fhir install .venv-fhir`.
 """
 
 from __future__ import annotations
@@ -405,9 +405,9 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m cds_service.local_fhir install VENV_DIR`: install sekmet-fhir (idempotent)."""
+    """`python -m tools.local_fhir install VENV_DIR`: install sekmet-fhir (idempotent)."""
     if len(argv) != 2 or argv[0] != "install":
-        sys.stderr.write("usage: python -m cds_service.local_fhir install VENV_DIR\n")
+        sys.stderr.write("usage: python -m tools.local_fhir install VENV_DIR\n")
         return 2
     ensure_installed(Path(argv[1]))
     return 0

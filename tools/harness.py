@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import click
 import requests
 
 from cds_service.record import PrefetchKey, _for_patient, resources_of
@@ -374,8 +376,8 @@ def service_in_thread(fhir_server: str) -> Iterator[str]:
     import uvicorn
 
     from cds_service.app import create_app
-    from cds_service.local_fhir import free_port
     from cds_service.settings import Settings
+    from tools.local_fhir import free_port
 
     port = free_port()
     # a loopback-only helper for the harness: it may query only `fhir_server`, and client JWT
@@ -402,7 +404,7 @@ def service_in_thread(fhir_server: str) -> Iterator[str]:
 @contextmanager
 def local_fhir_server(venv: Path) -> Iterator[str]:
     """A local sekmet FHIR R4 server (installed into `venv` on first use); yields its base URL."""
-    from cds_service.local_fhir import FhirServer, ensure_installed
+    from tools.local_fhir import FhirServer, ensure_installed
 
     with FhirServer(ensure_installed(venv), validation="strict") as srv:
         yield srv.base_url
@@ -472,3 +474,47 @@ def run_cli(
         f"{len(results) - failed} passed, {failed} failed" + (" (cleaned up)" if cleanup else "")
     )
     return 1 if failed else 0
+
+
+@click.command()
+@click.option(
+    "--fhir-server",
+    default=None,
+    help="FHIR R4 base URL to load the scenarios into [default: the public HAPI R4 sandbox].",
+)
+@click.option(
+    "--service-url",
+    default=None,
+    help="A running ivig-cds whose allowlist admits --fhir-server "
+    "[default: start one in-process on a free loopback port].",
+)
+@click.option("--cleanup", is_flag=True, help="Delete the loaded resources afterwards.")
+@click.option(
+    "--fixtures",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("fhir_fixtures"),
+    show_default=True,
+)
+@click.option("--scenario", "only", multiple=True, help="Run only these scenarios (repeatable).")
+@click.option(
+    "--local-fhir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Start a local sekmet FHIR R4 server from this venv (installed on first use) and use it.",
+)
+def main(
+    fhir_server: str | None,
+    service_url: str | None,
+    cleanup: bool,
+    fixtures: Path,
+    only: tuple[str, ...],
+    local_fhir: Path | None,
+) -> None:
+    """Load the scenario fixtures into a FHIR server and check the service's determinations."""
+    if fhir_server is None and local_fhir is None:
+        fhir_server = DEFAULT_FHIR_SERVER
+    sys.exit(run_cli(fhir_server, service_url, fixtures, cleanup, only, local_fhir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Test and operations tooling (scenario harness, local FHIR server): not in the runtime package."""
