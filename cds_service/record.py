@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cds_service import fastpath, units
 from cds_service.domain import (
@@ -32,6 +32,7 @@ from cds_service.domain import (
     When,
 )
 from cds_service.errors import BadRequest
+from cds_service.fhir import views
 from cds_service.fhir_models import MODELS, ValidationError, lenient, to_when, validation_summary
 from cds_service.knowledge import Knowledge, Product
 
@@ -334,25 +335,25 @@ def _ref(res: dict[str, Any]) -> str:
 # model -> fact helpers
 
 
-def _codings(cc: Any) -> tuple[Coding, ...]:
+def _codings(cc: views.CodeableConcept | None) -> tuple[Coding, ...]:
     if cc is None:
         return ()
     return tuple((c.system, c.code) for c in (cc.coding or []))
 
 
-def _texts(cc: Any) -> list[str | None]:
+def _texts(cc: views.CodeableConcept | None) -> list[str | None]:
     if cc is None:
         return []
     return [cc.text, *(c.display for c in (cc.coding or []))]
 
 
-def _quantity(q: Any) -> tuple[float | None, str | None]:
+def _quantity(q: views.Quantity | None) -> tuple[float | None, str | None]:
     if q is None or q.value is None:
         return None, None
     return float(q.value), (q.code or q.unit)
 
 
-def _observation_view(obs: Any) -> fastpath.ObservationView:
+def _observation_view(obs: views.Observation) -> fastpath.ObservationView:
     """The facts read from a validated Observation model (fastpath reads the same from raw)."""
     value, unit = _quantity(obs.valueQuantity)
     low: tuple[float, str | None] | None = None
@@ -530,7 +531,7 @@ class RecordBuilder:
         log.info("unreadable %s: %s", raw.get("resourceType"), type(exc).__name__)
 
     def _patient(self, raw: dict[str, Any]) -> PatientFact | None:
-        model = self.parse(raw)
+        model: views.Patient | None = self.parse(raw)
         if model is None:
             return None
         when = to_when(model.birthDate)
@@ -553,7 +554,7 @@ class RecordBuilder:
             if not known and not panel and not self._known_component(components):
                 continue  # e.g. blood pressure: components, none of them read by the rules
             view = fastpath.observation(raw)  # plain results skip model validation
-            obs: Any = None
+            obs: views.Observation | None = None
             if view is None:
                 obs = self.parse(raw)
                 if obs is None:
@@ -640,7 +641,7 @@ class RecordBuilder:
         self,
         raw: dict[str, Any],
         panel_view: fastpath.ObservationView,
-        comp: Any,
+        comp: views.ObservationComponent,
         pneumo_panel: bool,
         record: Record,
     ) -> None:
@@ -697,7 +698,7 @@ class RecordBuilder:
                 continue
             view = fastpath.observation(member)
             if view is None:
-                obs = self.parse(member)
+                obs: views.Observation | None = self.parse(member)
                 if obs is None:
                     continue
                 view = _observation_view(obs)
@@ -744,7 +745,7 @@ class RecordBuilder:
             verification = {c for _, c in _raw_codings(raw.get("verificationStatus"))}
             if verification & {"refuted", "entered-in-error"}:
                 continue
-            cond = self.parse(raw)
+            cond: views.Condition | None = self.parse(raw)
             if cond is None:
                 continue
             clinical = {c for _, c in _codings(cond.clinicalStatus)}
@@ -772,7 +773,7 @@ class RecordBuilder:
             codings = [c for cc in raw.get("reasonCode", []) or [] for c in _raw_codings(cc)]
             if not infections.any_match(codings):
                 continue
-            enc = self.parse(raw)
+            enc: views.Encounter | None = self.parse(raw)
             if enc is None:
                 continue
             reasons = tuple(c for cc in (enc.reasonCode or []) for c in _codings(cc))
@@ -795,7 +796,7 @@ class RecordBuilder:
             kind = next((k for k, vs in kinds if vs.any_match(codings)), None)
             if kind is None:
                 continue
-            imm = self.parse(raw)
+            imm: views.Immunization | None = self.parse(raw)
             if imm is None:
                 continue
             record.immunizations.append(
@@ -806,7 +807,7 @@ class RecordBuilder:
 
     # -- medications ----------------------------------------------------------------------
     def _concept(
-        self, model: Any, raw: dict[str, Any]
+        self, model: views.MedicationConcept, raw: dict[str, Any]
     ) -> tuple[tuple[Coding, ...], list[str | None]]:
         """Codings and names of a medication[x], resolving contained or bundled Medication."""
         if model.medicationCodeableConcept is not None:
@@ -824,13 +825,13 @@ class RecordBuilder:
             target = self._medications.get(ref.reference.rsplit("/", 1)[-1])
         if target is None:
             return (), [ref.display]
-        med = self.parse(target)
+        med: views.Medication | None = self.parse(target)
         if med is None:
             return (), [ref.display]
         return _codings(med.code), [*_texts(med.code), ref.display]
 
     def identify(
-        self, model: Any, raw: dict[str, Any]
+        self, model: views.MedicationConcept, raw: dict[str, Any]
     ) -> tuple[Product | None, tuple[Coding, ...], list[str | None]]:
         codings, texts = self._concept(model, raw)
         return self.kn.product_index.identify(codings, texts), codings, texts
@@ -845,7 +846,7 @@ class RecordBuilder:
             "declined",  # a MedicationDispense that was never handed over
         }:
             return
-        model = self.parse(raw)
+        model: views.MedicationConcept | None = self.parse(raw)
         if model is None:
             if self._raw_is_ig(raw):
                 # IG use that could not be read: therapy is on record, its date is not known
@@ -858,29 +859,33 @@ class RecordBuilder:
         rtype = raw["resourceType"]
         if rtype == "MedicationStatement" and self.kn.vs("no-known-medications").any_match(codings):
             # an explicit "no known medications" statement: the list was reviewed and is empty
+            statement = cast(views.MedicationStatement, model)
             when = to_when(
-                model.effectiveDateTime
-                or (model.effectivePeriod and model.effectivePeriod.start)
-                or model.dateAsserted
+                statement.effectiveDateTime
+                or (statement.effectivePeriod and statement.effectivePeriod.start)
+                or statement.dateAsserted
             )
             record.no_medications = NoMedications(_ref(raw), when)
             return
         start: When | None
         asserted: When | None = None
         if rtype == "MedicationAdministration":
+            given = cast(views.MedicationAdministration, model)
             start = to_when(
-                model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start)
+                given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
             )
         elif rtype == "MedicationRequest":
-            start = to_when(model.authoredOn)
+            start = to_when(cast(views.MedicationRequest, model).authoredOn)
         elif rtype == "MedicationStatement":
+            taken = cast(views.MedicationStatement, model)
             start = to_when(
-                model.effectiveDateTime or (model.effectivePeriod and model.effectivePeriod.start)
+                taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
             )
-            asserted = to_when(model.dateAsserted)
+            asserted = to_when(taken.dateAsserted)
         else:
-            start = to_when(model.whenHandedOver or model.whenPrepared)
-        period = getattr(model, "effectivePeriod", None)
+            handed = cast(views.MedicationDispense, model)
+            start = to_when(handed.whenHandedOver or handed.whenPrepared)
+        period: views.Period | None = getattr(model, "effectivePeriod", None)
         last = to_when(period.end) if period is not None and period.end else None
         if product is not None:
             record.exposures.append(
@@ -930,7 +935,7 @@ class RecordBuilder:
                 )
             )
 
-    def _route_class(self, dosages: list[Any], texts: list[str | None]) -> str | None:
+    def _route_class(self, dosages: list[Dosages], texts: list[str | None]) -> str | None:
         """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
         from the dosage route's codes, else words in the route text or the drug's name."""
         rule = self.kn.criteria.secondary_causes_excluded.corticosteroid
@@ -1025,7 +1030,7 @@ class RecordBuilder:
         for index, raw in enumerate(resources_of(draft_orders)):
             if raw.get("resourceType") != "MedicationRequest":
                 continue
-            model = self.parse(raw)
+            model: views.MedicationRequest | None = self.parse(raw)
             if model is None:
                 if self._raw_names_ig(raw):
                     issue = self.issues.pop()
@@ -1057,7 +1062,7 @@ class RecordBuilder:
             )
         return orders
 
-    def _route(self, model: Any) -> str | None:
+    def _route(self, model: views.MedicationRequest) -> str | None:
         """IV or SC from the order's route, for products labelled for both."""
         iv, sc = self.kn.vs("route-intravenous"), self.kn.vs("route-subcutaneous")
         for di in model.dosageInstruction or []:
@@ -1075,9 +1080,11 @@ class RecordBuilder:
 
 
 Basis = tuple[str, tuple[tuple[str, str], ...]] | None
+# a dosage of a request or statement, or a MedicationAdministration's single dosage
+Dosages = views.Dosage | views.AdministrationDosage
 
 
-def _dosages(model: Any, rtype: str) -> list[Any]:
+def _dosages(model: Any, rtype: str) -> list[Dosages]:
     """The Dosage elements of a medication resource (MedicationAdministration has one `dosage`,
     of another shape, read for its route only)."""
     if rtype == "MedicationAdministration":
@@ -1085,7 +1092,7 @@ def _dosages(model: Any, rtype: str) -> list[Any]:
     return list(getattr(model, "dosageInstruction", None) or getattr(model, "dosage", None) or [])
 
 
-def _per_day(rep: Any) -> float | None:
+def _per_day(rep: views.TimingRepeat | None) -> float | None:
     """Administrations per day from timing.repeat (frequency per period)."""
     if rep is None or rep.period is None:
         return None
@@ -1095,10 +1102,16 @@ def _per_day(rep: Any) -> float | None:
     return float(rep.frequency or 1) / days
 
 
-def _daily_mg(dosages: list[Any]) -> float | None:
+def _repeat_of(d: Dosages) -> views.TimingRepeat | None:
+    """The timing.repeat of a dosage (a MedicationAdministration's dosage has no timing)."""
+    timing: views.Timing | None = getattr(d, "timing", None)
+    return timing.repeat if timing is not None else None
+
+
+def _daily_mg(dosages: list[Dosages]) -> float | None:
     """mg of the drug per day from the first dosage with a mass dose and a frequency."""
     for d in dosages:
-        rep = d.timing.repeat if getattr(d, "timing", None) else None
+        rep = _repeat_of(d)
         per_day = _per_day(rep)
         for dr in getattr(d, "doseAndRate", None) or []:
             q = dr.doseQuantity or (dr.doseRange.high if dr.doseRange else None)
@@ -1109,14 +1122,14 @@ def _daily_mg(dosages: list[Any]) -> float | None:
     return None
 
 
-def _dosage_days(d: Any) -> float | None:
+def _dosage_days(d: Dosages) -> float | None:
     """Days one dosage instruction covers: its bounds (duration or period), or its repeat count
     over the frequency; None when it does not say."""
-    rep = d.timing.repeat if getattr(d, "timing", None) else None
+    rep = _repeat_of(d)
     if rep is None:
         return None
-    if rep.boundsDuration is not None and rep.boundsDuration.value is not None:
-        b = rep.boundsDuration
+    b = rep.boundsDuration
+    if b is not None and b.value is not None:
         days = units.duration_to_days(float(b.value), b.code or b.unit)
         if days is not None:
             return days
@@ -1130,12 +1143,12 @@ def _dosage_days(d: Any) -> float | None:
     return None
 
 
-def _bounds_end(dosages: list[Any], start: When | None) -> When | None:
+def _bounds_end(dosages: list[Dosages], start: When | None) -> When | None:
     """The last day an order's own timing covers (boundsPeriod.end, or its start plus a
     boundsDuration): a course authored long ago may still run into the look-back."""
     ends: list[When] = []
     for d in dosages:
-        rep = d.timing.repeat if getattr(d, "timing", None) else None
+        rep = _repeat_of(d)
         if rep is None:
             continue
         if rep.boundsPeriod is not None and rep.boundsPeriod.end:
@@ -1151,7 +1164,7 @@ def _bounds_end(dosages: list[Any], start: When | None) -> When | None:
 
 
 def _course_days(
-    model: Any, rtype: str, dosages: list[Any], first: dt.date | None, end: dt.date | None
+    model: Any, rtype: str, dosages: list[Dosages], first: dt.date | None, end: dt.date | None
 ) -> float | None:
     """How long the documented course lasts, in days, from what the record states: timing
     bounds (duration or period), a repeat count over its frequency, the supply duration, or the
@@ -1188,7 +1201,7 @@ class _Dose:
     course_doses: float | None = None  # the number of doses when the order is course-limited
 
 
-def _dose(model: Any, product: Product) -> _Dose:
+def _dose(model: views.MedicationRequest, product: Product) -> _Dose:
     """Grams per dose, interval in days, free text, how the grams were derived, a weight-based
     dose, and the number of doses of a course-limited order.
 
@@ -1216,14 +1229,14 @@ def _dose(model: Any, product: Product) -> _Dose:
     return _Dose(chosen.grams, interval, text, chosen.basis, chosen.mg_per_kg, course)
 
 
-def _in_sequence(instructions: list[Any]) -> list[Any]:
+def _in_sequence(instructions: list[views.Dosage]) -> list[views.Dosage]:
     """Dosage instructions in the order they apply (`sequence` when given, else as listed)."""
     indexed = list(enumerate(instructions))
     indexed.sort(key=lambda item: (item[1].sequence is None, item[1].sequence or 0, item[0]))
     return [di for _, di in indexed]
 
 
-def _instruction_dose(di: Any, product: Product) -> _Dose:
+def _instruction_dose(di: views.Dosage, product: Product) -> _Dose:
     """What one dosageInstruction orders: its dose (g, mL, or per kg), interval and course."""
     grams = interval = per_kg = course = None
     basis: Basis = None
@@ -1255,7 +1268,7 @@ def _instruction_dose(di: Any, product: Product) -> _Dose:
     return _Dose(grams, interval, di.text, basis, per_kg, course)
 
 
-def _course_doses(rep: Any, interval: float | None) -> float | None:
+def _course_doses(rep: views.TimingRepeat, interval: float | None) -> float | None:
     """Doses in a course-limited order: repeat.count, or the bounds (duration or period) over
     the dosing interval; None for an open-ended repeat; 0 when the order states a course that
     no calendar holds (a zero, negative, reversed or absurd bound): the dose is not read."""
@@ -1282,7 +1295,9 @@ def _course_doses(rep: Any, interval: float | None) -> float | None:
     return max(1.0, float(int(days / interval + 1e-9)))
 
 
-def _dispense(model: Any, interval: float | None) -> tuple[float | None, float | None, Basis]:
+def _dispense(
+    model: views.MedicationRequest, interval: float | None
+) -> tuple[float | None, float | None, Basis]:
     """Fallback: grams per dose from dispenseRequest quantity and expected supply duration."""
     dr = model.dispenseRequest
     if dr is None:

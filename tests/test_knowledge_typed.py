@@ -124,3 +124,43 @@ def test_the_runtime_package_imports_no_test_tooling() -> None:
         p.name for p in runtime.rglob("*.py") if "from tools" in p.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("element", "typo"),
+    [
+        ("authoredOn", "authored_on"),
+        ("dosageInstruction", "dosage_instruction"),
+        ("valueQuantity", "value_quantity"),
+        ("onsetDateTime", "onset_date_time"),
+    ],
+)
+def test_a_misspelt_fhir_element_fails_type_checking(
+    tmp_path: Path, element: str, typo: str
+) -> None:
+    """The record builder reads parsed resources through typed views (cds_service/fhir/views.py):
+    renaming an element it reads is a mypy --strict error, not a None at run time."""
+    root = Path(knowledge.__file__).resolve().parent.parent
+    source = root / "record.py"
+    text = source.read_text(encoding="utf-8")
+    assert f".{element}" in text
+    shadow = tmp_path / "record.py"
+    shadow.write_text(text.replace(f".{element}", f".{typo}"), encoding="utf-8")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--shadow-file",
+            str(source),
+            str(shadow),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root.parent,
+    )
+    assert done.returncode == 1, done.stdout
+    assert f'has no attribute "{typo}"' in done.stdout

@@ -1,0 +1,1 @@
+"""FHIR reading: typed views of the elements the service reads (views.py)."""
