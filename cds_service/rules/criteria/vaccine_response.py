@@ -6,6 +6,8 @@ serotypes.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 
 from cds_service.domain import (
     Finding,
@@ -55,46 +57,103 @@ def _in_response_window(
     return inside, " ".join(dict.fromkeys(reasons))
 
 
+@dataclass(frozen=True)
+class _Titers:
+    """Serotype titer results read for the response: usable (a value in ug/mL or mg/L) or not."""
+
+    usable: list[Measurement]
+    unusable: list[Measurement]
+
+
+def _titers(ctx: Context, rule: VaccineResponseParams) -> _Titers:
+    titer_vs = ctx.kn.vs(rule.titer_valueset)
+    accepted_units = set(rule.titer_units)
+    coded = [
+        m
+        for m in ctx.record.measurements
+        if (m.serotype is not None or titer_vs.any_match(m.codings)) and m.when is not None
+    ]
+    usable = [m for m in coded if m.value is not None and m.unit in accepted_units]
+    ids = {id(m) for m in usable}  # by identity: `m not in usable` compared whole records
+    return _Titers(usable, [m for m in coded if id(m) not in ids])
+
+
+def _choose_vaccine(
+    ctx: Context, rule: VaccineResponseParams, vaccines: list[Any], titers: list[Measurement]
+) -> tuple[Any, list[Measurement], list[Measurement], str]:
+    """The latest PPSV23 whose post-vaccination window holds titers (a later dose recorded after
+    the sample does not hide the response already measured); else the latest, for the reason.
+    Returns (vaccine, titers after it, titers in its window, why none is)."""
+    chosen = None
+    for candidate in reversed(vaccines):
+        after = [m for m in titers if m.when is not None and m.when.last > candidate.when.date]
+        post, why = _in_response_window(ctx, rule, candidate.when, after)
+        if post:
+            return candidate, after, post, why
+        chosen = chosen or (candidate, after, post, why)
+    assert chosen is not None
+    return chosen
+
+
+def _latest_per_serotype(post: list[Measurement], titer_vs: Any) -> dict[str, Measurement]:
+    by_serotype: dict[str, Measurement] = {}
+    for m in sorted(post, key=lambda m: (m.when.date if m.when else dt.date.min, m.ref)):
+        serotype = m.serotype or next(
+            (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
+        )
+        by_serotype[serotype] = m  # the latest result per serotype
+    return by_serotype
+
+
+def _unread_same_sample(
+    unusable: list[Measurement], by_serotype: dict[str, Measurement]
+) -> list[Measurement]:
+    """Serotype results of the same sample that could not be read (text such as '> 4.5',
+    another unit): they may be protective, so an 'impaired' count must hold with all of them
+    protective."""
+    same_sample = {m.when.date for m in by_serotype.values() if m.when is not None}
+    return [
+        m
+        for m in unusable
+        if m.when is not None
+        and m.when.date in same_sample
+        and (m.serotype or m.ref) not in by_serotype
+    ]
+
+
+def _fractions(ctx: Context, rule: VaccineResponseParams, vdate: dt.date) -> list[float]:
+    """The protective share below which the response is impaired, for the age at vaccination;
+    every band's when the age is unknown (decided only when they all agree)."""
+    bands = rule.impaired_if_protective_fraction_below
+    patient = ctx.record.patient
+    if patient is not None and patient.birth_date is not None:
+        years = age_years(patient.birth_date, vdate)
+        band = next((r.fraction for r in bands if years >= r.min_age_years), None)
+        if band is not None:
+            return [band]
+    return [r.fraction for r in bands]
+
+
 def decide(ctx: Context) -> Finding:
     rule = ctx.params.vaccine_response
-    kn, rec, say, tl = ctx.kn, ctx.record, ctx.say, ctx.timeline
+    rec, say, tl = ctx.record, ctx.say, ctx.timeline
     cid = "vaccine-response"
     missing = (say.need(f"{cid}.missing"),)
     vaccines = sorted(
         (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
         key=lambda i: i.when.date if i.when else dt.date.min,
     )
-    titer_vs = kn.vs(rule.titer_valueset)
-    accepted_units = set(rule.titer_units)
-    coded = [
-        m
-        for m in rec.measurements
-        if (m.serotype is not None or titer_vs.any_match(m.codings)) and m.when is not None
-    ]
-    titers = [m for m in coded if m.value is not None and m.unit in accepted_units]
-    usable = {id(m) for m in titers}  # by identity: `m not in titers` compared whole records
-    unusable = [m for m in coded if id(m) not in usable]
+    read = _titers(ctx, rule)
+    titers, unusable = read.usable, read.unusable
     if not vaccines:
         key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
         if any(i.kind == "unspecified" for i in rec.immunizations):
             key = f"{cid}.unspecified-vaccine"
-        found = unique_refs(m.ref for m in titers)
-        return Finding(cid, Status.INSUFFICIENT, say(key), found, missing)
-    # the latest PPSV23 whose post-vaccination window holds titers (a later dose recorded after
-    # the sample does not hide the response already measured); else the latest, for the reason
-    chosen = None
-    for candidate in reversed(vaccines):
-        assert candidate.when is not None
-        cand_after = [m for m in titers if m.when is not None and m.when.last > candidate.when.date]
-        cand_post, cand_why = _in_response_window(ctx, rule, candidate.when, cand_after)
-        if cand_post:
-            chosen = (candidate, cand_after, cand_post, cand_why)
-            break
-        if chosen is None:
-            chosen = (candidate, cand_after, cand_post, cand_why)
-    assert chosen is not None
-    vaccine, after, post, why_not = chosen
-    vdate = vaccine.when.date if vaccine.when else dt.date.min
+        return Finding(
+            cid, Status.INSUFFICIENT, say(key), unique_refs(m.ref for m in titers), missing
+        )
+    vaccine, after, post, why_not = _choose_vaccine(ctx, rule, vaccines, titers)
+    vdate = vaccine.when.date
     if after and not post:
         return Finding(
             cid,
@@ -107,30 +166,10 @@ def decide(ctx: Context) -> Finding:
     on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
     post = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
     if on_ig and not post:
-        return Finding(
-            cid,
-            Status.INSUFFICIENT,
-            say(f"{cid}.on-treatment"),
-            (vaccine.ref, *unique_refs(m.ref for m in on_ig)),
-            missing,
-        )
-    by_serotype: dict[str, Measurement] = {}
-    for m in sorted(post, key=lambda m: (m.when.date if m.when else dt.date.min, m.ref)):
-        serotype = m.serotype or next(
-            (titer_vs.serotypes[c] for c in m.codings if c in titer_vs.serotypes), m.ref
-        )
-        by_serotype[serotype] = m  # the latest result per serotype
+        refs = (vaccine.ref, *unique_refs(m.ref for m in on_ig))
+        return Finding(cid, Status.INSUFFICIENT, say(f"{cid}.on-treatment"), refs, missing)
+    by_serotype = _latest_per_serotype(post, ctx.kn.vs(rule.titer_valueset))
     tested = len(by_serotype)
-    # serotype results of the same sample that could not be read (text such as '> 4.5', another
-    # unit): they may be protective, so an 'impaired' count must hold with all of them protective
-    same_sample = {m.when.date for m in by_serotype.values() if m.when is not None}
-    unread = [
-        m
-        for m in unusable
-        if m.when is not None
-        and m.when.date in same_sample
-        and (m.serotype or m.ref) not in by_serotype
-    ]
     if tested < rule.min_serotypes:
         key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
         units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
@@ -143,16 +182,7 @@ def decide(ctx: Context) -> Finding:
         )
     cutoff = rule.protective_titer_ug_ml
     protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
-    bands = rule.impaired_if_protective_fraction_below
-    patient = rec.patient
-    if patient is not None and patient.birth_date is not None:
-        years = age_years(patient.birth_date, vdate)
-        band = next((r.fraction for r in bands if years >= r.min_age_years), None)
-    else:
-        band = None
-    # age unknown, or no band for it (a vaccine dated before the birth date): decide only when
-    # every age band gives the same answer
-    fractions = [band] if band is not None else [r.fraction for r in bands]
+    fractions = _fractions(ctx, rule, vdate)
     evidence = (vaccine.ref, *sorted(unique_refs(m.ref for m in by_serotype.values())))
     share = protective / tested
     fields = {
@@ -162,7 +192,7 @@ def decide(ctx: Context) -> Finding:
         "date": str(vdate),
         "fraction": round(max(fractions) * 100),
     }
-    undated_start = any(phases[id(m)] is Phase.UNKNOWN for m in by_serotype.values())
+    unread = _unread_same_sample(unusable, by_serotype)
     if unread and all(share < f for f in fractions):
         best = (protective + len(unread)) / (tested + len(unread))
         if not all(best < f for f in fractions):
@@ -184,7 +214,23 @@ def decide(ctx: Context) -> Finding:
             evidence,
             (say.need("age.missing"),),
         )
-    if undated_start:  # a normal-looking response may be infused antibody
+    return _normal_looking(ctx, vdate, fields, evidence, phases, by_serotype)
+
+
+def _normal_looking(
+    ctx: Context,
+    vdate: dt.date,
+    fields: dict[str, Any],
+    evidence: tuple[str, ...],
+    phases: dict[int, Phase],
+    by_serotype: dict[str, Measurement],
+) -> Finding:
+    """A normal-looking response is not-met only when it can be the patient's own response to
+    the polysaccharide: not infused antibody, not primed by a conjugate vaccine."""
+    cid, say = "vaccine-response", ctx.say
+    missing = (say.need(f"{cid}.missing"),)
+    if any(phases[id(m)] is Phase.UNKNOWN for m in by_serotype.values()):
+        # IG therapy began on an undocumented date: the titers may be infused antibody
         return Finding(
             cid, Status.INSUFFICIENT, say(f"{cid}.maybe-passive", **fields), evidence, missing
         )
@@ -192,7 +238,7 @@ def decide(ctx: Context) -> Finding:
     # response is then not a polysaccharide response (Hansen 2021: prior PCV non-compliant)
     primed = [
         i
-        for i in rec.immunizations
+        for i in ctx.record.immunizations
         if i.kind == "conjugate" and i.when is not None and i.when.date <= vdate
     ]
     if primed:
