@@ -21,7 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from cds_service import __version__, knowledge, wording
 from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
-from cds_service.errors import CdsError, NotFound, PayloadTooLarge, Unauthorized
+from cds_service.errors import (
+    CdsError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
@@ -64,9 +70,19 @@ REPORT_HEADERS = {
 }
 
 
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, or a 413 once it exceeds `limit` bytes (counted as it arrives, so a
-    missing or lying Content-Length does not let a client fill the memory)."""
+    missing or lying Content-Length does not let a client fill the memory); a body not sent as
+    JSON is a 415 (form and text/plain posts need no CORS preflight from a web page)."""
+    if not _is_json(request.headers.get("content-type", "")):
+        raise UnsupportedMediaType("Content-Type must be application/json")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -176,6 +192,12 @@ def create_app(
         if isinstance(exc, Unauthorized):
             return _problem(401, exc.message, {"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _problem(exc.status_code, exc.message)
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # a bug must not answer with a bare text 500 or echo client data: the type only
+        log.error("internal error: %s", type(exc).__name__)
+        return _problem(500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

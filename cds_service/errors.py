@@ -37,6 +37,13 @@ class PayloadTooLarge(CdsError):
     status_code = 413
 
 
+class UnsupportedMediaType(CdsError):
+    """A hook or feedback body that is not sent as JSON (415): a form or text/plain post is what
+    a web page can send cross-origin without a CORS preflight."""
+
+    status_code = 415
+
+
 class Unauthorized(CdsError):
     status_code = 401
 

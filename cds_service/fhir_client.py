@@ -46,7 +46,7 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from cds_service import __version__
-from cds_service.protocol import ParsedRequest
+from cds_service.protocol import MAX_JSON_DEPTH, ParsedRequest, too_deep
 from cds_service.record import PrefetchKey, _for_patient, refers_to_patient
 
 log = logging.getLogger(__name__)
@@ -381,6 +381,8 @@ class FhirFetcher:
                 body = None
             else:
                 raise Unreadable(f"fhirServer sent malformed JSON (HTTP {resp.status})") from None
+        if too_deep(body):
+            raise Unreadable(f"fhirServer sent JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return resp.status, body
 
     def _read_capped(self, resp: Any) -> bytes:

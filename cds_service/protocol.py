@@ -70,6 +70,25 @@ def _first_error(exc: ValidationError, prefix: str = "") -> BadRequest:
     return BadRequest(f"{prefix}{loc}" or "(body)", msg)
 
 
+# FHIR resources nest about a dozen levels (Bundle > entry > resource > component > code >
+# coding...); anything far deeper is not a record and would reach recursive readers
+MAX_JSON_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a decoded JSON value nests deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying why not."""
     try:
@@ -78,6 +97,8 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise BadRequest("(body)", f"malformed JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise BadRequest("(body)", "must be a JSON object")
+    if too_deep(raw):
+        raise BadRequest("(body)", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return raw
 
 

@@ -1,0 +1,74 @@
+"""Input hardening (issue 13, first items): deep JSON nesting is a 400 (or an unreadable fetched
+key), never a RecursionError 500; hook and feedback bodies must be JSON (415 otherwise); an
+unexpected error answers a JSON OperationOutcome, not a bare text 500."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from cds_service.protocol import MAX_JSON_DEPTH, too_deep
+from tests.test_rule_variants import BASE
+
+URL = "/cds-services/ivig-order-sign"
+
+
+def _deeply_nested_body(levels: int) -> bytes:
+    """The base request with one Condition extension nested `levels` deep (built as text:
+    Python's own JSON encoder would recurse too)."""
+    marker = '"__DEEP__"'
+    req: dict[str, Any] = json.loads(json.dumps(BASE))
+    req["prefetch"]["conditions"]["entry"][0]["resource"]["extension"] = "__DEEP__"
+    text = json.dumps(req)
+    deep = '{"url":"x","valueString":"y"}'
+    for _ in range(levels):
+        deep = '{"url":"x","extension":[' + deep + "]}"
+    return text.replace(marker, "[" + deep + "]").encode()
+
+
+def test_deeply_nested_json_is_a_400_naming_it(client: TestClient) -> None:
+    for levels in (200, 1000):
+        r = client.post(
+            URL, content=_deeply_nested_body(levels), headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 400, r.text[:200]
+        assert "nested deeper" in r.json()["error"] or "depth limit" in r.json()["error"]
+    # ordinary FHIR nesting is far below the limit
+    assert not too_deep(BASE)
+    assert too_deep({"a": [[[[{}]]]]}, limit=4)
+    assert MAX_JSON_DEPTH >= 32
+
+
+def test_a_body_that_is_not_json_is_a_415(client: TestClient) -> None:
+    body = json.dumps(BASE).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = client.post(URL, content=body, headers=headers)
+        assert r.status_code == 415, (content_type, r.status_code)
+    r = client.post(URL, content=body, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 200
+    r = client.post(
+        URL + "/feedback", content=b'{"feedback": []}', headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 415
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    from cds_service.rules.criteria import age
+
+    def boom(ctx: Any) -> Any:
+        raise RuntimeError("patient Jane Doe, token abc")  # must not reach the client
+
+    monkeypatch.setitem(__import__("cds_service.criteria").criteria.RULES, "age", boom)
+    with TestClient(client.app, raise_server_exceptions=False) as c:
+        r = c.post(URL, json=BASE)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "Jane" not in r.text
+    assert "abc" not in r.text
+    assert age.decide is not boom
