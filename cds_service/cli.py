@@ -8,12 +8,15 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
-from cds_service.settings import get_settings
+from cds_service.settings import Settings, get_settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -22,6 +25,22 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 @click.version_option(package_name="ivig-cds")
 def main() -> None:
     """ivig-cds: CDS Hooks guidance for immune globulin (IVIG/SCIG) orders."""
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit 2: configuration problems are not tracebacks."""
+    click.echo(f"ivig-cds: cannot start: {message}", err=True)
+    sys.exit(2)
+
+
+def _settings() -> Settings:
+    """The settings, or one line naming the variable that is wrong."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "IVIG_CDS_" + "_".join(str(p) for p in err["loc"]).upper()
+        _fail(f"{name}: {err['msg']}")
 
 
 @main.command()
@@ -33,17 +52,25 @@ def serve(host: str | None, port: int | None) -> None:
 
     from cds_service.app import create_app
 
-    settings = get_settings()
+    settings = _settings()
     bind = host or settings.host
     if settings.demo and bind not in LOOPBACK:
         # demo turns client authentication off and lets fhirServer be any local server
         raise click.UsageError(f"demo mode serves loopback only; refusing to bind {bind!r}")
+    if settings.auth_enabled and not settings.jwt_issuers:
+        _fail(
+            "client authentication is on and IVIG_CDS_JWT_ISSUERS is empty, so every call "
+            "would be rejected (configure the EHR's issuer, or IVIG_CDS_DEMO=true on a laptop)"
+        )
     logging.basicConfig(level=settings.log_level)
     try:
         app = create_app(settings)
     except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
-        click.echo(f"ivig-cds: cannot start: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except SQLAlchemyError as exc:  # e.g. PostgreSQL unreachable: the driver's first line only
+        _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+    except ModuleNotFoundError as exc:  # DATABASE_URL names a driver that is not installed
+        _fail(f"database driver {exc.name!r} is not installed (pip install 'ivig-cds[postgres]')")
     # Knowledge, templates and the FHIR model classes live as long as the process: move them out
     # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
     gc.collect()
@@ -68,7 +95,7 @@ def evaluate(request_file: Path, service_id: str, cards: bool) -> None:
     from cds_service.app import engine_from_settings
     from cds_service.cards import DETERMINATION_KEY
 
-    engine = engine_from_settings(get_settings())
+    engine = engine_from_settings(_settings())
     try:
         response = engine.respond(service_id, request_file.read_bytes())
     except CdsError as exc:
@@ -96,7 +123,7 @@ def feedback(since: dt.datetime, as_json: bool) -> None:
     """Summarise clinicians' feedback: override rate per card type since DATE."""
     from cds_service.storage import Storage
 
-    store = Storage(get_settings().storage_url)
+    store = Storage(_settings().storage_url)
     try:
         rates = store.override_rates(since.replace(tzinfo=dt.UTC))
     finally:
