@@ -123,6 +123,7 @@ def engine_from_settings(settings: Settings) -> Engine:
         settings.source_label,
         fetcher=build_fetcher(settings),
         actions=Actions(kn, settings.knowledge_dir, settings.cards_dir),
+        max_resources=settings.fetch_max_resources,
     )
 
 

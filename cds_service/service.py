@@ -120,6 +120,9 @@ class Engine:
     actions: Actions | None = None
     base_url: str = "http://127.0.0.1:8080"  # public URL of this service, for report links
     today: Callable[[], dt.date] = field(default=lambda: dt.datetime.now(dt.UTC).date())
+    # the most resources one prefetch key may hold (the fetch path's per-query cap): more is not
+    # read (that key is unreadable), so no request can make the service read without bound
+    max_resources: int = 5000
 
     def __post_init__(self) -> None:
         self.keys = record.prefetch_keys(self.kn)
@@ -169,13 +172,20 @@ class Engine:
                 absent.append(spec)
                 continue
             values[spec.key] = prefetch[spec.key]
-        foreign: dict[str, str] = {}
+        refused: dict[str, str] = {}  # keys not read: too many, or not this patient's
         patient_id, server = parsed.context.patientId, parsed.request.fhirServer
         for key in list(values):
+            entries = values[key].get("entry") if isinstance(values[key], dict) else None
+            if isinstance(entries, list) and len(entries) > self.max_resources:
+                del values[key]
+                refused[key] = (
+                    f"prefetch holds more than {self.max_resources} resources, too many to read"
+                )
+                continue
             others = record.foreign_resources(values[key], patient_id, server)
             if others:
                 del values[key]
-                foreign[key] = (
+                refused[key] = (
                     f"prefetch holds {len(others)} resource(s) ({', '.join(sorted(set(others)))}) "
                     "of another patient or of no patient"
                 )
@@ -194,7 +204,7 @@ class Engine:
                     )
                     for spec in absent
                 }
-        unreadable |= foreign
+        unreadable |= refused
         required = {s.key for s in self.keys if s.required}
         fatal = {k: v for k, v in unreadable.items() if k in required}
         if fatal:
@@ -430,6 +440,7 @@ def build_engine(
     label: str,
     fetcher: Fetcher | None = None,
     actions: Actions | None = None,
+    max_resources: int = 5000,
 ) -> Engine:
     first = next(iter(kn.policy.sources.values()))
     source = {
@@ -438,4 +449,4 @@ def build_engine(
         "policy_title": kn.policy.title,
         "policy_short": kn.policy_id,
     }
-    return Engine(kn, say, renderer, source, fetcher, actions)
+    return Engine(kn, say, renderer, source, fetcher, actions, max_resources=max_resources)

@@ -111,3 +111,18 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Any) -> None:
         assert lines[-1].startswith("ivig-cds: cannot start: "), (env, lines[-3:])
         assert says in lines[-1], (env, lines[-1])
         assert "Traceback" not in done.stderr, env
+
+
+def test_a_prefetch_key_with_more_resources_than_the_cap_is_not_read(client: TestClient) -> None:
+    """50 000 IgG results used to be read in 7-8 s and stored whole; a key over the per-query
+    cap (IVIG_CDS_FETCH_MAX_RESOURCES, 5000) is unreadable, as on the fetch path: 412 when the
+    key is required."""
+    req: dict[str, Any] = json.loads(json.dumps(BASE))
+    entries = req["prefetch"]["observations"]["entry"]
+    template = entries[0]["resource"]
+    for i in range(5001):
+        res = dict(template, id=f"igg-flood-{i}")
+        entries.append({"resource": res})
+    r = client.post(URL, json=req)
+    assert r.status_code == 412
+    assert "more than 5000 resources" in r.json()["error"]
