@@ -365,7 +365,7 @@ class FhirFetcher:
                 redirect=False,
                 preload_content=False,
             )
-            data = self._read_capped(resp)
+            data = self._read_capped(resp, deadline)
         except MaxRetryError as exc:
             raise Unreadable(self._transport_reason(exc.reason)) from None
         except (ConnectTimeoutError, ReadTimeoutError, NewConnectionError, SSLError) as exc:
@@ -385,15 +385,24 @@ class FhirFetcher:
             raise Unreadable(f"fhirServer sent JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return resp.status, body
 
-    def _read_capped(self, resp: Any) -> bytes:
-        """The answer's body, read up to `max_bytes` (a larger one is never held in memory)."""
+    def _read_capped(self, resp: Any, deadline: float) -> bytes:
+        """The answer's body, read up to `max_bytes` (a larger one is never held in memory) and
+        only until the request's time budget ends: a server that trickles its answer a byte at a
+        time no longer holds a shared worker after the budget (it starved every other tenant).
+        Each read returns what has arrived (`read1`), so the deadline is checked between them."""
         limit = self.limits.max_bytes
         declared = resp.headers.get("Content-Length", "")
         chunks: list[bytes] = []
         size = int(declared) if declared.isdigit() else 0
         if size <= limit:
             size = 0
-            for chunk in resp.stream(65536):
+            while True:
+                if time.monotonic() > deadline:
+                    resp.close()  # stop reading; the connection is dropped, not reused
+                    raise _OutOfBudget
+                chunk = resp.read1(65536)
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > limit:
                     break

@@ -80,6 +80,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (interrupted by server stop)
     content_type: str = FHIR_JSON
+    trickle: float = 0.0  # seconds between body bytes: a server that trickles its answer
 
     def payload(self) -> bytes:
         if self.raw is not None:
@@ -246,6 +247,7 @@ class FaultServer:
     def __init__(self, routes: Mapping[str, Route] | None = None, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Route] = dict(routes or {})
         self.requests: list[RecordedRequest] = []
+        self.hung_up = 0  # clients that closed a trickling answer before its end
         self.host = host
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -390,8 +392,23 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                if self.command != "HEAD":
+                if self.command != "HEAD" and reply.trickle > 0:
+                    self._trickle(payload, reply.trickle)
+                elif self.command != "HEAD":
                     self.wfile.write(payload)
+
+        def _trickle(self, payload: bytes, pause: float) -> None:
+            """One byte at a time; counts the clients that hang up before the end."""
+            try:
+                for i in range(len(payload)):
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
+                    if server._stopping.wait(pause):
+                        return
+            except (BrokenPipeError, ConnectionResetError):
+                with server._lock:
+                    server.hung_up += 1
+            self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 

@@ -503,3 +503,22 @@ def test_prefetch_templates_fit_in_a_get_url(client: TestClient) -> None:
         # percent-encoded, with the longest patient id the request model admits
         url = template.replace("{{context.patientId}}", "x" * 64).replace("|", "%7C")
         assert len(url) < 4096, template[:40]
+
+
+def test_a_trickling_server_does_not_keep_a_worker_after_the_budget(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    """One byte every 0.1 s of a search answer: the request answers at the budget, and the
+    worker reading it hangs up then (it used to read on for as long as the server trickled,
+    holding one of the shared workers: two such tenants starved everyone else)."""
+    fake.set("Encounter", Reply(body=searchset([]), trickle=0.1))
+    body = ehr_body(fake.base_url, keep=tuple(k for k in SEED["prefetch"] if k != "encounters"))
+    status, data, elapsed = post(fetch_client, body)
+    assert status == 200, data
+    assert "encounters" in determination(data)["unavailable"]
+    assert elapsed < BUDGET + 1.0
+    waited = 0.0
+    while fake.hung_up == 0 and waited < BUDGET + 2.0:
+        time.sleep(0.05)
+        waited += 0.05
+    assert fake.hung_up >= 1, "the worker kept reading the trickle after the budget"
