@@ -395,23 +395,8 @@ class RecordBuilder:
         self.today = today
         self.issues: list[DataIssue] = []
         self._medications: dict[str, dict[str, Any]] = {}
-        self._obs_sets = [
-            kn.vs(v)
-            for v in (
-                "body-weight",
-                "creatinine",
-                "bun",
-                "cbc",
-                "cbc-differential",
-                "lft",
-                "hiv-test",
-                "spep",
-                "serum-albumin",
-                "urine-protein-24h",
-                "stool-a1at",
-                "pneumococcal-titer",
-            )
-        ]
+        # every Observation value set a prefetch key asks for: the rules read exactly these
+        self._obs_sets = [kn.vs(v) for _, sets, _ in OBSERVATION_KEYS for v in sets]
         self._condition_sets = [
             kn.vs(v)
             for v in (
@@ -438,9 +423,7 @@ class RecordBuilder:
         self._serotype_names = frozenset(self._titer.serotypes.values())
         self._serotype_aliases = {"20A": "20"}
         self._observations_by_id: dict[str, dict[str, Any]] = {}
-        self._obs_filter = self._obs_sets[0].union(
-            self._igg, self._pneumo_panel, *self._obs_sets[1:]
-        )
+        self._obs_filter = self._obs_sets[0].union(*self._obs_sets[1:])
         self._condition_filter = self._condition_sets[0].union(*self._condition_sets[1:])
 
     # -- parsing boundary ------------------------------------------------------------------

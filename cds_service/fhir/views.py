@@ -141,22 +141,21 @@ class MedicationRequest(MedicationConcept, Protocol):
     def dispenseRequest(self) -> DispenseRequest | None: ...
 
 
-class MedicationStatement(MedicationConcept, Protocol):
+class _Effective(Protocol):
     @property
     def effectiveDateTime(self) -> DateLike: ...
     @property
     def effectivePeriod(self) -> Period | None: ...
+
+
+class MedicationStatement(MedicationConcept, _Effective, Protocol):
     @property
     def dateAsserted(self) -> DateLike: ...
     @property
     def dosage(self) -> list[Dosage] | None: ...
 
 
-class MedicationAdministration(MedicationConcept, Protocol):
-    @property
-    def effectiveDateTime(self) -> DateLike: ...
-    @property
-    def effectivePeriod(self) -> Period | None: ...
+class MedicationAdministration(MedicationConcept, _Effective, Protocol):
     @property
     def dosage(self) -> AdministrationDosage | None: ...
 
@@ -175,7 +174,9 @@ class ObservationReferenceRange(Protocol):
     def high(self) -> Quantity | None: ...
 
 
-class ObservationComponent(Protocol):
+class _ObservationValue(Protocol):
+    """What an Observation and each of its components carry: a code, a value, its reading."""
+
     @property
     def code(self) -> CodeableConcept | None: ...
     @property
@@ -190,9 +191,11 @@ class ObservationComponent(Protocol):
     def referenceRange(self) -> list[ObservationReferenceRange] | None: ...
 
 
-class Observation(Protocol):
-    @property
-    def code(self) -> CodeableConcept | None: ...
+class ObservationComponent(_ObservationValue, Protocol):
+    pass
+
+
+class Observation(_ObservationValue, Protocol):
     @property
     def effectiveDateTime(self) -> DateLike: ...
     @property
@@ -201,16 +204,6 @@ class Observation(Protocol):
     def effectiveInstant(self) -> DateLike: ...
     @property
     def issued(self) -> DateLike: ...
-    @property
-    def valueQuantity(self) -> Quantity | None: ...
-    @property
-    def valueCodeableConcept(self) -> CodeableConcept | None: ...
-    @property
-    def valueString(self) -> str | None: ...
-    @property
-    def interpretation(self) -> list[CodeableConcept] | None: ...
-    @property
-    def referenceRange(self) -> list[ObservationReferenceRange] | None: ...
     @property
     def component(self) -> list[ObservationComponent] | None: ...
 
