@@ -421,7 +421,6 @@ class RecordBuilder:
         self._titer = kn.vs("pneumococcal-titer")
         self._pneumo_panel = kn.vs("pneumococcal-panel")
         self._serotype_names = frozenset(self._titer.serotypes.values())
-        self._serotype_aliases = {"20A": "20"}
         self._observations_by_id: dict[str, dict[str, Any]] = {}
         self._obs_filter = self._obs_sets[0].union(*self._obs_sets[1:])
         self._condition_filter = self._condition_sets[0].union(*self._condition_sets[1:])
@@ -715,7 +714,7 @@ class RecordBuilder:
                 continue
             for found in _SEROTYPE_TEXT.findall(text):
                 token = str(found).upper()
-                token = self._serotype_aliases.get(token, token)
+                token = self._titer.serotype_aliases.get(token, token)
                 if token in self._serotype_names:
                     return token
         return None
@@ -938,7 +937,7 @@ class RecordBuilder:
         names = " ".join([*route_texts, *(t for t in texts if t)]).lower()
         if any(w in names for w in words):
             return "local"
-        if any(w in names for w in ("oral", "tablet", "intraven", " iv", "injection", "by mouth")):
+        if any(w in names for w in rule.systemic_form_words):
             return "systemic"
         return None
 
@@ -1141,7 +1140,7 @@ def _bounds_end(dosages: list[Dosages], start: When | None) -> When | None:
         elif start is not None and rep.boundsDuration is not None:
             b = rep.boundsDuration
             days = units.duration_to_days(float(b.value), b.code or b.unit) if b.value else None
-            if days is not None and days < 36_500:
+            if days is not None:  # duration_to_days refuses absurd lengths
                 ends.append(When(start.date + dt.timedelta(days=round(days))))
     return max(ends, key=lambda w: w.last) if ends else None
 

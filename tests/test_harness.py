@@ -22,9 +22,7 @@ def _patients(srv: FhirServer) -> int:
 
 def test_harness_passes_every_scenario_and_cleans_up(fhir_server: FhirServer) -> None:
     before = _patients(fhir_server)
-    result = CliRunner().invoke(
-        main, ["--fhir-server", fhir_server.base_url, "--cleanup"]
-    )
+    result = CliRunner().invoke(main, ["--fhir-server", fhir_server.base_url, "--cleanup"])
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output
     assert "FAIL" not in result.output

@@ -4,12 +4,11 @@ response compares infections per year over comparable periods, not lifetime coun
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
+from tests.test_clinical_edge_cases import _continuation
 from tests.test_rule_variants import ICD, RXNORM, _condition, _finding, _run
 
 URL = "/cds-services/ivig-order-sign"
@@ -95,18 +94,6 @@ def test_a_course_limited_order_is_one_course_not_an_endless_repeat(client: Test
         ),
     )
     assert det["dose"]["mgPerKgPer4Weeks"] == 500.0
-
-
-CONTINUATION = load_json(FIXTURES / "continuation-dated" / "order-sign-request.json")
-
-
-def _continuation(client: TestClient, change: Any) -> dict[str, Any]:
-    req = copy.deepcopy(CONTINUATION)
-    change(req)
-    response = client.post(URL, json=req)
-    assert response.status_code == 200, response.text
-    det: dict[str, Any] = response.json()["cards"][0]["extension"][DETERMINATION_KEY]
-    return det
 
 
 def test_clinical_response_compares_rates_not_lifetime_counts(client: TestClient) -> None:

@@ -172,6 +172,7 @@ class ValueSet:
     exact: frozenset[tuple[str, str]]
     prefixes: tuple[tuple[str, str], ...]
     serotypes: dict[tuple[str, str], str] = field(default_factory=dict)
+    serotype_aliases: dict[str, str] = field(default_factory=dict)  # e.g. LOINC's 20A -> 20
     groups: dict[tuple[str, str], str] = field(default_factory=dict)  # e.g. D83.9 -> CVID
 
     def matches(self, system: str | None, code: str | None) -> bool:
@@ -312,8 +313,8 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                 if undotted and "." in entry.code:
                     exact.add((system, entry.code.replace(".", "")))
                 if entry.serotype_danish:
-                    aliases = (vs.model_extra or {}).get("serotype_aliases") or {}
-                    serotype = str(aliases.get(entry.serotype_danish, entry.serotype_danish))
+                    named = (vs.model_extra or {}).get("serotype_aliases") or {}
+                    serotype = str(named.get(entry.serotype_danish, entry.serotype_danish))
                     serotypes[(system, entry.code)] = serotype
                 group = (entry.model_extra or {}).get("group")
                 if isinstance(group, str):
@@ -322,7 +323,18 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
                 prefixes.append((system, entry.prefix))
                 if undotted and "." in entry.prefix:
                     prefixes.append((system, entry.prefix.replace(".", "")))
-        compiled[key] = ValueSet(key, frozenset(exact), tuple(prefixes), serotypes, groups)
+        aliases = {
+            str(k): str(v)
+            for k, v in ((vs.model_extra or {}).get("serotype_aliases") or {}).items()
+        }
+        compiled[key] = ValueSet(
+            key,
+            frozenset(exact),
+            tuple(prefixes),
+            serotypes=serotypes,
+            groups=groups,
+            serotype_aliases=aliases,
+        )
     return compiled
 
 

@@ -79,6 +79,7 @@ class CorticosteroidParams(_Strict):
     local_route_valueset: str
     systemic_route_valueset: str
     local_form_words: list[str]
+    systemic_form_words: list[str]
     short_course_max_days: float
 
 
@@ -87,6 +88,9 @@ class ProteinLossParams(_Strict):
     lookback_months: int
     albumin_valueset: str
     albumin_normal_min_g_dl: float
+    # the lab's interpretation codes that read a result as above range / as normal
+    high_interpretation_valueset: str
+    normal_interpretation_valueset: str
     urine_protein_valueset: str
     urine_protein_nephrotic_g_per_day: float
     stool_a1at_valueset: str

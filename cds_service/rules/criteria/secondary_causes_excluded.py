@@ -20,8 +20,8 @@ from cds_service.domain import (
     Status,
     When,
 )
-from cds_service.knowledge import Knowledge
-from cds_service.knowledge.policy import SecondaryCausesParams
+from cds_service.knowledge import Knowledge, ValueSet
+from cds_service.knowledge.policy import ProteinLossParams, SecondaryCausesParams
 from cds_service.rules.context import (
     Context,
     display,
@@ -348,7 +348,7 @@ def _open_protein_loss(
     a1at = latest_measurement(rec.measurements, kn.vs(spec.stool_a1at_valueset), since)
     urine = latest_measurement(rec.measurements, kn.vs(spec.urine_protein_valueset), since)
     albumin = latest_measurement(rec.measurements, kn.vs(spec.albumin_valueset), since)
-    a1at_state = _a1at_state(a1at, kn) if a1at is not None else None
+    a1at_state = _a1at_state(a1at, kn, spec) if a1at is not None else None
     per_day = (
         units.urine_protein_g_per_day(urine.value, urine.unit)
         if urine is not None and urine.value is not None
@@ -434,23 +434,24 @@ def _open_protein_loss(
     return []
 
 
-def _a1at_state(m: Measurement, kn: Knowledge) -> str:
-    """'elevated', 'normal' or 'unknown': by the lab's flag, else against its upper limit."""
-    if _elevated(m, kn):
+def _a1at_state(m: Measurement, kn: Knowledge, spec: ProteinLossParams) -> str:
+    """'elevated', 'normal' or 'unknown': by the lab's interpretation (or a positive/negative
+    qualitative result), else against the lab's own upper limit."""
+    if _flagged(m, kn.vs(spec.high_interpretation_valueset)) or qualitative(m, kn) == "positive":
         return "elevated"
-    if any(code in {"N"} for _, code in m.interpretation) or qualitative(m, kn) == "negative":
+    if _flagged(m, kn.vs(spec.normal_interpretation_valueset)) or qualitative(m, kn) == "negative":
         return "normal"
     if m.value is not None and m.range_high is not None:
         return "elevated" if m.value > m.range_high else "normal"
     return "unknown"
 
 
-def _elevated(m: Measurement, kn: Knowledge) -> bool:
-    """A result flagged high / abnormal / positive by the lab."""
-    high = {"H", "HH", "HU", "A", "AA"}
-    if any(code in high for _, code in m.interpretation):
-        return True
-    return qualitative(m, kn) == "positive"
+def _flagged(m: Measurement, vs: ValueSet) -> bool:
+    """An interpretation in the value set; a bare code (labs often omit the v3 system) too."""
+    bare = {code for _, code in vs.exact}
+    return vs.any_match(m.interpretation) or any(
+        system is None and code in bare for system, code in m.interpretation
+    )
 
 
 def _open_workup(
