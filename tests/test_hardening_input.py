@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cds_service.protocol import MAX_JSON_DEPTH, too_deep
+from cds_service.protocol import MAX_JSON_DEPTH, json_too_deep, too_deep
 from tests.test_rule_variants import BASE
 
 URL = "/cds-services/ivig-order-sign"
@@ -39,6 +42,23 @@ def test_deeply_nested_json_is_a_400_naming_it(client: TestClient) -> None:
     assert not too_deep(BASE)
     assert too_deep({"a": [[[[{}]]]]}, limit=4)
     assert MAX_JSON_DEPTH >= 32
+
+
+# strings made of the characters that could fool a scan of the text: brackets, quotes, escapes
+_TRICKY = st.text(alphabet=['a', '[', ']', '{', '}', '"', "\\", "\n", "\u005c"], max_size=6)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _TRICKY,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, limit=st.integers(min_value=1, max_value=12))
+def test_depth_read_from_the_text_equals_the_depth_of_the_value(value: Any, limit: int) -> None:
+    """The request path measures nesting on the bytes (fast); the decoded walk is the oracle."""
+    assert json_too_deep(orjson.dumps(value), limit) == too_deep(value, limit)
+    assert json_too_deep(json.dumps(value, indent=1).encode(), limit) == too_deep(value, limit)
 
 
 def test_a_body_that_is_not_json_is_a_415(client: TestClient) -> None:
