@@ -116,13 +116,14 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
 def engine_from_settings(settings: Settings) -> Engine:
     """Knowledge, wording, templates and actions loaded once (a bad file stops start-up)."""
     kn = knowledge.load(settings.knowledge_dir, settings.policy_file)
+    actions = Actions(kn, settings.knowledge_dir, settings.cards_dir)
     return build_engine(
         kn,
         wording.load(settings.cards_dir),
-        CardRenderer(settings.cards_dir),
+        CardRenderer(settings.cards_dir, actions),
         settings.source_label,
         fetcher=build_fetcher(settings),
-        actions=Actions(kn, settings.knowledge_dir, settings.cards_dir),
+        actions=actions,
         max_resources=settings.fetch_max_resources,
     )
 

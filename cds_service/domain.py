@@ -216,16 +216,21 @@ class Record:
     today: dt.date = field(default_factory=dt.date.today)
 
 
-class Missing(str):
-    """A missing-documentation item: its wording (the string, as the contract sends it) and the
-    cards/reasons.yaml key it was worded from, which suggestions look up (never the sentence)."""
+class Text(str):
+    """A sentence worded from cards/reasons.yaml that remembers its key, so cards choose their
+    headline, advice and suggestions by what was found, never by matching the sentence."""
 
     key: str
 
-    def __new__(cls, text: str, key: str) -> Missing:
+    def __new__(cls, text: str, key: str) -> Text:
         item = super().__new__(cls, text)
         item.key = key
         return item
+
+
+class Missing(Text):
+    """A missing-documentation item: its wording (the string, as the contract sends it) and the
+    cards/reasons.yaml key it was worded from, which suggestions look up (never the sentence)."""
 
 
 @dataclass(frozen=True)
@@ -237,3 +242,10 @@ class Finding:
     reason: str
     evidence: tuple[str, ...] = ()
     missing: tuple[Missing, ...] = ()
+    # the reasons.yaml key the reason was worded from ("" when it was composed): cards choose
+    # their wording by it
+    reason_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.reason_key and isinstance(self.reason, Text):
+            object.__setattr__(self, "reason_key", self.reason.key)

@@ -7,6 +7,7 @@ weekly SCIG order and a 4-weekly IVIG order of the same monthly grams compare eq
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
 from cds_service import units
@@ -35,6 +36,37 @@ class DoseCheck:
     illustrative: tuple[tuple[float, float], ...]  # (kg, mg/kg per 4 weeks) when weight missing
     range_route: str | None = None  # the route whose range applies, when not the order's own
     grams_per_dose: float | None = None  # as ordered, or a per-kg dose at the documented weight
+    # the latest weight older than the recency window: not enough for the policy, but the card
+    # shows what the dose would be at it (instead of made-up weights) and asks for a re-weigh
+    stale_weight: Weight | None = None
+
+    def grams_in_range(self, kg: float) -> tuple[float, float] | None:
+        """The gram doses at the order's interval that fall in the policy range at `kg`."""
+        order = self.order
+        if order is None or order.interval_days is None:
+            return None
+        n = doses_per_4_weeks(order.interval_days, order.course_doses)
+        if not n:
+            return None
+        return self.low * kg / 1000.0 / n, self.high * kg / 1000.0 / n
+
+    def proposed_grams(self) -> float | None:
+        """The in-range dose nearest the ordered one, in whole grams, for an out-of-range order
+        at the documented weight (None when in range, not computable, or no whole gram fits)."""
+        if self.status is not Status.NOT_MET or self.weight is None or not self.grams_per_dose:
+            return None
+        bounds = self.grams_in_range(self.weight.kg)
+        if bounds is None:
+            return None
+        lo, hi = bounds
+        grams = float(math.floor(hi)) if self.grams_per_dose > hi else float(math.ceil(lo))
+        return grams if lo <= grams <= hi else None
+
+    def mg_per_kg_at(self, grams: float, kg: float) -> float | None:
+        order = self.order
+        if order is None or order.interval_days is None:
+            return None
+        return round(mg_per_kg_per_4_weeks(grams, order.interval_days, kg, order.course_doses), 1)
 
 
 def doses_per_4_weeks(interval_days: float | None, course_doses: float | None) -> float | None:
@@ -60,11 +92,16 @@ def mg_per_kg_per_4_weeks(
 
 
 def latest_weight(
-    measurements: list[Measurement], kn: Knowledge, today: dt.date, recency_months: int
+    measurements: list[Measurement], kn: Knowledge, today: dt.date, recency_months: int | None
 ) -> Weight | None:
-    """Most recent body weight in a convertible unit, no older than the recency window."""
+    """Most recent body weight in a convertible unit, no older than the recency window (any
+    age when `recency_months` is None)."""
     vs = kn.vs("body-weight")
-    oldest = today - dt.timedelta(days=round(recency_months * 30.44))
+    oldest = (
+        dt.date.min
+        if recency_months is None
+        else today - dt.timedelta(days=round(recency_months * 30.44))
+    )
     best: Weight | None = None
     for m in measurements:
         if m.value is None or not vs.any_match(m.codings):
@@ -121,8 +158,18 @@ def check(
             (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg), course), 1))
             for kg in rule.illustrative_weights_kg
         )
+        stale = latest_weight(measurements, kn, today, None)
         return DoseCheck(
-            order, None, None, Status.INSUFFICIENT, low, high, table, range_route, grams
+            order,
+            None,
+            None,
+            Status.INSUFFICIENT,
+            low,
+            high,
+            () if stale else table,
+            range_route,
+            grams,
+            stale,
         )
     assert grams is not None
     value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg, course), 1)

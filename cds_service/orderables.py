@@ -152,10 +152,12 @@ class Actions:
                     raise KnowledgeError(f"override-reasons.yaml: cards.{kind}: {code!r}?")
 
     # -- override reasons ----------------------------------------------------------------
-    def override_reasons(self, kind: str) -> list[Json]:
+    def override_reasons(self, kind: str, codes: list[str] | None = None) -> list[Json]:
+        """The card's override reasons: `codes` (chosen for the finding) or its type's list."""
+        chosen = self.overrides.cards.get(kind, []) if codes is None else codes
         return [
             {"system": self.overrides.system, "code": code, "display": self.overrides.reasons[code]}
-            for code in self.overrides.cards.get(kind, [])
+            for code in chosen
         ]
 
     # -- suggestions ---------------------------------------------------------------------
@@ -180,11 +182,10 @@ class Actions:
         for rule in self._rules_that_apply(kind, det):
             if rule.orderable in already:
                 continue
+            if rule.recommended == "initial-only" and det.request_type != "initial":
+                continue  # e.g. re-testing IgG on therapy measures the infused IgG: not offered
             already.add(rule.orderable)
-            recommended = rule.recommended == "always" or (
-                rule.recommended == "initial-only" and det.request_type == "initial"
-            )
-            out.append(self._suggestion(rule.orderable, recommended, ctx))
+            out.append(self._suggestion(rule.orderable, rule.recommended != "never", ctx))
         return out
 
     def all_suggestions(self, det: Determination, ctx: OrderContext) -> list[Json]:
@@ -224,7 +225,7 @@ class Actions:
             resource["requester"] = {"reference": ctx.user_id}
         verb = "Record" if oid == "body-weight" else "Order"
         return {
-            "label": f"{verb} {o.label} (LOINC {o.code})",
+            "label": f"{verb} {o.label}",
             "uuid": str(uuid.uuid4()),
             "isRecommended": recommended,
             "actions": [

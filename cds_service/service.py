@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service import crd, engine, record
-from cds_service.cards import DETERMINATION_KEY, CardRenderer
+from cds_service.cards import DETERMINATION_KEY, CardCall, CardRenderer
 from cds_service.errors import BadRequest, CdsError, DataUnavailable, UnknownService
 from cds_service.knowledge import Knowledge
 from cds_service.orderables import Actions, OrderContext
@@ -94,8 +94,6 @@ CRD_OPTIONS: tuple[dict[str, Any], ...] = (
         "default": 10,
     },
 )
-ASSERTION_KEY = "ivig-cds.coverage-assertion-id"
-REPORT_KEY = "ivig-cds.report"
 # Da Vinci CRD 2.2 standard prefetch key for the patient's coverage (CRDServices.json)
 COVERAGE_KEY = record.PrefetchKey("coverage", "Coverage", crd.COVERAGE_QUERY, False)
 
@@ -127,7 +125,9 @@ class Engine:
     def __post_init__(self) -> None:
         self.keys = record.prefetch_keys(self.kn)
         if self.actions is None:
-            self.actions = Actions(self.kn)
+            self.actions = self.renderer.actions or Actions(self.kn)
+        if self.renderer.actions is None:  # a renderer built without actions: cards act too
+            self.renderer = CardRenderer(self.renderer.directory, self.actions)
 
     def service(self, service_id: str) -> ServiceDef:
         for svc in SERVICES:
@@ -251,29 +251,32 @@ class Engine:
         det = self.evaluate(parsed)
         if det is None:
             return Answer({"cards": []})
-        assert self.actions is not None
         report_id = secrets.token_urlsafe(18)
         assertion_id = str(uuid.uuid4())
-        ctx = OrderContext(
-            parsed.context.patientId,
-            parsed.context.encounterId,
-            parsed.context.userId,
-            det.order.ref,
+        call = CardCall(
+            hook=svc.hook,
+            ctx=OrderContext(
+                parsed.context.patientId,
+                parsed.context.encounterId,
+                parsed.context.userId,
+                det.order.ref,
+            ),
+            assertion_id=assertion_id,
+            report_url=f"{self.base_url.rstrip('/')}/reports/{report_id}" if reports else None,
+            draft_order=crd.find_order(parsed.context.draftOrders, det.order.ref),
+            config=config,
         )
         if svc.hook == "order-select":
-            cards = self.renderer.render_select(det, self.source)
+            cards = self.renderer.render_select(det, self.source, call)
         else:
-            cards = self.renderer.render(det, self.source)
-        cards = _configured(cards, config)
-        report_url = f"{self.base_url.rstrip('/')}/reports/{report_id}" if reports else None
-        self._decorate(cards, det, ctx, svc.hook, report_url)
-        cards[0]["extension"][ASSERTION_KEY] = assertion_id
-        response: dict[str, Any] = {"cards": cards}
+            cards = self.renderer.render(det, self.source, call)
         action = (
             self._coverage_action(parsed, det, assertion_id, svc.hook)
             if config["coverage-info"]
             else None
         )
+        # CDS Hooks 2.0.1 "Use of JSON": an OPTIONAL array is omitted when empty (never [])
+        response: dict[str, Any] = {"cards": cards}
         if action is not None:
             response["systemActions"] = [action]
         evaluation = Evaluation(
@@ -299,53 +302,6 @@ class Engine:
             ),
         )
         return Answer(response, evaluation)
-
-    def _decorate(
-        self,
-        cards: list[dict[str, Any]],
-        det: engine.Determination,
-        ctx: OrderContext,
-        hook: str,
-        report_url: str | None,
-    ) -> None:
-        assert self.actions is not None
-        already: set[str] = set()
-        for card in cards:
-            kind = card["extension"]["ivig-cds.card-type"]
-            if hook == "order-select":
-                suggestions = self.actions.all_suggestions(det, ctx)
-            else:
-                suggestions = self.actions.suggestions(kind, det, ctx, already)
-            if suggestions:
-                card["suggestions"] = suggestions
-                card["selectionBehavior"] = "any"
-            if card["indicator"] != "info" or suggestions:
-                reasons = self.actions.override_reasons(kind)
-                if reasons:
-                    card["overrideReasons"] = reasons
-            links = [
-                {"label": f"Policy: {s.label}", "url": s.url, "type": "absolute"}
-                for s in self._sources(kind)
-            ]
-            if report_url is not None:
-                links.append(
-                    {
-                        "label": "Full report of this determination",
-                        "url": report_url,
-                        "type": "absolute",
-                    }
-                )
-                card["extension"][REPORT_KEY] = report_url
-            if links:
-                card["links"] = links
-
-    def _sources(self, kind: str) -> list[Any]:
-        """Policy sources a card rests on (distinct urls), the policy's first for the summary."""
-        try:
-            found = self.kn.sources_for(kind)
-        except KeyError:
-            found = list(self.kn.policy.sources.values())[:1]
-        return list({s.url: s for s in found}.values())[:3]
 
     def _coverage_action(
         self, parsed: ParsedRequest, det: engine.Determination, assertion_id: str, hook: str
@@ -408,14 +364,6 @@ def crd_configuration(parsed: ParsedRequest) -> dict[str, Any]:
             raise BadRequest(f"{where}.{code}", "must be a positive integer")
         config[code] = value
     return config
-
-
-def _configured(cards: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Drop cards of switched-off types (never the summary card), then cap at max-cards."""
-    kept = [
-        c for i, c in enumerate(cards) if i == 0 or config.get(c["source"]["topic"]["code"], True)
-    ]
-    return kept[: int(config["max-cards"])]
 
 
 def _selected_only(parsed: ParsedRequest) -> ParsedRequest:

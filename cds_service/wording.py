@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from cds_service.domain import Missing
+from cds_service.domain import Missing, Text
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 
@@ -21,9 +21,9 @@ class Wording:
 
     def need(self, path: str, **fields: Any) -> Missing:
         """A missing-documentation item worded from `path`, keeping `path` as its key."""
-        return Missing(self(path, **fields), path)
+        return Missing(str(self(path, **fields)), path)
 
-    def __call__(self, path: str, **fields: Any) -> str:
+    def __call__(self, path: str, **fields: Any) -> Text:
         node: Any = self._table
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -31,7 +31,7 @@ class Wording:
             node = node[part]
         if not isinstance(node, str):
             raise KeyError(f"cards/reasons.yaml entry {path!r} is not a string")
-        return node.format(**fields)
+        return Text(node.format(**fields), path)
 
 
 def load(directory: Path = CARDS_DIR) -> Wording:

@@ -85,11 +85,12 @@ def test_seed_cards_suggest_the_orders_that_document_what_is_missing(
 ) -> None:
     cards = _by_type(_post(client, SIGN, seed_request)["cards"])
     assert _ordered_codes(cards["secondary-causes-excluded"]) == ["56888-1", "57021-8", "24351-9"]
-    assert _ordered_codes(cards["baseline-igg"]) == ["2465-3"]
+    # re-testing IgG on therapy cannot document a pre-treatment level, and the card says so:
+    # no IgG order is offered next to that advice (a continuation request)
+    assert "suggestions" not in cards["baseline-igg"]
+    assert "Re-testing now does not help" in cards["baseline-igg"]["detail"]
     assert _ordered_codes(cards["dose"]) == ["29463-7"]
     assert _ordered_codes(cards["safety"]) == ["24323-8"]  # CBC already suggested above
-    # re-testing IgG on therapy cannot document a pre-treatment level: offered, not recommended
-    assert cards["baseline-igg"]["suggestions"][0]["isRecommended"] is False
     assert all(s["isRecommended"] for s in cards["secondary-causes-excluded"]["suggestions"])
     for card in cards.values():
         if "suggestions" in card:
@@ -115,7 +116,9 @@ def test_dismissable_cards_offer_override_reasons(
     assert "outside-records" in codes
     for kind in ("summary", "secondary-causes-excluded", "dose"):
         assert all(r["display"] for r in cards[kind]["overrideReasons"])
-    assert "overrideReasons" not in cards["home-infusion"]  # information only
+    # home infusion follows the determination: a line of the summary, not a card to dismiss
+    assert "home-infusion" not in cards
+    assert "S9338" in cards["summary"]["detail"]
 
 
 def test_cards_link_to_the_policy_and_to_the_report(

@@ -231,7 +231,7 @@ def test_titers_outside_the_post_vaccination_window_are_not_read(client: TestCli
     for date in ("2025-06-14", "2025-09-01"):
         found = _finding(_run(client, _move_titers(date)), VR)
         assert found["status"] == "insufficient", date
-        assert "outside the 4-8 week window" in found["reason"]
+        assert "outside the 4–8-week window" in found["reason"]
 
 
 def test_a_conjugate_vaccine_between_vaccine_and_sample_spoils_it(client: TestClient) -> None:

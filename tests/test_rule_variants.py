@@ -371,7 +371,7 @@ def test_a_single_infection_is_not_recurrent(client: TestClient) -> None:
 
     found = _finding(_run(client, change), "infection-history")
     assert found["status"] == "insufficient"
-    assert "Only 1 bacterial infection" in found["reason"]
+    assert "look-back: 1;" in found["reason"]
     assert "at least 2" in found["reason"]
 
 

@@ -174,6 +174,20 @@ class ValueSet:
     serotypes: dict[tuple[str, str], str] = field(default_factory=dict)
     serotype_aliases: dict[str, str] = field(default_factory=dict)  # e.g. LOINC's 20A -> 20
     groups: dict[tuple[str, str], str] = field(default_factory=dict)  # e.g. D83.9 -> CVID
+    # the cited display of each code (and prefix), for naming what was found in clinician words
+    displays: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def display_for(self, system: str, code: str) -> str | None:
+        """The display of the entry that matches (system, code): exact, else longest prefix."""
+        hit = self.displays.get((system, code))
+        if hit is not None:
+            return hit
+        best = max(
+            (p for s, p in self.prefixes if s == system and code.startswith(p)),
+            key=len,
+            default=None,
+        )
+        return None if best is None else self.displays.get((system, best))
 
     def matches(self, system: str | None, code: str | None) -> bool:
         if not system or not code:
@@ -290,6 +304,7 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
         prefixes: list[tuple[str, str]] = []
         serotypes: dict[tuple[str, str], str] = {}
         groups: dict[tuple[str, str], str] = {}
+        displays: dict[tuple[str, str], str] = {}
         # a value set may name which specimens it reads (titers: not the pre-vaccination
         # sample, not a post/pre ratio)
         specimens = (vs.model_extra or {}).get("match_specimens")
@@ -308,6 +323,11 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
             # ICD-10-CM is sent dotted (D83.9) by most EHRs and undotted (D839) by some
             # billing-derived feeds: both forms match
             undotted = system == codes.systems.get("icd10cm")
+            for form in (entry.code, entry.prefix):
+                if form is not None and entry.display:
+                    displays[(system, form)] = entry.display
+                    if undotted:
+                        displays[(system, form.replace(".", ""))] = entry.display
             if entry.code is not None:
                 exact.add((system, entry.code))
                 if undotted and "." in entry.code:
@@ -334,6 +354,7 @@ def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]
             serotypes=serotypes,
             groups=groups,
             serotype_aliases=aliases,
+            displays=displays,
         )
     return compiled
 

@@ -68,6 +68,19 @@ def display(kn: Knowledge, vs: ValueSet, c: ConditionFact) -> str:
     return shown(vs.first_match(c.codings), c.ref)
 
 
+def named(vs: ValueSet, c: ConditionFact) -> str:
+    """A condition as clinicians read it: its cited name with the code in brackets."""
+    hit = vs.first_match(c.codings)
+    code = shown(hit, c.ref)
+    name = vs.display_for(*hit) if hit else None
+    return f"{_plain(name)} [{code}]" if name else code
+
+
+def _plain(name: str) -> str:
+    """A cited display without its SNOMED semantic tag: 'Pneumonia (disorder)' -> 'Pneumonia'."""
+    return re.sub(r"\s*\((disorder|finding|situation)\)$", "", name)
+
+
 def latest_measurement(
     measurements: Iterable[Measurement], vs: ValueSet, since: dt.date | None = None
 ) -> Measurement | None:
@@ -125,7 +138,7 @@ def infection_episodes(ctx: Context) -> list[Episode]:
 
     for c in ctx.record.conditions:
         if c.confirmed and vs.any_match(c.codings):  # a provisional infection is not documented
-            add(c.ref, display(ctx.kn, vs, c), c.when)
+            add(c.ref, named(vs, c), c.when)
     for e in ctx.record.encounters:
         if vs.any_match(e.reason_codings):
             hit = vs.first_match(e.reason_codings)

@@ -28,7 +28,7 @@ def decide(ctx: Context) -> Finding:
         latest = baseline[-1].result
         value = latest.value_mg_dl or 0.0
         low = _age_lower_limit(ctx, latest.when)
-        low_label = say("baseline-igg.low-age-table")
+        low_label: str = say("baseline-igg.low-age-table")
         if not ctx.kn.igg_reference.verified:
             low_label += say("unverified")
         if latest.reference_low_mg_dl is not None and (

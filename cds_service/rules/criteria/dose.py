@@ -54,7 +54,8 @@ def decide(ctx: Context) -> Finding:
         extra.insert(0, say(f"dose.{order.dose_basis}", **dict(order.dose_basis_fields)))
 
     def finding(status: Status, reason: str, missing: tuple[Missing, ...] = ()) -> Finding:
-        return Finding("dose", status, " ".join([reason, *extra]), evidence, missing)
+        key = getattr(reason, "key", "")
+        return Finding("dose", status, " ".join([reason, *extra]), evidence, missing, key)
 
     if order is not None and order.course_doses is not None:
         extra.insert(0, say("dose.basis-course", doses=fmt(order.course_doses)))

@@ -30,7 +30,7 @@ def decide(ctx: Context) -> Finding:
     before = [e for e in episodes if e.when is not None and e.when.date <= anchor]
     refs = tuple(e.ref for e in before)
     if len(before) >= min_count:
-        names = ", ".join(f"{e.label} {e.when}" if e.when else e.label for e in before)
+        names = "; ".join(f"{e.label} on {e.when}" if e.when else e.label for e in before)
         return Finding(
             "infection-history",
             Status.MET,

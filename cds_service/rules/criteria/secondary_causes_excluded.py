@@ -213,7 +213,7 @@ def decide(ctx: Context) -> Finding:
             tuple(open_.missing),
         )
     workup_date = max(str(m.when) for m in workups)
-    reason = say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date)
+    reason: str = say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date)
     if rec.no_medications is not None and stated_none and not rec.other_medications:
         reason += " " + say(f"{cid}.no-medications", date=str(rec.no_medications.when or ""))
         evidence += (rec.no_medications.ref,)
