@@ -117,6 +117,22 @@ def _date(value: Any) -> str:
     return str(value)
 
 
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?:T[0-9:.+\-Z]+)?\b")
+
+
+def _human(text: Any) -> str:
+    """A reason as a clinician reads it: ISO dates as dates; the reviewer's "(unverified)" note
+    on a source stays in the determination and the report, not on the card."""
+
+    def as_date(m: re.Match[str]) -> str:
+        try:
+            return _date(dt.date(int(m[1]), int(m[2]), int(m[3])))
+        except ValueError:
+            return m[0]
+
+    return _ISO_DATE.sub(as_date, str(text).replace(" (unverified)", ""))
+
+
 def _months_between(earlier: dt.date, later: dt.date) -> int:
     return max(0, (later.year - earlier.year) * 12 + later.month - earlier.month)
 
@@ -155,6 +171,7 @@ class CardRenderer:
         self.env.filters["code"] = _code
         self.env.filters["cell"] = _cell
         self.env.filters["date"] = _date
+        self.env.filters["human"] = _human
         self.env.filters["extract"] = lambda key, table: table[key]
         self.wording = _load(directory)
         self.labels = self.wording.labels

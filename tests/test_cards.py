@@ -64,6 +64,9 @@ def test_card_markdown_keeps_its_structure_in_a_gfm_renderer(client: TestClient,
         tokens = MD.parse(card["detail"])
         blocks = _blocks(tokens)
         for container, text in blocks:
+            for heading in ("To resolve", "Next step", "Document:", "Could not be read"):
+                if heading in text:  # a section heading opens its own paragraph
+                    assert text.lstrip("*_").startswith(heading), (name, _kind(card), text[:80])
             if container in ("list_item_open", "td_open"):
                 for heading in ("To resolve", "Next step", "Document:", "Could not be read"):
                     assert heading not in text, (name, _kind(card), container, text[:80])
@@ -241,3 +244,16 @@ def test_a_stale_weight_is_used_named_stale_and_a_reweigh_suggested(client: Test
 def test_the_not_met_count_counts_the_dose_but_not_home_infusion(client: TestClient) -> None:
     (summary, *_) = _scenario(client, "overdose")
     assert summary["summary"].endswith("does not meet criteria (1 not met)")
+
+
+def test_cards_show_dates_as_dates_and_the_determination_keeps_iso(
+    client: TestClient, seed_request: dict[str, Any]
+) -> None:
+    cards = _cards(client, seed_request)
+    text = "\n".join(c["summary"] + c["detail"] for c in cards)
+    assert not re.search(r"\d{4}-\d\d-\d\d", text)
+    assert "10 Feb 2024" in text  # the pneumonia of 2024-02-10
+    det = cards[0]["extension"]["ivig-cds.determination"]
+    assert "2024-02-10" in next(c for c in det["criteria"] if c["id"] == "infection-history")[
+        "reason"
+    ]
