@@ -120,7 +120,7 @@ def _date(value: Any) -> str:
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?:T[0-9:.+\-Z]+)?\b")
 
 
-def _human(text: Any) -> str:
+def human(text: Any) -> str:
     """A reason as a clinician reads it: ISO dates as dates; the reviewer's "(unverified)" note
     on a source stays in the determination and the report, not on the card."""
 
@@ -171,7 +171,7 @@ class CardRenderer:
         self.env.filters["code"] = _code
         self.env.filters["cell"] = _cell
         self.env.filters["date"] = _date
-        self.env.filters["human"] = _human
+        self.env.filters["human"] = human
         self.env.filters["extract"] = lambda key, table: table[key]
         self.wording = _load(directory)
         self.labels = self.wording.labels
