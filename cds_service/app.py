@@ -107,6 +107,7 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
             max_resources=settings.fetch_max_resources,
             page_size=settings.fetch_page_size,
             workers=settings.fetch_workers,
+            workers_per_server=settings.fetch_workers_per_server,
             max_url=settings.fetch_max_url,
             max_bytes=settings.fetch_max_bytes,
         ),

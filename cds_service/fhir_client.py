@@ -1,7 +1,9 @@
 """Fetch prefetch keys the EHR did not send from its FHIR server (CDS Hooks 2.0 `fhirServer`).
 
 One pooled HTTP client (urllib3 `PoolManager`) shared by all requests; the queries of one request
-run concurrently on a shared thread pool under one overall time budget. Each query:
+run concurrently on a shared thread pool under one overall time budget, at most
+`workers_per_server` of them at a time per FHIR server (`_TenantPool`), so a slow or hung server
+queues its own queries instead of holding every worker. Each query:
 
 - is the discovery template with its CDS Hooks tokens filled in (`{{context.patientId}}` ...), sent
   with the request's `fhirAuthorization` bearer token (and `_count` added to searches);
@@ -25,10 +27,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -75,7 +80,8 @@ class FetchLimits:
     max_pages: int = 20
     max_resources: int = 5000
     page_size: int = 200
-    workers: int = 16
+    workers: int = 32  # threads shared by all requests
+    workers_per_server: int = 6  # of those, at most this many on one fhirServer at a time
     max_url: int = 2048  # longer code lists are split over several queries
     max_bytes: int = 50_000_000  # largest answer read (decoded), per page
 
@@ -243,6 +249,68 @@ def _status_reason(status: int, body: Any) -> str:
     return f"fhirServer rejected the query (HTTP {status}: {_outcome_summary(body)})"
 
 
+class _TenantPool:
+    """A shared thread pool that runs at most `per_tenant` jobs of one tenant (a fhirServer
+    origin) at a time; the others wait in that tenant's queue, holding no thread. A server that
+    trickles or never answers thus delays only its own queries (each waits at most until its
+    request's deadline, when the caller cancels it), never another tenant's."""
+
+    def __init__(self, workers: int, per_tenant: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir-fetch")
+        self._per_tenant = per_tenant
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = {}
+
+    def submit(self, tenant: str, call: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._lock:
+            start = self._running.get(tenant, 0) < self._per_tenant
+            if start:
+                self._running[tenant] = self._running.get(tenant, 0) + 1
+            else:
+                self._waiting.setdefault(tenant, deque()).append((fut, call))
+        if start:
+            self._start(tenant, fut, call)
+        return fut
+
+    def _start(self, tenant: str, fut: Future[Any], call: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(call())
+                    except BaseException as exc:  # handed to the caller through the future
+                        fut.set_exception(exc)
+            finally:
+                self._next(tenant)
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # shut down: nothing more runs
+            fut.cancel()
+
+    def _next(self, tenant: str) -> None:
+        """A job of `tenant` ended: start its next queued job that was not cancelled."""
+        with self._lock:
+            queue = self._waiting.get(tenant)
+            while queue and queue[0][0].cancelled():
+                queue.popleft()
+            item = queue.popleft() if queue else None
+            if item is None:
+                self._waiting.pop(tenant, None)
+                left = self._running.get(tenant, 1) - 1
+                if left > 0:
+                    self._running[tenant] = left
+                else:
+                    self._running.pop(tenant, None)
+        if item is not None:
+            self._start(tenant, *item)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class _KeyStats:
     pages: int = 0
@@ -260,12 +328,10 @@ class FhirFetcher:
         self.limits = limits or FetchLimits()
         self.headers = {"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"}
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=self.limits.workers, block=False)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.limits.workers, thread_name_prefix="fhir-fetch"
-        )
+        self._pool = _TenantPool(self.limits.workers, self.limits.workers_per_server)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self.pool.clear()
 
     # -- entry point -------------------------------------------------------------------
@@ -293,6 +359,8 @@ class FhirFetcher:
         values: dict[str, Any] = {}
         unreadable: dict[str, str] = {}
         futures: dict[Future[Any], PrefetchKey] = {}
+        origin = _origin(server)
+        tenant = f"{origin.scheme}://{origin.host}:{origin.port}" if origin else server
         for spec in specs:
             try:
                 relative = render_template(spec.query, tokens)
@@ -302,8 +370,9 @@ class FhirFetcher:
             # a search whose code list is too long for one URL runs as several concurrent queries
             urls = [f"{server}/{relative}"] if spec.is_read else self._start_urls(server, relative)
             for url in urls:
-                job = self._executor.submit(
-                    self._fetch_key, server, spec, url, headers, tokens, deadline
+                job = self._pool.submit(
+                    tenant,
+                    partial(self._fetch_key, server, spec, url, headers, tokens, deadline),
                 )
                 futures[job] = spec
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))

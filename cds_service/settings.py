@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(
         default=50_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
     )
-    fetch_workers: int = Field(default=16, ge=1, description="concurrent queries (all requests)")
+    fetch_workers: int = Field(default=32, ge=1, description="concurrent queries (all requests)")
+    fetch_workers_per_server: int = Field(
+        default=6, ge=1, description="of those, at most this many on one fhirServer at a time"
+    )
     fetch_max_url: int = Field(
         default=2048, ge=256, description="longer code lists are split over several queries"
     )
