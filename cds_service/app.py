@@ -110,6 +110,7 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
             workers_per_server=settings.fetch_workers_per_server,
             max_url=settings.fetch_max_url,
             max_bytes=settings.fetch_max_bytes,
+            request_max_bytes=settings.fetch_request_max_bytes,
         ),
     )
 

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
     fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
     fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
     fetch_max_bytes: int = Field(
-        default=50_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
+        default=4_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
+    )
+    fetch_request_max_bytes: int = Field(
+        default=32_000_000, ge=1024, description="all answers read for one request (bytes)"
     )
     fetch_workers: int = Field(default=32, ge=1, description="concurrent queries (all requests)")
     fetch_workers_per_server: int = Field(
