@@ -18,7 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
-from tests.conftest import ValidatingClient
+from tests.conftest import ValidatingClient, problem
 
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
@@ -138,7 +138,7 @@ def _rejected(secured: ValidatingClient, body: dict[str, Any], headers: dict[str
     r = secured.post(SIGN, json=body, headers=headers)
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"].startswith("Bearer")
-    message: str = r.json()["error"]
+    message: str = problem(r.json())
     return message
 
 

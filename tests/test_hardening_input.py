@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from cds_service.protocol import MAX_JSON_DEPTH, too_deep
+from tests.conftest import problem
 from tests.test_rule_variants import BASE
 
 URL = "/cds-services/ivig-order-sign"
@@ -34,7 +35,7 @@ def test_deeply_nested_json_is_a_400_naming_it(client: TestClient) -> None:
             URL, content=_deeply_nested_body(levels), headers={"Content-Type": "application/json"}
         )
         assert r.status_code == 400, r.text[:200]
-        assert "nested deeper" in r.json()["error"] or "depth limit" in r.json()["error"]
+        assert "nested deeper" in problem(r.json()) or "depth limit" in problem(r.json())
     # ordinary FHIR nesting is far below the limit
     assert not too_deep(BASE)
     assert too_deep({"a": [[[[{}]]]]}, limit=4)
@@ -125,4 +126,4 @@ def test_a_prefetch_key_with_more_resources_than_the_cap_is_not_read(client: Tes
         entries.append({"resource": res})
     r = client.post(URL, json=req)
     assert r.status_code == 412
-    assert "more than 5000 resources" in r.json()["error"]
+    assert "more than 5000 resources" in problem(r.json())
