@@ -8,11 +8,23 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.knowledge import KNOWLEDGE_DIR
 from cds_service.wording import CARDS_DIR
+
+
+class IssuerKeySet(BaseModel):
+    """Where a trusted issuer's keys are read (`jwks`: an https URL, or a JWKS file for a
+    deployment that cannot fetch it) and the URL its tokens name in their `jku` header (`jku`;
+    by default `jwks` when that is a URL). A token's `jku` must equal it, so a file-configured
+    issuer accepts the tokens the EHR sends with `jku` and no key is fetched from elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jwks: str
+    jku: str | None = None
 
 
 class Settings(BaseSettings):
@@ -44,9 +56,10 @@ class Settings(BaseSettings):
     jwt_required: bool | None = Field(
         default=None, description="None: required unless demo; true/false forces it"
     )
-    jwt_issuers: dict[str, str] = Field(
+    jwt_issuers: dict[str, str | IssuerKeySet] = Field(
         default_factory=dict,
-        description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file)",
+        description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file), or "
+        '{"jwks": URL or file, "jku": the URL its tokens name}',
     )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew for exp/iat")
     jwt_max_lifetime_seconds: int = Field(
