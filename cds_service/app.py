@@ -186,6 +186,7 @@ def engine_from_settings(settings: Settings) -> Engine:
         fetcher=build_fetcher(settings),
         actions=Actions(kn, settings.knowledge_dir, settings.cards_dir),
         max_resources=settings.fetch_max_resources,
+        max_total_resources=settings.prefetch_max_resources,
     )
 
 

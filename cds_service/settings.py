@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=2.0, gt=0, description="connect/read timeout per query")
     fetch_max_pages: int = Field(default=20, ge=1, description="pages followed per query")
     fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
+    prefetch_max_resources: int = Field(
+        default=20_000, ge=1, description="resources in all prefetch keys together (else 413)"
+    )
     fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
     fetch_max_bytes: int = Field(
         default=4_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
