@@ -14,6 +14,9 @@ queues its own queries instead of holding every worker. Each query:
 - retries 429/503 with backoff (urllib3 `Retry`, honouring Retry-After) only while the budget lasts;
 - follows `link[next]` verbatim (never rebuilt), only on the same origin, with page and resource
   caps and loop detection; never follows redirects (the token must not travel);
+- reads the answer as it streams in (`_JsonStream`), within a byte cap per page, a byte budget for
+  all answers of the request and the resource cap per search, each checked as the bytes or
+  entries arrive: a huge answer is dropped at the cap, never downloaded whole or held in memory;
 - checks the answer: a searchset Bundle (or the resource read), entries of the asked type and this
   patient (others dropped), OperationOutcome entries reported (errors make the key unreadable).
 

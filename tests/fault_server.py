@@ -5,7 +5,8 @@ order: exact path+query (``"Observation?patient=p1"``), path only (``"Observatio
 Unmatched requests get 404 + OperationOutcome.  A route value is one of:
 
 * a ``dict`` -- served as JSON with 200 (e.g. a searchset Bundle),
-* a :class:`Reply` -- status/body/raw bytes/headers/delay,
+* a :class:`Reply` -- status/body/raw bytes/headers/delay/trickle, with or without a
+  Content-Length (``sized=False``: the body ends when the connection closes),
 * a callable ``(request, server) -> Reply`` -- for dynamic behaviour (paging, sequences).
 
 Factories for common faults: :func:`error`, :func:`malformed_json`, :func:`delayed`,
