@@ -212,6 +212,10 @@ class _Malformed(Exception):
     """The answer is not one JSON object (the message says how, when it is valid JSON)."""
 
 
+class _Incomplete(Exception):
+    """The text ends inside the value being read: read it again when more has arrived."""
+
+
 def _ws_end(text: str, pos: int) -> int:
     return _WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches (`*`)
 
@@ -339,10 +343,6 @@ class _JsonStream:
                 self._pos = mark  # this member or entry again once more text has come
                 self._retry_at = max(2 * (len(text) - mark), 65536)
                 return
-
-
-class _Incomplete(Exception):
-    pass
 
 
 # ------------------------------------------------------------------------------ HTTP
