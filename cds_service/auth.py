@@ -28,7 +28,7 @@ import heapq
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,7 +91,7 @@ class JwtVerifier:
 
     def __init__(
         self,
-        issuers: dict[str, str | IssuerKeySet],
+        issuers: Mapping[str, str | IssuerKeySet],
         *,
         leeway: int = 30,
         max_lifetime: int = 3600,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.knowledge import KNOWLEDGE_DIR
@@ -25,6 +26,12 @@ class IssuerKeySet(BaseModel):
 
     jwks: str
     jku: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """A plain string is `jwks` alone (the setting's first form, still the usual one)."""
+        return {"jwks": value} if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -56,7 +63,7 @@ class Settings(BaseSettings):
     jwt_required: bool | None = Field(
         default=None, description="None: required unless demo; true/false forces it"
     )
-    jwt_issuers: dict[str, str | IssuerKeySet] = Field(
+    jwt_issuers: dict[str, IssuerKeySet] = Field(
         default_factory=dict,
         description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file), or "
         '{"jwks": URL or file, "jku": the URL its tokens name}',

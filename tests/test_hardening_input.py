@@ -104,6 +104,12 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Any) -> None:
             {"IVIG_CDS_DEMO": "true", "IVIG_CDS_DATABASE_PATH": "/nonexistent/dir/ivig.db"},
             "database: ",
         ),
+        ({"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": "/nonexistent/jwks.json"}'}, "JWKS file"),
+        (
+            {"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": {"jwks": "/x.json", "jku": "http://e/k"}}'},
+            "must be https",
+        ),
+        ({"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": {"jku": "https://e/k"}}'}, "JWKS: Field"),
     ]
     for env, says in cases:
         done = _serve(tmp_path, **env)
