@@ -85,8 +85,8 @@ class FetchLimits:
     max_pages: int = 20
     max_resources: int = 5000
     page_size: int = 200
-    workers: int = 32  # threads shared by all requests
-    workers_per_server: int = 6  # of those, at most this many on one fhirServer at a time
+    workers: int = 96  # threads shared by all requests
+    workers_per_server: int = 16  # of those, at most this many on one fhirServer at a time
     max_url: int = 2048  # longer code lists are split over several queries
     max_bytes: int = 4_000_000  # largest answer read (decoded), per page
     request_max_bytes: int = 32_000_000  # all answers read for one request, together

@@ -104,9 +104,10 @@ class Settings(BaseSettings):
     fetch_request_max_bytes: int = Field(
         default=32_000_000, ge=1024, description="all answers read for one request (bytes)"
     )
-    fetch_workers: int = Field(default=32, ge=1, description="concurrent queries (all requests)")
+    fetch_workers: int = Field(default=96, ge=1, description="concurrent queries (all requests)")
+    # 16: one request's 15 queries run at once; 96: four misbehaving servers leave a third free
     fetch_workers_per_server: int = Field(
-        default=6, ge=1, description="of those, at most this many on one fhirServer at a time"
+        default=16, ge=1, description="of those, at most this many on one fhirServer at a time"
     )
     fetch_max_url: int = Field(
         default=2048, ge=256, description="longer code lists are split over several queries"

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from cds_service.app import create_app
 from cds_service.fhir_client import Unreadable, _JsonStream, _Malformed
 from tests.conftest import ValidatingClient, make_settings
-from tests.fault_server import FaultServer, Reply, _observation, searchset
+from tests.fault_server import FaultServer, RecordedRequest, Reply, _observation, searchset
 from tests.test_fetch_faults import PATIENT, ehr_body, seed_routes
 
 URL = "/cds-services/ivig-order-sign"
@@ -81,6 +81,18 @@ def huge_pages() -> dict[str, bytes]:
     return {"44MB": _page(50_000, 500), "50000-small": _page(50_000, 0)}
 
 
+def _igg_query_answers(raw: bytes) -> Any:
+    """The IgG query gets `raw` (without a Content-Length); other queries the seed record."""
+    seed = seed_routes()["Observation"]
+
+    def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
+        if "2465-3" in (req.param("code") or ""):
+            return Reply(raw=raw, sized=False)
+        return srv.resolve(seed, req)
+
+    return handle
+
+
 def _call(client: TestClient, fake: FaultServer) -> tuple[int, str, float, float]:
     t0 = time.monotonic()
     with _PeakRss() as rss:
@@ -100,7 +112,7 @@ def test_a_44mb_page_is_cut_at_the_page_cap_as_it_streams(
     raw = huge_pages["44MB"]
     assert len(raw) > 40_000_000
     with FaultServer(seed_routes()) as fake:
-        fake.set("Observation", Reply(raw=raw, sized=False))
+        fake.set("Observation", _igg_query_answers(raw))
         status, text, elapsed, growth = _call(default_client, fake)
     assert status == 412, text[:300]
     assert "observations" in text
@@ -118,7 +130,7 @@ def test_50000_small_entries_stop_at_the_resource_cap_as_they_stream(
         ValidatingClient(create_app(make_settings(demo=True, fetch_max_bytes=10**8))) as client,
         FaultServer(seed_routes()) as fake,
     ):
-        fake.set("Observation", Reply(raw=raw, sized=False))
+        fake.set("Observation", _igg_query_answers(raw))
         status, text, elapsed, growth = _call(client, fake)
     assert status == 412, text[:300]
     assert "more than 5000 resources" in text
