@@ -7,6 +7,7 @@ FastAPI runs them in its thread pool instead of blocking the event loop.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service import __version__, knowledge, wording
 from cds_service.auth import JwtVerifier
@@ -39,23 +42,80 @@ from cds_service.storage import FeedbackItem, Storage
 log = logging.getLogger(__name__)
 
 
-def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    # CDS Hooks 3.0 (STU) suggests an OperationOutcome body on non-2xx; 2.0 clients read 'error'.
-    return JSONResponse(
-        status_code=status,
-        headers=headers,
-        content={
-            "error": message,
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "error",
-                    "code": "processing" if status >= 412 else "invalid",
-                    "diagnostics": message,
-                }
-            ],
-        },
+# FHIR issue-type codes (http://hl7.org/fhir/issue-type) for the statuses this service answers
+ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    412: "incomplete",  # data the determination needs could not be read
+    413: "too-long",
+    415: "not-supported",
+    500: "exception",
+}
+
+
+def _problem(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    error_id: str | None = None,
+) -> JSONResponse:
+    """A non-2xx answer: a plain FHIR OperationOutcome (CDS Hooks 3.0 STU suggests one; 2.0
+    defines no error body), the message in `diagnostics` and `details.text`. No other members:
+    strict FHIR parsers reject an OperationOutcome that carries any."""
+    outcome: dict[str, Any] = {"resourceType": "OperationOutcome"}
+    if error_id is not None:
+        outcome["id"] = error_id
+    outcome["issue"] = [
+        {
+            "severity": "error",
+            "code": ISSUE_CODES.get(status, "processing" if status < 500 else "exception"),
+            "details": {"text": message},
+            "diagnostics": message,
+        }
+    ]
+    return JSONResponse(status_code=status, headers=headers, content=outcome)
+
+
+def internal_error(exc: BaseException) -> JSONResponse:
+    """500 for an exception nothing else handled: an id to quote, and one log line with that id
+    and the exception's type only (its message or traceback may carry patient data or tokens,
+    and a RecursionError's traceback is a thousand frames)."""
+    error_id = uuid.uuid4().hex
+    log.error("internal error %s: %s", error_id, type(exc).__name__)
+    return _problem(
+        500, f"internal error; quote {error_id} to the service's operators", None, error_id
     )
+
+
+class CatchAll:
+    """ASGI middleware answering `internal_error` for any exception the app let through. (An
+    exception handler for `Exception` is not enough: Starlette calls it, then re-raises to the
+    server, which logs the whole traceback.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except Exception as exc:
+            if started:  # too late for another answer: end the connection
+                log.error("internal error after the response started: %s", type(exc).__name__)
+                return
+            await internal_error(exc)(scope, receive, send)
 
 
 def _json(content: Any) -> Response:
@@ -107,8 +167,10 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
             max_resources=settings.fetch_max_resources,
             page_size=settings.fetch_page_size,
             workers=settings.fetch_workers,
+            workers_per_server=settings.fetch_workers_per_server,
             max_url=settings.fetch_max_url,
             max_bytes=settings.fetch_max_bytes,
+            request_max_bytes=settings.fetch_request_max_bytes,
         ),
     )
 
@@ -125,6 +187,7 @@ def engine_from_settings(settings: Settings) -> Engine:
         fetcher=build_fetcher(settings),
         actions=actions,
         max_resources=settings.fetch_max_resources,
+        max_total_resources=settings.prefetch_max_resources,
     )
 
 
@@ -179,6 +242,7 @@ def create_app(
     app.state.engine = engine
     app.state.settings = settings
     app.state.storage = store
+    app.add_middleware(CatchAll)  # added first: inside CORS, so a 500 keeps its CORS headers
     if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
         app.add_middleware(
             CORSMiddleware,
@@ -190,16 +254,17 @@ def create_app(
     @app.exception_handler(CdsError)
     def _cds_error(_: Request, exc: CdsError) -> JSONResponse:
         if exc.status_code >= 500:
-            log.error("internal error: %s", exc.message)
+            error_id = uuid.uuid4().hex
+            log.error("internal error %s: %s", error_id, exc.message)
+            return _problem(exc.status_code, exc.message, None, error_id)
         if isinstance(exc, Unauthorized):
             return _problem(401, exc.message, {"WWW-Authenticate": 'Bearer realm="cds-services"'})
         return _problem(exc.status_code, exc.message)
 
-    @app.exception_handler(Exception)
-    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # a bug must not answer with a bare text 500 or echo client data: the type only
-        log.error("internal error: %s", type(exc).__name__)
-        return _problem(500, "internal error")
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # routing errors (no such path, method not allowed) in the same shape as every other
+        return _problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,9 @@ What this module enforces:
   is looked up); ``kid`` is required; ``typ``, when present, is ``JWT``.
 - ``iss`` is in the configured allowlist; its key set is a JWKS URL (fetched with PyJWT's
   ``PyJWKClient``, cached) or a JWKS file loaded at start-up. A ``jku`` header must name that
-  same URL: keys are never fetched from a URL the token chooses.
+  same URL, or the ``jku`` URL configured beside the issuer's file (``IssuerKeySet``: an offline
+  deployment); without a configured URL a ``jku`` is refused. Keys are never fetched from a URL
+  the token chooses.
 - ``aud`` matches the URL called, ``exp`` and ``iat`` are present and checked with a small leeway,
   ``exp - iat`` is bounded, and a ``jti`` is accepted once per issuer within its lifetime.
 
@@ -26,7 +28,7 @@ import heapq
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from cds_service.errors import Unauthorized
+from cds_service.settings import IssuerKeySet
 
 ALGORITHMS = ("ES384", "RS384")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -44,24 +47,32 @@ class KeySetError(RuntimeError):
     """A configured JWKS file is missing or malformed (a deployment error, raised at start-up)."""
 
 
-class _Keys:
-    """The public keys of one trusted issuer, by ``kid``."""
+def _check_url(url: str) -> str:
+    host = urlsplit(url).hostname or ""
+    if not url.startswith(("https://", "http://")) or (
+        url.startswith("http://") and host not in LOOPBACK
+    ):
+        raise KeySetError(f"JWKS URL {url}: must be https (http only on loopback)")
+    return url
 
-    def __init__(self, spec: str) -> None:
-        self.url: str | None = None
+
+class _Keys:
+    """The public keys of one trusted issuer, by ``kid``; ``url`` is the one ``jku`` accepted."""
+
+    def __init__(self, spec: str | IssuerKeySet) -> None:
+        source, jku = (spec.jwks, spec.jku) if isinstance(spec, IssuerKeySet) else (spec, None)
+        self.url: str | None = _check_url(jku) if jku is not None else None
         self._client: jwt.PyJWKClient | None = None
         self._set: jwt.PyJWKSet | None = None
-        if spec.startswith(("https://", "http://")):
-            host = urlsplit(spec).hostname or ""
-            if spec.startswith("http://") and host not in LOOPBACK:
-                raise KeySetError(f"JWKS URL {spec}: must be https (http only on loopback)")
-            self.url = spec
-            self._client = jwt.PyJWKClient(spec, cache_keys=True, lifespan=300, timeout=5)
+        if source.startswith(("https://", "http://")):
+            self.url = self.url or source
+            _check_url(source)
+            self._client = jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=5)
         else:
             try:
-                self._set = jwt.PyJWKSet.from_dict(json.loads(Path(spec).read_text("utf-8")))
+                self._set = jwt.PyJWKSet.from_dict(json.loads(Path(source).read_text("utf-8")))
             except (OSError, ValueError, jwt.PyJWTError) as exc:
-                raise KeySetError(f"JWKS file {spec}: {exc}") from exc
+                raise KeySetError(f"JWKS file {source}: {exc}") from exc
 
     def get(self, kid: str) -> Any:
         try:
@@ -80,7 +91,7 @@ class JwtVerifier:
 
     def __init__(
         self,
-        issuers: dict[str, str],
+        issuers: Mapping[str, str | IssuerKeySet],
         *,
         leeway: int = 30,
         max_lifetime: int = 3600,

@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
+from cds_service.auth import KeySetError
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
 from cds_service.settings import Settings, get_settings
@@ -67,6 +68,8 @@ def serve(host: str | None, port: int | None) -> None:
         app = create_app(settings)
     except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
         _fail(str(exc))
+    except KeySetError as exc:  # a JWKS file missing or malformed, a jku that is not https
+        _fail(f"IVIG_CDS_JWT_ISSUERS: {exc}")
     except SQLAlchemyError as exc:  # e.g. PostgreSQL unreachable: the driver's first line only
         _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
     except ModuleNotFoundError as exc:  # DATABASE_URL names a driver that is not installed

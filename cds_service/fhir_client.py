@@ -1,7 +1,9 @@
 """Fetch prefetch keys the EHR did not send from its FHIR server (CDS Hooks 2.0 `fhirServer`).
 
 One pooled HTTP client (urllib3 `PoolManager`) shared by all requests; the queries of one request
-run concurrently on a shared thread pool under one overall time budget. Each query:
+run concurrently on a shared thread pool under one overall time budget, at most
+`workers_per_server` of them at a time per FHIR server (`_TenantPool`), so a slow or hung server
+queues its own queries instead of holding every worker. Each query:
 
 - is the discovery template with its CDS Hooks tokens filled in (`{{context.patientId}}` ...), sent
   with the request's `fhirAuthorization` bearer token (and `_count` added to searches);
@@ -12,6 +14,9 @@ run concurrently on a shared thread pool under one overall time budget. Each que
 - retries 429/503 with backoff (urllib3 `Retry`, honouring Retry-After) only while the budget lasts;
 - follows `link[next]` verbatim (never rebuilt), only on the same origin, with page and resource
   caps and loop detection; never follows redirects (the token must not travel);
+- reads the answer as it streams in (`_JsonStream`), within a byte cap per page, a byte budget for
+  all answers of the request and the resource cap per search, each checked as the bytes or
+  entries arrive: a huge answer is dropped at the cap, never downloaded whole or held in memory;
 - checks the answer: a searchset Bundle (or the resource read), entries of the asked type and this
   patient (others dropped), OperationOutcome entries reported (errors make the key unreadable).
 
@@ -22,13 +27,18 @@ patient id), resource ids, names or tokens.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import json
 import logging
 import re
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -75,9 +85,11 @@ class FetchLimits:
     max_pages: int = 20
     max_resources: int = 5000
     page_size: int = 200
-    workers: int = 16
+    workers: int = 96  # threads shared by all requests
+    workers_per_server: int = 16  # of those, at most this many on one fhirServer at a time
     max_url: int = 2048  # longer code lists are split over several queries
-    max_bytes: int = 50_000_000  # largest answer read (decoded), per page
+    max_bytes: int = 4_000_000  # largest answer read (decoded), per page
+    request_max_bytes: int = 32_000_000  # all answers read for one request, together
 
 
 # ------------------------------------------------------------------------------ allowlist
@@ -190,7 +202,168 @@ def render_template(template: str, values: dict[str, str]) -> str:
     return _TOKEN.sub(fill, template)
 
 
+# ------------------------------------------------------------------------------ JSON stream
+
+_WS = re.compile(r"[ \t\n\r]*")
+_SCANNER = json.JSONDecoder()  # finds where one JSON value ends (C scanner; orjson reads it)
+
+
+class _Malformed(Exception):
+    """The answer is not one JSON object (the message says how, when it is valid JSON)."""
+
+
+class _Incomplete(Exception):
+    """The text ends inside the value being read: read it again when more has arrived."""
+
+
+def _ws_end(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()  # type: ignore[union-attr]  # always matches (`*`)
+
+
+class _JsonStream:
+    """One JSON object read as its bytes arrive: its members one by one, and the items of its
+    `entry` array (a Bundle's entries) each handed to `on_entry` as soon as it is complete. So
+    the caps on resources are checked while a page streams in, and only the unfinished tail of
+    the text is held, never a whole page of text beside its parsed entries.
+
+    The standard library's C scanner finds where a value ends; orjson parses it (the same
+    parser, with the same strictness, as every other JSON this service reads). A value not yet
+    complete is retried once the text after it has doubled, so reading stays linear."""
+
+    def __init__(self, on_entry: Callable[[Any], None] | None) -> None:
+        self.members: dict[str, Any] = {}
+        self._on_entry = on_entry
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        self._text = ""
+        self._pos = 0
+        self._pending: list[str] = []
+        self._pending_len = 0
+        self._retry_at = 0
+        self._state = "start"  # start -> member <-> entries -> done
+        self._after_item = False  # a comma is expected before the next member or entry
+        self._entries: list[Any] | None = None  # entries kept when no on_entry is given
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        try:
+            chunk = self._utf8.decode(data, final)
+        except UnicodeDecodeError:
+            raise _Malformed from None
+        if chunk:
+            self._pending.append(chunk)
+            self._pending_len += len(chunk)
+        if not final and len(self._text) - self._pos + self._pending_len < self._retry_at:
+            return
+        self._text = self._text[self._pos :] + "".join(self._pending)
+        self._pos, self._pending, self._pending_len = 0, [], 0
+        self._run(final)
+        if final and self._state != "done":
+            raise _Malformed
+
+    def result(self) -> dict[str, Any]:
+        if self._entries is not None:
+            self.members["entry"] = self._entries
+        return self.members
+
+    def _value(self, start: int, depth_left: int) -> tuple[Any, int]:
+        """The JSON value at `start` and where it ends; _Incomplete when the text stops first."""
+        try:
+            _, end = _SCANNER.raw_decode(self._text, start)
+        except RecursionError:
+            raise Unreadable(
+                f"fhirServer sent JSON nested deeper than {MAX_JSON_DEPTH} levels"
+            ) from None
+        except json.JSONDecodeError:
+            raise _Incomplete from None  # or malformed: told apart when the text has ended
+        try:
+            value = orjson.loads(self._text[start:end])
+        except orjson.JSONDecodeError:  # e.g. NaN, a lone surrogate: valid to the C scanner only
+            raise _Malformed from None
+        if too_deep(value, depth_left):
+            raise Unreadable(f"fhirServer sent JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return value, end
+
+    def _run(self, final: bool) -> None:
+        text = self._text
+        while True:
+            pos = self._pos = _ws_end(text, self._pos)
+            if pos >= len(text):
+                self._retry_at = 0
+                return
+            if self._state == "done":
+                raise _Malformed  # text after the object
+            char = text[pos]
+            mark = pos
+            try:
+                if self._state == "start":
+                    if char != "{":
+                        raise _Malformed("JSON that is not a FHIR resource")
+                    self._pos, self._state = pos + 1, "member"
+                elif self._state == "member":
+                    if char == "}":
+                        self._pos, self._state = pos + 1, "done"
+                        continue
+                    if self._after_item:
+                        if char != ",":
+                            raise _Malformed
+                        pos = _ws_end(text, pos + 1)
+                    key, pos = _SCANNER.raw_decode(text, pos)
+                    pos = _ws_end(text, pos)
+                    if pos >= len(text):
+                        raise _Incomplete
+                    if not isinstance(key, str) or text[pos] != ":":
+                        raise _Malformed
+                    pos = _ws_end(text, pos + 1)
+                    if pos >= len(text):
+                        raise _Incomplete
+                    if key == "entry" and text[pos] == "[":
+                        self._pos, self._state, self._after_item = pos + 1, "entries", False
+                        if self._on_entry is None:
+                            self._entries = []
+                        continue
+                    self.members[key], self._pos = self._value(pos, MAX_JSON_DEPTH - 1)
+                    self._after_item = True
+                else:  # entries
+                    if char == "]":
+                        self._pos, self._state, self._after_item = pos + 1, "member", True
+                        continue
+                    if self._after_item:
+                        if char != ",":
+                            raise _Malformed
+                        pos = _ws_end(text, pos + 1)
+                    item, self._pos = self._value(pos, MAX_JSON_DEPTH - 2)
+                    self._after_item = True
+                    if self._entries is not None:
+                        self._entries.append(item)
+                    else:
+                        assert self._on_entry is not None
+                        self._on_entry(item)
+            except (_Incomplete, json.JSONDecodeError):
+                if final:
+                    raise _Malformed from None
+                self._pos = mark  # this member or entry again once more text has come
+                self._retry_at = max(2 * (len(text) - mark), 65536)
+                return
+
+
 # ------------------------------------------------------------------------------ HTTP
+
+
+class _Allowance:
+    """The bytes all queries of one request may still read (`request_max_bytes`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._left = limit
+        self._lock = threading.Lock()
+
+    def spend(self, size: int) -> None:
+        with self._lock:
+            self._left -= size
+            if self._left < 0:
+                raise Unreadable(
+                    f"fhirServer's answers to this request exceed {self.limit} bytes together, "
+                    "too much to read"
+                )
 
 
 class _BudgetRetry(Retry):
@@ -243,6 +416,68 @@ def _status_reason(status: int, body: Any) -> str:
     return f"fhirServer rejected the query (HTTP {status}: {_outcome_summary(body)})"
 
 
+class _TenantPool:
+    """A shared thread pool that runs at most `per_tenant` jobs of one tenant (a fhirServer
+    origin) at a time; the others wait in that tenant's queue, holding no thread. A server that
+    trickles or never answers thus delays only its own queries (each waits at most until its
+    request's deadline, when the caller cancels it), never another tenant's."""
+
+    def __init__(self, workers: int, per_tenant: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir-fetch")
+        self._per_tenant = per_tenant
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+        self._waiting: dict[str, deque[tuple[Future[Any], Callable[[], Any]]]] = {}
+
+    def submit(self, tenant: str, call: Callable[[], Any]) -> Future[Any]:
+        fut: Future[Any] = Future()
+        with self._lock:
+            start = self._running.get(tenant, 0) < self._per_tenant
+            if start:
+                self._running[tenant] = self._running.get(tenant, 0) + 1
+            else:
+                self._waiting.setdefault(tenant, deque()).append((fut, call))
+        if start:
+            self._start(tenant, fut, call)
+        return fut
+
+    def _start(self, tenant: str, fut: Future[Any], call: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(call())
+                    except BaseException as exc:  # handed to the caller through the future
+                        fut.set_exception(exc)
+            finally:
+                self._next(tenant)
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # shut down: nothing more runs
+            fut.cancel()
+
+    def _next(self, tenant: str) -> None:
+        """A job of `tenant` ended: start its next queued job that was not cancelled."""
+        with self._lock:
+            queue = self._waiting.get(tenant)
+            while queue and queue[0][0].cancelled():
+                queue.popleft()
+            item = queue.popleft() if queue else None
+            if item is None:
+                self._waiting.pop(tenant, None)
+                left = self._running.get(tenant, 1) - 1
+                if left > 0:
+                    self._running[tenant] = left
+                else:
+                    self._running.pop(tenant, None)
+        if item is not None:
+            self._start(tenant, *item)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class _KeyStats:
     pages: int = 0
@@ -260,12 +495,10 @@ class FhirFetcher:
         self.limits = limits or FetchLimits()
         self.headers = {"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"}
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=self.limits.workers, block=False)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.limits.workers, thread_name_prefix="fhir-fetch"
-        )
+        self._pool = _TenantPool(self.limits.workers, self.limits.workers_per_server)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self.pool.clear()
 
     # -- entry point -------------------------------------------------------------------
@@ -290,9 +523,12 @@ class FhirFetcher:
         budget = self.limits.budget_s
         started = time.monotonic()
         deadline = started + budget
+        allowance = _Allowance(self.limits.request_max_bytes)
         values: dict[str, Any] = {}
         unreadable: dict[str, str] = {}
         futures: dict[Future[Any], PrefetchKey] = {}
+        origin = _origin(server)
+        tenant = f"{origin.scheme}://{origin.host}:{origin.port}" if origin else server
         for spec in specs:
             try:
                 relative = render_template(spec.query, tokens)
@@ -302,8 +538,11 @@ class FhirFetcher:
             # a search whose code list is too long for one URL runs as several concurrent queries
             urls = [f"{server}/{relative}"] if spec.is_read else self._start_urls(server, relative)
             for url in urls:
-                job = self._executor.submit(
-                    self._fetch_key, server, spec, url, headers, tokens, deadline
+                job = self._pool.submit(
+                    tenant,
+                    partial(
+                        self._fetch_key, server, spec, url, headers, tokens, deadline, allowance
+                    ),
                 )
                 futures[job] = spec
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
@@ -334,7 +573,16 @@ class FhirFetcher:
         return values, unreadable
 
     # -- one key -----------------------------------------------------------------------
-    def _get(self, url: str, headers: dict[str, str], deadline: float) -> tuple[int, Any]:
+    def _get(
+        self,
+        url: str,
+        headers: dict[str, str],
+        deadline: float,
+        allowance: _Allowance,
+        on_entry: Callable[[Any], None] | None = None,
+    ) -> tuple[int, Any]:
+        """Status and JSON body of one GET; with `on_entry`, a 200 Bundle's entries go to it as
+        they arrive instead of into the body."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _OutOfBudget
@@ -365,7 +613,9 @@ class FhirFetcher:
                 redirect=False,
                 preload_content=False,
             )
-            data = self._read_capped(resp, deadline)
+            body = self._read_body(
+                resp, deadline, allowance, on_entry if resp.status == 200 else None
+            )
         except MaxRetryError as exc:
             raise Unreadable(self._transport_reason(exc.reason)) from None
         except (ConnectTimeoutError, ReadTimeoutError, NewConnectionError, SSLError) as exc:
@@ -374,44 +624,54 @@ class FhirFetcher:
             raise Unreadable("fhirServer closed the connection mid-answer") from None
         except HTTPError as exc:
             raise Unreadable(f"could not talk to fhirServer ({type(exc).__name__})") from None
-        try:
-            body = orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:
-            if resp.status >= 400:
-                body = None
-            else:
-                raise Unreadable(f"fhirServer sent malformed JSON (HTTP {resp.status})") from None
-        if too_deep(body):
-            raise Unreadable(f"fhirServer sent JSON nested deeper than {MAX_JSON_DEPTH} levels")
         return resp.status, body
 
-    def _read_capped(self, resp: Any, deadline: float) -> bytes:
-        """The answer's body, read up to `max_bytes` (a larger one is never held in memory) and
-        only until the request's time budget ends: a server that trickles its answer a byte at a
-        time no longer holds a shared worker after the budget (it starved every other tenant).
-        Each read returns what has arrived (`read1`), so the deadline is checked between them."""
+    def _read_body(
+        self,
+        resp: Any,
+        deadline: float,
+        allowance: _Allowance,
+        on_entry: Callable[[Any], None] | None,
+    ) -> Any:
+        """The answer's JSON, parsed as it streams in, within every cap at once: `max_bytes` per
+        page and `request_max_bytes` for the whole request (a larger answer is never held in
+        memory), the resource caps (checked by `on_entry` as each entry ends), and the request's
+        time budget: a server that trickles its answer a byte at a time no longer holds a shared
+        worker after the budget. Each read returns what has arrived (`read1`), so the deadline is
+        checked between them. Whatever stops the reading drops the connection (never reused)."""
         limit = self.limits.max_bytes
         declared = resp.headers.get("Content-Length", "")
-        chunks: list[bytes] = []
-        size = int(declared) if declared.isdigit() else 0
-        if size <= limit:
-            size = 0
+        stream = _JsonStream(on_entry)
+        size = 0
+        try:
+            too_large = f"fhirServer's answer exceeds {limit} bytes, too large to read"
+            if declared.isdigit() and int(declared) > limit:
+                raise Unreadable(too_large)
             while True:
                 if time.monotonic() > deadline:
-                    resp.close()  # stop reading; the connection is dropped, not reused
                     raise _OutOfBudget
                 chunk = resp.read1(65536)
                 if not chunk:
                     break
                 size += len(chunk)
                 if size > limit:
-                    break
-                chunks.append(chunk)
-        if size > limit:
-            resp.close()  # the rest is never read; the connection is not reused
-            raise Unreadable(f"fhirServer's answer exceeds {limit} bytes, too large to read")
+                    raise Unreadable(too_large)
+                allowance.spend(len(chunk))
+                stream.feed(chunk)
+            if size:
+                stream.feed(b"", final=True)
+        except _Malformed as exc:
+            resp.close()
+            if resp.status >= 400:
+                return None  # an error status says enough without its body
+            raise Unreadable(
+                f"fhirServer sent {str(exc) or 'malformed JSON'} (HTTP {resp.status})"
+            ) from None
+        except BaseException:
+            resp.close()
+            raise
         resp.release_conn()
-        return b"".join(chunks)
+        return stream.result() if size else None
 
     def _transport_reason(self, exc: BaseException | None) -> str:
         if isinstance(exc, NewConnectionError):  # (a subclass of ConnectTimeoutError)
@@ -430,13 +690,14 @@ class FhirFetcher:
         headers: dict[str, str],
         tokens: dict[str, str],
         deadline: float,
+        allowance: _Allowance,
     ) -> Any:
         t0 = time.monotonic()
         patient = tokens.get("context.patientId", "")
         try:
             if spec.is_read:
-                return self._read(spec, url, headers, patient, deadline)
-            return self._search(server, spec, url, headers, patient, deadline, t0)
+                return self._read(spec, url, headers, patient, deadline, allowance)
+            return self._search(server, spec, url, headers, patient, deadline, allowance, t0)
         except _OutOfBudget as exc:
             raise Unreadable(
                 str(exc) or f"not read within the {self.limits.budget_s:g} s time budget"
@@ -452,8 +713,9 @@ class FhirFetcher:
         headers: dict[str, str],
         patient: str,
         deadline: float,
+        allowance: _Allowance,
     ) -> Any:
-        status, body = self._get(url, headers, deadline)
+        status, body = self._get(url, headers, deadline, allowance)
         if status in (404, 410):
             log.info("fetch %s: HTTP %d, no such %s", spec.key, status, spec.resource_type)
             return None  # the server holds no such resource: "no data", like a null prefetch
@@ -499,12 +761,15 @@ class FhirFetcher:
         headers: dict[str, str],
         patient: str,
         deadline: float,
+        allowance: _Allowance,
         t0: float,
     ) -> dict[str, Any]:
         stats = _KeyStats()
         entries: dict[tuple[str, str], dict[str, Any]] = {}
         errors: list[str] = []
-        self._pages(url, server, spec, headers, patient, deadline, stats, entries, errors)
+        self._pages(
+            url, server, spec, headers, patient, deadline, allowance, stats, entries, errors
+        )
         stats.kept = len(entries)
         if stats.outcomes:
             log.warning("fetch %s: OperationOutcome entries %s", spec.key, dict(stats.outcomes))
@@ -538,16 +803,52 @@ class FhirFetcher:
         headers: dict[str, str],
         patient: str,
         deadline: float,
+        allowance: _Allowance,
         stats: _KeyStats,
         entries: dict[tuple[str, str], dict[str, Any]],
         errors: list[str],
     ) -> None:
-        """Read one search and its next pages into `entries` (keyed by type and id)."""
+        """Read one search and its next pages into `entries` (keyed by type and id); each entry
+        is counted and sorted as soon as it has arrived, so the resource cap stops the reading
+        of a page that holds too many, before the rest of it is downloaded."""
         lim = self.limits
         seen: set[str] = set()
+
+        def take(entry: Any) -> None:
+            stats.read += 1
+            if stats.read > lim.max_resources:
+                raise Unreadable(
+                    f"the {spec.resource_type} search returned more than {lim.max_resources} "
+                    "resources, too many to read"
+                )
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            rtype = res.get("resourceType") if isinstance(res, dict) else None
+            if not isinstance(res, dict) or not isinstance(rtype, str):
+                stats.dropped["(not a resource)"] += 1
+            elif rtype == "OperationOutcome":
+                for iss in res.get("issue") or []:
+                    if isinstance(iss, dict):
+                        stats.outcomes[f"{iss.get('severity')}/{iss.get('code')}"] += 1
+                        if iss.get("severity") in ("error", "fatal"):
+                            errors.append(_outcome_summary({"issue": [iss]}))
+            elif rtype in _INCLUDABLE or (
+                rtype == spec.resource_type and _belongs_to(res, patient, server)
+            ):
+                entries.setdefault((rtype, str(res.get("id"))), res)
+            elif rtype == spec.resource_type and rtype != "Coverage":
+                # asked for this patient, answered with another's: the search cannot be
+                # trusted as this patient's record (the prefetch path says the same). A
+                # Coverage search may list the subscriber's family: those are dropped.
+                raise Unreadable(
+                    f"fhirServer answered a {rtype} of another patient to a search for this "
+                    "patient's"
+                )
+            else:
+                stats.dropped[rtype] += 1
+
         while True:
             seen.add(url)
-            status, body = self._get(url, headers, deadline)
+            status, body = self._get(url, headers, deadline, allowance, on_entry=take)
             stats.pages += 1
             if status != 200:
                 raise Unreadable(_status_reason(status, body))
@@ -560,40 +861,8 @@ class FhirFetcher:
                 raise Unreadable(
                     f"fhirServer answered a Bundle of type {body.get('type')!r}, not a searchset"
                 )
-            raw_entries = body.get("entry") or []
-            if not isinstance(raw_entries, list):
+            if body.get("entry") is not None:  # not an array: the stream left it here
                 raise Unreadable("fhirServer answered a Bundle whose entry is not a list")
-            stats.read += len(raw_entries)
-            if stats.read > lim.max_resources:
-                raise Unreadable(
-                    f"the {spec.resource_type} search returned more than {lim.max_resources} "
-                    "resources, too many to read"
-                )
-            for entry in raw_entries:
-                res = entry.get("resource") if isinstance(entry, dict) else None
-                rtype = res.get("resourceType") if isinstance(res, dict) else None
-                if not isinstance(res, dict) or not isinstance(rtype, str):
-                    stats.dropped["(not a resource)"] += 1
-                elif rtype == "OperationOutcome":
-                    for iss in res.get("issue") or []:
-                        if isinstance(iss, dict):
-                            stats.outcomes[f"{iss.get('severity')}/{iss.get('code')}"] += 1
-                            if iss.get("severity") in ("error", "fatal"):
-                                errors.append(_outcome_summary({"issue": [iss]}))
-                elif rtype in _INCLUDABLE or (
-                    rtype == spec.resource_type and _belongs_to(res, patient, server)
-                ):
-                    entries.setdefault((rtype, str(res.get("id"))), res)
-                elif rtype == spec.resource_type and rtype != "Coverage":
-                    # asked for this patient, answered with another's: the search cannot be
-                    # trusted as this patient's record (the prefetch path says the same). A
-                    # Coverage search may list the subscriber's family: those are dropped.
-                    raise Unreadable(
-                        f"fhirServer answered a {rtype} of another patient to a search for this "
-                        "patient's"
-                    )
-                else:
-                    stats.dropped[rtype] += 1
             nxt = next(
                 (
                     ln.get("url")

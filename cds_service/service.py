@@ -15,7 +15,13 @@ from typing import Any
 
 from cds_service import crd, engine, record
 from cds_service.cards import DETERMINATION_KEY, CardCall, CardRenderer
-from cds_service.errors import BadRequest, CdsError, DataUnavailable, UnknownService
+from cds_service.errors import (
+    BadRequest,
+    CdsError,
+    DataUnavailable,
+    PayloadTooLarge,
+    UnknownService,
+)
 from cds_service.knowledge import Knowledge
 from cds_service.orderables import Actions, OrderContext
 from cds_service.protocol import ParsedRequest, parse_request
@@ -121,6 +127,8 @@ class Engine:
     # the most resources one prefetch key may hold (the fetch path's per-query cap): more is not
     # read (that key is unreadable), so no request can make the service read without bound
     max_resources: int = 5000
+    # the most resources all prefetch keys may hold together: more is a 413 naming the largest
+    max_total_resources: int = 20_000
 
     def __post_init__(self) -> None:
         self.keys = record.prefetch_keys(self.kn)
@@ -172,6 +180,7 @@ class Engine:
                 absent.append(spec)
                 continue
             values[spec.key] = prefetch[spec.key]
+        self._check_total(values)
         refused: dict[str, str] = {}  # keys not read: too many, or not this patient's
         patient_id, server = parsed.context.patientId, parsed.request.fhirServer
         for key in list(values):
@@ -220,6 +229,22 @@ class Engine:
         # split of a long search into several queries) gave: the same record, the same answer
         resources.sort(key=record.canonical_key)
         return resources, unreadable, empty
+
+    def _check_total(self, values: dict[str, Any]) -> None:
+        """413 when the prefetch keys together hold more than `max_total_resources` (each key
+        alone may be under its own cap): the largest keys are named."""
+        sizes = {
+            key: len(v["entry"]) if isinstance(v, dict) and isinstance(v.get("entry"), list) else 1
+            for key, v in values.items()
+        }
+        total = sum(sizes.values())
+        if total > self.max_total_resources:
+            largest = sorted(sizes, key=lambda k: -sizes[k])[:3]
+            raise PayloadTooLarge(
+                f"prefetch: {total} resources in all keys together, more than "
+                f"{self.max_total_resources}; largest: "
+                + ", ".join(f"prefetch.{k} ({sizes[k]})" for k in largest)
+            )
 
     def evaluate(self, parsed: ParsedRequest) -> engine.Determination | None:
         drafts = parsed.context.draftOrders
@@ -279,6 +304,7 @@ class Engine:
         response: dict[str, Any] = {"cards": cards}
         if action is not None:
             response["systemActions"] = [action]
+        stored = bounded_evidence(cards[0]["extension"][DETERMINATION_KEY])
         evaluation = Evaluation(
             id=report_id,
             service_id=svc.id,
@@ -289,8 +315,8 @@ class Engine:
             assertion_id=assertion_id,
             policy=det.policy,
             outcome=det.outcome,
-            determination=cards[0]["extension"][DETERMINATION_KEY],
-            response=response,
+            determination=stored,
+            response=_with_determination(response, stored),
             cards=tuple(
                 CardRecord(
                     c["uuid"],
@@ -381,6 +407,38 @@ def _selected_only(parsed: ParsedRequest) -> ParsedRequest:
     return ParsedRequest(request=parsed.request, context=context)
 
 
+# What storage keeps of one determination's evidence lists: the report and an audit need the
+# findings, not thousands of results (the response carries every one, as the contract says).
+STORED_EVIDENCE_MAX = 200
+
+
+def bounded_evidence(det: dict[str, Any], limit: int = STORED_EVIDENCE_MAX) -> dict[str, Any]:
+    """The determination as stored: the latest `limit` IgG results (`labsOmitted` counts the
+    older ones left out) and at most `limit` references per criterion's `evidence`."""
+    labs = det.get("labs") or []
+    criteria = det.get("criteria") or []
+    if len(labs) <= limit and all(len(c.get("evidence") or []) <= limit for c in criteria):
+        return det
+    out = dict(det)
+    if len(labs) > limit:
+        out["labs"] = labs[-limit:]  # oldest first: the latest are kept
+        out["labsOmitted"] = len(labs) - limit
+    out["criteria"] = [
+        {**c, "evidence": c["evidence"][:limit], "evidenceOmitted": len(c["evidence"]) - limit}
+        if len(c.get("evidence") or []) > limit
+        else c
+        for c in criteria
+    ]
+    return out
+
+
+def _with_determination(response: dict[str, Any], det: dict[str, Any]) -> dict[str, Any]:
+    """The response with the first card's determination replaced (a copy; cards not copied)."""
+    first = response["cards"][0]
+    card = {**first, "extension": {**first["extension"], DETERMINATION_KEY: det}}
+    return {**response, "cards": [card, *response["cards"][1:]]}
+
+
 def build_engine(
     kn: Knowledge,
     say: Wording,
@@ -389,6 +447,7 @@ def build_engine(
     fetcher: Fetcher | None = None,
     actions: Actions | None = None,
     max_resources: int = 5000,
+    max_total_resources: int = 20_000,
 ) -> Engine:
     first = next(iter(kn.policy.sources.values()))
     source = {
@@ -397,4 +456,13 @@ def build_engine(
         "policy_title": kn.policy.title,
         "policy_short": kn.policy_id,
     }
-    return Engine(kn, say, renderer, source, fetcher, actions, max_resources=max_resources)
+    return Engine(
+        kn,
+        say,
+        renderer,
+        source,
+        fetcher,
+        actions,
+        max_resources=max_resources,
+        max_total_resources=max_total_resources,
+    )

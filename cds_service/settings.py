@@ -7,12 +7,31 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.knowledge import KNOWLEDGE_DIR
 from cds_service.wording import CARDS_DIR
+
+
+class IssuerKeySet(BaseModel):
+    """Where a trusted issuer's keys are read (`jwks`: an https URL, or a JWKS file for a
+    deployment that cannot fetch it) and the URL its tokens name in their `jku` header (`jku`;
+    by default `jwks` when that is a URL). A token's `jku` must equal it, so a file-configured
+    issuer accepts the tokens the EHR sends with `jku` and no key is fetched from elsewhere."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jwks: str
+    jku: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """A plain string is `jwks` alone (the setting's first form, still the usual one)."""
+        return {"jwks": value} if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -44,9 +63,10 @@ class Settings(BaseSettings):
     jwt_required: bool | None = Field(
         default=None, description="None: required unless demo; true/false forces it"
     )
-    jwt_issuers: dict[str, str] = Field(
+    jwt_issuers: dict[str, IssuerKeySet] = Field(
         default_factory=dict,
-        description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file)",
+        description="allowlist: iss -> its JWKS (https URL, or path to a JWKS JSON file), or "
+        '{"jwks": URL or file, "jku": the URL its tokens name}',
     )
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300, description="clock skew for exp/iat")
     jwt_max_lifetime_seconds: int = Field(
@@ -74,11 +94,21 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=2.0, gt=0, description="connect/read timeout per query")
     fetch_max_pages: int = Field(default=20, ge=1, description="pages followed per query")
     fetch_max_resources: int = Field(default=5000, ge=1, description="resources read per query")
+    prefetch_max_resources: int = Field(
+        default=20_000, ge=1, description="resources in all prefetch keys together (else 413)"
+    )
     fetch_page_size: int = Field(default=200, ge=1, description="_count added to searches")
     fetch_max_bytes: int = Field(
-        default=50_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
+        default=4_000_000, ge=1024, description="largest answer read per page (decoded bytes)"
     )
-    fetch_workers: int = Field(default=16, ge=1, description="concurrent queries (all requests)")
+    fetch_request_max_bytes: int = Field(
+        default=32_000_000, ge=1024, description="all answers read for one request (bytes)"
+    )
+    fetch_workers: int = Field(default=96, ge=1, description="concurrent queries (all requests)")
+    # 16: one request's 15 queries run at once; 96: four misbehaving servers leave a third free
+    fetch_workers_per_server: int = Field(
+        default=16, ge=1, description="of those, at most this many on one fhirServer at a time"
+    )
     fetch_max_url: int = Field(
         default=2048, ge=256, description="longer code lists are split over several queries"
     )

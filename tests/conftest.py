@@ -89,6 +89,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValidatingClien
         yield c
 
 
+def problem(body: Any) -> str:
+    """The message of an error answer (an OperationOutcome: its issues' diagnostics)."""
+    assert body.get("resourceType") == "OperationOutcome", body
+    assert "error" not in body, "an OperationOutcome carries no other members"
+    return "; ".join(str(i.get("diagnostics", "")) for i in body.get("issue", []))
+
+
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 

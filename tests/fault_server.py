@@ -5,7 +5,8 @@ order: exact path+query (``"Observation?patient=p1"``), path only (``"Observatio
 Unmatched requests get 404 + OperationOutcome.  A route value is one of:
 
 * a ``dict`` -- served as JSON with 200 (e.g. a searchset Bundle),
-* a :class:`Reply` -- status/body/raw bytes/headers/delay,
+* a :class:`Reply` -- status/body/raw bytes/headers/delay/trickle, with or without a
+  Content-Length (``sized=False``: the body ends when the connection closes),
 * a callable ``(request, server) -> Reply`` -- for dynamic behaviour (paging, sequences).
 
 Factories for common faults: :func:`error`, :func:`malformed_json`, :func:`delayed`,
@@ -81,6 +82,7 @@ class Reply:
     delay: float = 0.0  # seconds to wait before answering (interrupted by server stop)
     content_type: str = FHIR_JSON
     trickle: float = 0.0  # seconds between body bytes: a server that trickles its answer
+    sized: bool = True  # False: no Content-Length, the body ends when the connection closes
 
     def payload(self) -> bytes:
         if self.raw is not None:
@@ -388,7 +390,11 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(payload)))
+                if reply.sized:
+                    self.send_header("Content-Length", str(len(payload)))
+                else:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()

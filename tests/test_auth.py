@@ -18,7 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
-from tests.conftest import ValidatingClient
+from tests.conftest import ValidatingClient, problem
 
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
@@ -138,7 +138,7 @@ def _rejected(secured: ValidatingClient, body: dict[str, Any], headers: dict[str
     r = secured.post(SIGN, json=body, headers=headers)
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"].startswith("Bearer")
-    message: str = r.json()["error"]
+    message: str = problem(r.json())
     return message
 
 
@@ -280,3 +280,68 @@ def test_jwks_by_url(tmp_path: Path, seed_request: dict[str, Any]) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- a JWKS file that stands for the issuer's jku URL (an offline deployment) --------------------
+
+JKU = "https://ehr.example.org/.well-known/jwks.json"
+
+
+@pytest.fixture(scope="module")
+def offline(
+    jwks_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ValidatingClient]:
+    """The issuer's keys from a file, configured as the key set its tokens' `jku` names; set
+    from the environment as a deployment would (nothing is fetched: the URL does not exist)."""
+    issuers = {
+        ISS: {"jwks": str(jwks_file), "jku": JKU},
+        "https://other.example.org": str(jwks_file),
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IVIG_CDS_JWT_ISSUERS", json.dumps(issuers))
+        settings = Settings(
+            demo=False, public_base_url=BASE, database_path=tmp_path_factory.mktemp("db") / "o.db"
+        )
+    with ValidatingClient(create_app(settings)) as c:
+        yield c
+
+
+def test_a_file_configured_issuer_accepts_tokens_naming_its_jku(
+    offline: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    for headers in ({"jku": JKU}, {}):
+        r = offline.post(SIGN, json=seed_request, headers=bearer(token(headers=headers)))
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("iss", "jku"),
+    [
+        (ISS, "https://attacker.example.org/jwks.json"),
+        (ISS, JKU + "?x=1"),
+        ("https://other.example.org", JKU),  # another issuer's jku; this one's file names none
+    ],
+)
+def test_a_file_configured_issuer_refuses_any_other_jku(
+    offline: ValidatingClient, seed_request: dict[str, Any], iss: str, jku: str
+) -> None:
+    r = offline.post(SIGN, json=seed_request, headers=bearer(token(iss=iss, headers={"jku": jku})))
+    assert r.status_code == 401
+    assert "jku" in problem(r.json())
+
+
+def test_an_issuer_key_set_with_unknown_members_stops_start_up(jwks_file: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="jwks_url"):
+        Settings(jwt_issuers={ISS: {"jwks": str(jwks_file), "jwks_url": JKU}})
+    with pytest.raises(ValidationError):
+        Settings(jwt_issuers={ISS: {"jku": JKU}})  # where the keys are is required
+
+
+def test_a_configured_jku_must_be_https(jwks_file: Path) -> None:
+    from cds_service.auth import JwtVerifier, KeySetError
+    from cds_service.settings import IssuerKeySet
+
+    with pytest.raises(KeySetError, match="https"):
+        JwtVerifier({ISS: IssuerKeySet(jwks=str(jwks_file), jku="http://ehr.example.org/k")})

@@ -14,7 +14,7 @@ from cds_service import crd
 from cds_service.domain import Status
 from cds_service.protocol import parse_request
 from tests import cds_schemas
-from tests.conftest import DETERMINATION_KEY, ValidatingClient, check_cds_response
+from tests.conftest import DETERMINATION_KEY, ValidatingClient, check_cds_response, problem
 
 SIGN = "/cds-services/ivig-order-sign"
 SELECT = "/cds-services/ivig-order-select"
@@ -320,7 +320,7 @@ def test_order_select_evaluates_only_the_selected_orders(
     body["context"]["selections"] = ["MedicationRequest/some-other-order"]
     r = client.post(SELECT, json=body)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("context.selections")
+    assert problem(r.json()).startswith("context.selections")
 
 
 def test_order_select_without_selections_is_400(
@@ -386,7 +386,7 @@ def test_bad_configuration_is_400(
     seed_request["extension"] = {"davinci-crd.configuration": config}
     r = client.post(SIGN, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("extension.davinci-crd.configuration")
+    assert problem(r.json()).startswith("extension.davinci-crd.configuration")
 
 
 def test_billing_code_display_is_the_hcpcs_descriptor(

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import problem
+
 URL = "/cds-services/ivig-order-sign"
 
 
@@ -25,7 +27,7 @@ def test_malformed_json_is_400(client: TestClient) -> None:
         URL, content=b'{"hook": "order-sign",', headers={"content-type": "application/json"}
     )
     assert r.status_code == 400
-    assert "malformed JSON" in r.json()["error"]
+    assert "malformed JSON" in problem(r.json())
 
 
 def test_non_object_body_is_400(client: TestClient) -> None:
@@ -39,7 +41,7 @@ def test_missing_top_level_field_is_400(
 ) -> None:
     r = client.post(URL, json=_drop(seed_request, field))
     assert r.status_code == 400
-    assert r.json()["error"].startswith(field)
+    assert problem(r.json()).startswith(field)
 
 
 @pytest.mark.parametrize("field", ["patientId", "userId", "draftOrders"])
@@ -48,21 +50,21 @@ def test_context_not_fitting_order_sign_is_400(
 ) -> None:
     r = client.post(URL, json=_drop(seed_request, "context", field))
     assert r.status_code == 400
-    assert r.json()["error"].startswith(f"context.{field}")
+    assert problem(r.json()).startswith(f"context.{field}")
 
 
 def test_wrong_hook_is_400(client: TestClient, seed_request: dict[str, Any]) -> None:
     seed_request["hook"] = "patient-view"
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("hook")
+    assert problem(r.json()).startswith("hook")
 
 
 def test_draft_orders_not_a_bundle_is_400(client: TestClient, seed_request: dict[str, Any]) -> None:
     seed_request["context"]["draftOrders"] = {"resourceType": "MedicationRequest", "id": "x"}
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("context.draftOrders")
+    assert problem(r.json()).startswith("context.draftOrders")
 
 
 def test_draft_order_entry_without_resource_is_400(
@@ -71,7 +73,7 @@ def test_draft_order_entry_without_resource_is_400(
     seed_request["context"]["draftOrders"]["entry"] = [{"fullUrl": "x"}]
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert "context.draftOrders.entry[0].resource" in r.json()["error"]
+    assert "context.draftOrders.entry[0].resource" in problem(r.json())
 
 
 def test_prefetch_key_of_wrong_type_is_400(
@@ -80,7 +82,7 @@ def test_prefetch_key_of_wrong_type_is_400(
     seed_request["prefetch"]["conditions"] = seed_request["prefetch"]["patient"]
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("prefetch.conditions")
+    assert problem(r.json()).startswith("prefetch.conditions")
 
 
 def test_prefetch_entry_of_wrong_type_is_400(
@@ -91,7 +93,7 @@ def test_prefetch_entry_of_wrong_type_is_400(
     )
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert "prefetch.observations.entry[" in r.json()["error"]
+    assert "prefetch.observations.entry[" in problem(r.json())
 
 
 def test_prefetch_value_not_an_object_is_400(
@@ -100,7 +102,7 @@ def test_prefetch_value_not_an_object_is_400(
     seed_request["prefetch"]["patient"] = "Patient/seed-cvid-1"
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("prefetch.patient")
+    assert problem(r.json()).startswith("prefetch.patient")
 
 
 def test_fhir_authorization_without_server_is_400(
@@ -115,7 +117,7 @@ def test_fhir_authorization_without_server_is_400(
     }
     r = client.post(URL, json=seed_request)
     assert r.status_code == 400
-    assert r.json()["error"].startswith("fhirServer")
+    assert problem(r.json()).startswith("fhirServer")
 
 
 def test_unknown_service_is_404(client: TestClient, seed_request: dict[str, Any]) -> None:
@@ -129,7 +131,7 @@ def test_missing_required_data_without_fhir_server_is_412(
     del seed_request["prefetch"]["observations"]
     r = client.post(URL, json=seed_request)
     assert r.status_code == 412
-    assert "observations" in r.json()["error"]
+    assert "observations" in problem(r.json())
 
 
 def test_no_prefetch_at_all_without_fhir_server_is_412(

@@ -15,7 +15,7 @@ from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.storage import Storage
 from tests import cds_schemas
-from tests.conftest import ValidatingClient, open_settings
+from tests.conftest import ValidatingClient, open_settings, problem
 
 SIGN = "/cds-services/ivig-order-sign"
 FEEDBACK = SIGN + "/feedback"
@@ -109,7 +109,7 @@ def _one(**item: str) -> bytes:
 def test_malformed_feedback_is_400(client: TestClient, body: bytes, field: str) -> None:
     r = client.post(FEEDBACK, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
-    assert r.json()["error"].startswith(field)
+    assert problem(r.json()).startswith(field)
 
 
 def test_accepting_a_suggestion_the_card_did_not_offer_is_400(
@@ -122,7 +122,7 @@ def test_accepting_a_suggestion_the_card_did_not_offer_is_400(
     ]
     r = _send(client, item)
     assert r.status_code == 400
-    assert "acceptedSuggestions" in r.json()["error"]
+    assert "acceptedSuggestions" in problem(r.json())
 
 
 def test_a_rejected_batch_stores_nothing(client: TestClient, seed_request: dict[str, Any]) -> None:

@@ -16,7 +16,14 @@ from fastapi.testclient import TestClient
 from cds_service.app import create_app
 from cds_service.fhir_client import Allowlist, render_template
 from cds_service.record import PrefetchKey
-from tests.conftest import DETERMINATION_KEY, FIXTURES, ValidatingClient, load_json, make_settings
+from tests.conftest import (
+    DETERMINATION_KEY,
+    FIXTURES,
+    ValidatingClient,
+    load_json,
+    make_settings,
+    problem,
+)
 from tests.fault_server import (
     FaultServer,
     RecordedRequest,
@@ -162,7 +169,7 @@ def test_paginated_prefetch_without_a_server_is_412(fetch_client: TestClient) ->
     body["prefetch"]["conditions"]["link"] = [{"relation": "next", "url": "http://x/p2"}]
     status, data, _ = post(fetch_client, body)
     assert status == 412, data
-    assert "conditions: prefetch holds only the first page" in data["error"]
+    assert "conditions: prefetch holds only the first page" in problem(data)
 
 
 def test_crd_coverage_is_fetched_for_this_patient_only(
@@ -280,9 +287,9 @@ def test_required_key_fault_is_412_naming_it(
     fake.set("Observation", route)
     status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "observations" in data["error"]
-    assert words in data["error"]
-    assert TOKEN not in data["error"]
+    assert "observations" in problem(data)
+    assert words in problem(data)
+    assert TOKEN not in problem(data)
     assert elapsed < BUDGET + 1.5
 
 
@@ -307,8 +314,8 @@ def test_a_huge_search_is_412_not_a_hang(
     fake.set("Observation", route)
     status, data, elapsed = post(default_client, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "observations" in data["error"]
-    assert words in data["error"] or "time budget" in data["error"]  # the budget may come first
+    assert "observations" in problem(data)
+    assert words in problem(data) or "time budget" in problem(data)  # the budget may come first
     assert elapsed < 3.0 + 1.5
 
 
@@ -318,7 +325,7 @@ def test_slow_server_past_the_budget_is_412_on_time(
     fake.set("Condition", delayed(10))
     status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "conditions" in data["error"]
+    assert "conditions" in problem(data)
     assert elapsed < BUDGET + 1.0
 
 
@@ -379,7 +386,7 @@ def test_503_with_retry_after_beyond_the_budget_gives_up_at_once(
     fake.set("Condition", error(503, retry_after=30))
     status, data, elapsed = post(fetch_client, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "conditions: fhirServer is busy (HTTP 503) and a retry after 30 s" in data["error"]
+    assert "conditions: fhirServer is busy (HTTP 503) and a retry after 30 s" in problem(data)
     assert elapsed < BUDGET
     assert len(fake.requests_to("Condition")) == 1
 
@@ -389,7 +396,7 @@ def test_connection_refused_is_412(fetch_client: TestClient) -> None:
         url = gone.base_url
     status, data, _ = post(fetch_client, ehr_body(url))
     assert status == 412, data
-    assert "could not connect to fhirServer" in data["error"]
+    assert "could not connect to fhirServer" in problem(data)
 
 
 def test_next_link_to_another_host_is_not_followed(
@@ -400,7 +407,7 @@ def test_next_link_to_another_host_is_not_followed(
         status, data, _ = post(fetch_client, ehr_body(fake.base_url))
         assert elsewhere.requests == []  # the token never travels to another server
     assert status == 412, data
-    assert "leaves fhirServer" in data["error"]
+    assert "leaves fhirServer" in problem(data)
 
 
 def test_next_links_are_followed_verbatim(fetch_client: TestClient, fake: FaultServer) -> None:
@@ -419,7 +426,7 @@ def test_fhir_server_off_the_allowlist_is_never_contacted(fake: FaultServer) -> 
     ) as c:
         status, data, _ = post(c, ehr_body(fake.base_url))
     assert status == 412, data
-    assert "allowlist" in data["error"]
+    assert "allowlist" in problem(data)
     assert fake.requests == []
 
 

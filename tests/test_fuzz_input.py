@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import FIXTURES, load_json
+from tests.conftest import FIXTURES, load_json, problem
 
 SEED = load_json(FIXTURES / "seed" / "order-sign-request.json")
 URL = "/cds-services/ivig-order-sign"
@@ -76,7 +76,7 @@ def test_odd_element_shapes_never_give_a_500(client: TestClient, data: st.DataOb
     response = client.post(URL, json=request)
     assert response.status_code in (200, 400, 412), response.text
     if response.status_code == 400:
-        assert response.json()["error"].split(":")[0], "a 400 must name the field"
+        assert problem(response.json()).split(":")[0], "a 400 must name the field"
 
 
 def test_ids_that_are_not_fhir_ids_are_not_echoed_into_cards(client: TestClient) -> None:

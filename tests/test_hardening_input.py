@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service.protocol import MAX_JSON_DEPTH, json_too_deep, too_deep
+from tests.conftest import problem
 from tests.test_rule_variants import BASE
 
 URL = "/cds-services/ivig-order-sign"
@@ -37,7 +38,7 @@ def test_deeply_nested_json_is_a_400_naming_it(client: TestClient) -> None:
             URL, content=_deeply_nested_body(levels), headers={"Content-Type": "application/json"}
         )
         assert r.status_code == 400, r.text[:200]
-        assert "nested deeper" in r.json()["error"] or "depth limit" in r.json()["error"]
+        assert "nested deeper" in problem(r.json()) or "depth limit" in problem(r.json())
     # ordinary FHIR nesting is far below the limit
     assert not too_deep(BASE)
     assert too_deep({"a": [[[[{}]]]]}, limit=4)
@@ -123,6 +124,12 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path: Any) -> None:
             {"IVIG_CDS_DEMO": "true", "IVIG_CDS_DATABASE_PATH": "/nonexistent/dir/ivig.db"},
             "database: ",
         ),
+        ({"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": "/nonexistent/jwks.json"}'}, "JWKS file"),
+        (
+            {"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": {"jwks": "/x.json", "jku": "http://e/k"}}'},
+            "must be https",
+        ),
+        ({"IVIG_CDS_JWT_ISSUERS": '{"https://ehr": {"jku": "https://e/k"}}'}, "JWKS: Field"),
     ]
     for env, says in cases:
         done = _serve(tmp_path, **env)
@@ -145,4 +152,4 @@ def test_a_prefetch_key_with_more_resources_than_the_cap_is_not_read(client: Tes
         entries.append({"resource": res})
     r = client.post(URL, json=req)
     assert r.status_code == 412
-    assert "more than 5000 resources" in r.json()["error"]
+    assert "more than 5000 resources" in problem(r.json())

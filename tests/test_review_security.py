@@ -13,7 +13,7 @@ from cds_service.app import create_app
 from cds_service.auth import JwtVerifier
 from cds_service.errors import Unauthorized
 from cds_service.fhir_client import Allowlist
-from tests.conftest import ValidatingClient, open_settings
+from tests.conftest import ValidatingClient, open_settings, problem
 from tests.test_auth import BASE, ISS, SIGN, _jwks, token
 
 INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
@@ -142,7 +142,7 @@ def test_overlong_hook_instance_is_400(
     req = {**seed_request, "hookInstance": "h" * 129}
     r = client.post(SIGN, json=req)
     assert r.status_code == 400, r.text
-    assert "hookInstance" in r.json()["error"]
+    assert "hookInstance" in problem(r.json())
 
 
 @pytest.mark.parametrize(
@@ -185,8 +185,8 @@ def test_an_oversized_fhir_answer_is_unreadable_not_held_in_memory(tmp_path: Pat
     ):
         r = c.post(SIGN, json=ehr_body(fake.base_url))
         assert r.status_code == 412, r.text
-        assert "observations" in r.json()["error"]
-        assert "1000000 bytes" in r.json()["error"]
+        assert "observations" in problem(r.json())
+        assert "1000000 bytes" in problem(r.json())
 
 
 # -- feedback: one request cannot hold the database's write lock for long ----------------------
