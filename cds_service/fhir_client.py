@@ -274,6 +274,10 @@ class _JsonStream:
             ) from None
         except json.JSONDecodeError:
             raise _Incomplete from None  # or malformed: told apart when the text has ended
+        if end >= len(self._text):
+            # a number cut by a chunk boundary ("-1" of "-10") scans as complete: a value is
+            # only taken once something follows it (a document never ends with a value)
+            raise _Incomplete
         try:
             value = orjson.loads(self._text[start:end])
         except orjson.JSONDecodeError:  # e.g. NaN, a lone surrogate: valid to the C scanner only

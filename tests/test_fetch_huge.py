@@ -189,6 +189,15 @@ def test_the_stream_reader_reads_what_orjson_reads_however_the_bytes_arrive(
     assert stream.result() == members
 
 
+def test_a_number_cut_by_a_chunk_boundary_is_read_whole() -> None:
+    """Found by the property above: '-1' | '0' was read as -1, then '0' as malformed."""
+    stream = _JsonStream(None)
+    stream.feed(b'{"resourceType": -1')
+    stream.feed(b'0, "entry": [1')
+    stream.feed(b"2]}", final=True)
+    assert stream.result() == {"resourceType": -10, "entry": [12]}
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"[1]", b'{"a":1}x', b'{"a":NaN}', b'{"a":"\\ud800"}', b'{"a":1,}', b'{"a":1', b"\xff{}"],
