@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
-from cds_service.settings import Settings, get_settings
+from cds_service.settings import WILDCARD, Settings, get_settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -63,6 +63,15 @@ def serve(host: str | None, port: int | None) -> None:
             "would be rejected (configure the EHR's issuer, or IVIG_CDS_DEMO=true on a laptop)"
         )
     logging.basicConfig(level=settings.log_level)
+    # the address bound is the public base URL when IVIG_CDS_PUBLIC_BASE_URL is unset
+    settings = settings.model_copy(update={"host": bind, "port": port or settings.port})
+    if settings.public_base_url is None and bind in WILDCARD:
+        logging.getLogger(__name__).warning(
+            "IVIG_CDS_PUBLIC_BASE_URL is unset and %s binds every interface: report links and "
+            "the JWT audience use %s; set it to the URL the EHR calls",
+            bind,
+            settings.base_url,
+        )
     try:
         app = create_app(settings)
     except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
@@ -77,8 +86,8 @@ def serve(host: str | None, port: int | None) -> None:
     gc.freeze()
     uvicorn.run(
         app,
-        host=bind,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

@@ -288,6 +288,7 @@ class Engine:
             outcome=det.outcome,
             determination=cards[0]["extension"][DETERMINATION_KEY],
             response=response,
+            report_facts=det.report_facts,
             cards=tuple(
                 CardRecord(
                     c["uuid"],
