@@ -213,9 +213,13 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
         top.set_ylim(0, max(values + [100.0]) * 1.15)
         top.set_ylabel(say["ylabel"])
         top.grid(axis="y", color="#e3e3e3")
-        top.legend(
+        legend = top.legend(
             loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False
         )
+        legend.set_gid("legend")
+        for handle in legend.legend_handles:  # copies of the series: their ids stay unique
+            if handle is not None:
+                handle.set_gid(None)
         top.tick_params(labelbottom=False)
         lane.set_ylim(-0.6, 1.6)
         lane.set_yticks([1, 0], [say["lane-ig"], say["lane-weight"]])
