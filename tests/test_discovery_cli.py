@@ -46,9 +46,12 @@ def test_cli_evaluate_prints_a_readable_summary_by_default() -> None:
     out = result.output
     assert out.startswith("Privigen: Insufficient documentation (Continuation request")
     # criteria by name, statuses in the report's vocabulary, not ids or contract codes
-    assert "Pre-treatment IgG" in out and "baseline-igg" not in out
-    assert "Insufficient documentation" in out and "insufficient-documentation" not in out
-    assert "weight not documented" in out and "not documented kg" not in out
+    assert "Pre-treatment IgG" in out
+    assert "baseline-igg" not in out
+    assert "Insufficient documentation" in out
+    assert "insufficient-documentation" not in out
+    assert "weight not documented" in out
+    assert "not documented kg" not in out
     cards = CliRunner().invoke(main, ["evaluate", "--cards", str(SEED_FILE)]).output
     for card in json.loads(cards)["cards"]:  # every card's summary, with its indicator
         assert f"[{card['indicator']}] {card['summary']}" in out

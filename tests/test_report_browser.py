@@ -120,9 +120,7 @@ def _sign(base: str, scenario: str) -> dict[str, Any]:
 
 
 def _report_url(answer: dict[str, Any]) -> str:
-    return next(
-        link["url"] for link in answer["cards"][0]["links"] if "/reports/" in link["url"]
-    )
+    return next(link["url"] for link in answer["cards"][0]["links"] if "/reports/" in link["url"])
 
 
 def test_report_link_works_on_a_non_default_port(service: str) -> None:
@@ -174,9 +172,11 @@ def test_report_in_chromium(service: str, browser: Any, scenario: str) -> None:
     page.on("pageerror", lambda e: problems.append(str(e)))
     try:
         response = page.goto(url, wait_until="load")
-        assert response is not None and response.status == 200
+        assert response is not None
+        assert response.status == 200
         title = page.title()
-        assert title.startswith("IG determination — ") and url.rsplit("/", 1)[1] not in title
+        assert title.startswith("IG determination — ")
+        assert url.rsplit("/", 1)[1] not in title
         assert page.locator("figure svg").count() == 1
         markers = sum(
             page.locator(f"#igg-{phase} use").count()
@@ -205,7 +205,8 @@ def test_report_in_chromium(service: str, browser: Any, scenario: str) -> None:
         pages = _pdf_pages(pdf)
         assert 1 <= pages <= MAX_PRINTED_PAGES, f"{pages} printed pages"
         # nothing left the service: no script, font, image or style from elsewhere
-        assert requests and all(u.startswith(service) for u in requests), requests
+        assert requests
+        assert all(u.startswith(service) for u in requests), requests
         assert not problems, problems  # a CSP violation is a console error
     finally:
         page.close()
@@ -215,7 +216,8 @@ def test_unknown_report_is_a_page_in_the_browser(service: str, browser: Any) -> 
     page = browser.new_page(viewport={"width": PHONE, "height": 844})
     try:
         response = page.goto(f"{service}/reports/no-such-report")
-        assert response is not None and response.status == 404
+        assert response is not None
+        assert response.status == 404
         assert page.locator("h1").inner_text() == "Report not found"
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE
     finally:
