@@ -99,6 +99,11 @@ def chart_data(determination: dict[str, Any], facts: dict[str, Any] | None) -> C
     return data
 
 
+def _day(day: dt.date) -> str:
+    """A date as the report writes it: 15 Jan 2025."""
+    return f"{day.day} {day:%b %Y}"
+
+
 def _span(data: ChartData) -> tuple[dt.date, dt.date] | None:
     days = [p.day for p in data.points]
     days += [d for d, _ in data.exposures] + [d for d, _ in data.weights]
@@ -148,7 +153,7 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
                 color="#444",
                 linestyle=":",
                 linewidth=1.2,
-                label=f"{say['first-record']} {data.first_ig_record.isoformat()}",
+                label=f"{say['first-record']} {_day(data.first_ig_record)}",
                 gid="first-ig-record",
             )
         elif data.therapy_start is not None:
@@ -156,7 +161,7 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
                 data.therapy_start,
                 color="#1b7a1b",
                 linewidth=2,
-                label=f"{say['start']} {data.therapy_start.isoformat()}",
+                label=f"{say['start']} {_day(data.therapy_start)}",
                 gid="therapy-start",
             )
         if data.threshold is not None:
