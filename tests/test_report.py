@@ -427,3 +427,30 @@ def test_hostile_values_are_escaped_everywhere() -> None:
 
 def test_css_string_removes_what_could_end_it() -> None:
     assert css_string('a"b\\c<d>e\nf') == "a b c d e f"
+
+
+# -- public base URL ---------------------------------------------------------------------------
+
+
+def test_base_url_is_the_configured_one_else_the_bound_address() -> None:
+    from cds_service.settings import Settings
+
+    assert Settings(public_base_url="https://cds.example.org/ivig/").base_url == (
+        "https://cds.example.org/ivig"
+    )
+    assert Settings(host="127.0.0.1", port=9000).base_url == "http://127.0.0.1:9000"
+    assert Settings(host="::1", port=9001).base_url == "http://[::1]:9001"
+    assert ":8080" not in Settings(host="0.0.0.0", port=9002).base_url
+
+
+def test_report_links_follow_the_port(tmp_path: Path) -> None:
+    from cds_service.app import create_app
+    from tests.conftest import open_settings
+
+    settings = open_settings(tmp_path, port=9137)
+    with TestClient(create_app(settings)) as c:
+        body = load_json(FIXTURES / "seed" / "order-sign-request.json")
+        answer = c.post(SIGN, json=body).json()
+        url = next(x["url"] for x in answer["cards"][0]["links"] if "/reports/" in x["url"])
+        assert url.startswith("http://127.0.0.1:9137/reports/")
+        assert c.get(url.removeprefix("http://127.0.0.1:9137")).status_code == 200
