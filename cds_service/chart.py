@@ -299,3 +299,13 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
     # CSS sizes the chart to its column (a 390 px phone included); the viewBox keeps its shape
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", svg, count=1)
+
+
+def warm() -> None:
+    """Import matplotlib and lay out one small chart, so the first report a clinician opens does
+    not pay for the import and the font cache (about 1-2 s); `serve` calls it before serving."""
+    point = Point("warm-up", dt.date(2025, 1, 1), 500.0, "baseline")
+    words = {k: k for k in ("threshold", "age-limit", "start", "ylabel", "lane-ig", "order")}
+    words |= {"lane-weight": "", "weight-label": "{kg}", "weight-missing": "", "trough": ""}
+    words |= {f"phase-{k}": k for k in PHASE_COLOURS}
+    render_svg(ChartData(points=[point], threshold=500.0), words)

@@ -80,6 +80,9 @@ def serve(host: str | None, port: int | None) -> None:
         _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
     except ModuleNotFoundError as exc:  # DATABASE_URL names a driver that is not installed
         _fail(f"database driver {exc.name!r} is not installed (pip install 'ivig-cds[postgres]')")
+    from cds_service import chart
+
+    chart.warm()  # the report's chart library, loaded before the first report is opened
     # Knowledge, templates and the FHIR model classes live as long as the process: move them out
     # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
     gc.collect()
