@@ -151,8 +151,11 @@ def _caption(data: chart.ChartData, facts: dict[str, Any] | None, say: dict[str,
         start = text["start-text"].format(date=fmt_date(data.therapy_start.isoformat()))
     lines = ""
     if data.threshold is not None:
-        ages = ", ".join(
-            f"{v:g} mg/dL from {fmt_date(d.isoformat())}" for d, v in _changes(data.age_limits)
+        bands = _changes(data.age_limits)
+        ages = (  # one band: its value; several (a child growing up): where each begins
+            f"{bands[0][1]:g} mg/dL"
+            if len(bands) == 1
+            else ", ".join(f"{v:g} mg/dL from {fmt_date(d.isoformat())}" for d, v in bands)
         )
         lines = text["lines"].format(
             threshold=f"{data.threshold:g}",
