@@ -26,7 +26,6 @@ from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
 from cds_service.errors import (
     CdsError,
-    NotFound,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -34,7 +33,7 @@ from cds_service.errors import (
 from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
-from cds_service.report import ReportRenderer
+from cds_service.report import ReportRenderer, not_found_page
 from cds_service.service import Engine, build_engine
 from cds_service.settings import Settings, get_settings
 from cds_service.storage import FeedbackItem, Storage
@@ -199,7 +198,7 @@ def create_app(
     settings = settings or get_settings()
     if engine is None:
         engine = engine_from_settings(settings)
-    engine.base_url = settings.public_base_url
+    engine.base_url = settings.base_url
     store = storage or Storage(settings.storage_url)
     reports = ReportRenderer(settings.cards_dir)
     verifier = (
@@ -213,7 +212,7 @@ def create_app(
     )
     if verifier is None:
         log.warning("CDS client JWT authentication is OFF (demo mode): do not expose this service")
-    base = settings.public_base_url.rstrip("/")
+    base = settings.base_url
 
     def authenticate(request: Request) -> None:
         """CDS Hooks 2.0: the EHR's JWT, aud = the URL called (feedback: also its service)."""
@@ -318,17 +317,21 @@ def create_app(
         stored = await run_in_threadpool(store_feedback, service_id, body)
         return _json({"stored": stored})
 
-    def report_html(report_id: str) -> str:
+    def report_html(report_id: str) -> str | None:
         ev = store.evaluation(report_id)
         if ev is None:
-            raise NotFound("no report with this id")
+            return None
         return reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
+
+    missing_report = not_found_page(settings.cards_dir)
 
     @app.get("/reports/{report_id}", response_class=HTMLResponse)
     async def report(report_id: str) -> HTMLResponse:
         # No JWT: clinicians open it from the card link in a browser. The id is an unguessable
         # 144-bit capability (secrets.token_urlsafe), never listed; see README "Conformance".
         html = await run_in_threadpool(report_html, report_id)
+        if html is None:  # a person follows this link: a page, not the API's JSON problem
+            return HTMLResponse(missing_report, status_code=404, headers=REPORT_HEADERS)
         return HTMLResponse(html, headers=REPORT_HEADERS)
 
     @app.get("/healthz")

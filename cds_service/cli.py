@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.auth import KeySetError
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
-from cds_service.settings import Settings, get_settings
+from cds_service.settings import WILDCARD, Settings, get_settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -64,6 +64,15 @@ def serve(host: str | None, port: int | None) -> None:
             "would be rejected (configure the EHR's issuer, or IVIG_CDS_DEMO=true on a laptop)"
         )
     logging.basicConfig(level=settings.log_level)
+    # the address bound is the public base URL when IVIG_CDS_PUBLIC_BASE_URL is unset
+    settings = settings.model_copy(update={"host": bind, "port": port or settings.port})
+    if settings.public_base_url is None and bind in WILDCARD:
+        logging.getLogger(__name__).warning(
+            "IVIG_CDS_PUBLIC_BASE_URL is unset and %s binds every interface: report links and "
+            "the JWT audience use %s; set it to the URL the EHR calls",
+            bind,
+            settings.base_url,
+        )
     try:
         app = create_app(settings)
     except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
@@ -74,43 +83,126 @@ def serve(host: str | None, port: int | None) -> None:
         _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
     except ModuleNotFoundError as exc:  # DATABASE_URL names a driver that is not installed
         _fail(f"database driver {exc.name!r} is not installed (pip install 'ivig-cds[postgres]')")
+    from cds_service import chart
+
+    chart.warm()  # the report's chart library, loaded before the first report is opened
     # Knowledge, templates and the FHIR model classes live as long as the process: move them out
     # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
     gc.collect()
     gc.freeze()
     uvicorn.run(
         app,
-        host=bind,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
     )
 
 
 @main.command()
-@click.argument("request_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--service", "service_id", default="ivig-order-sign", show_default=True)
-@click.option(
-    "--cards", is_flag=True, help="Print the whole CDS Hooks response, not only the determination."
+@click.argument(
+    "request_file",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
 )
-def evaluate(request_file: Path, service_id: str, cards: bool) -> None:
-    """Evaluate a CDS Hooks request FILE offline and print the determination as JSON."""
+@click.option("--service", "service_id", default="ivig-order-sign", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the determination as JSON.")
+@click.option("--cards", is_flag=True, help="Print the whole CDS Hooks response (cards) as JSON.")
+def evaluate(request_file: Path, service_id: str, as_json: bool, cards: bool) -> None:
+    """Evaluate a CDS Hooks request FILE (- for standard input) offline and print a summary:
+    the criteria and the cards; --json for the determination, --cards for the response."""
     from cds_service.app import engine_from_settings
     from cds_service.cards import DETERMINATION_KEY
 
-    engine = engine_from_settings(_settings())
+    settings = _settings()
+    engine = engine_from_settings(settings)
+    body = sys.stdin.buffer.read() if str(request_file) == "-" else request_file.read_bytes()
     try:
-        response = engine.respond(service_id, request_file.read_bytes())
+        answer = engine.answer(service_id, body)
     except CdsError as exc:
         click.echo(f"error {exc.status_code}: {exc.message}", err=True)
         sys.exit(2)
+    response = answer.response
+    determination = (
+        response["cards"][0]["extension"][DETERMINATION_KEY] if response["cards"] else None
+    )
     if cards:
-        out = response
-    elif response["cards"]:
-        out = response["cards"][0]["extension"][DETERMINATION_KEY]
+        click.echo(json.dumps(response, indent=2))
+    elif as_json:
+        click.echo(json.dumps(determination, indent=2))
     else:
-        out = None
-    click.echo(json.dumps(out, indent=2))
+        facts = answer.evaluation.report_facts if answer.evaluation else None
+        _print_summary(response, determination, facts or {}, settings.cards_dir)
+
+
+def _print_summary(
+    response: dict[str, Any], det: dict[str, Any] | None, facts: dict[str, Any], cards_dir: Path
+) -> None:
+    """The determination as a person reads it: headline, criteria table, dose, card summaries
+    (wording from cards/report.yaml, the report's vocabulary)."""
+    import yaml
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from cds_service.report import fmt_num
+
+    with (cards_dir / "report.yaml").open(encoding="utf-8") as fh:
+        say: dict[str, Any] = yaml.safe_load(fh)
+    cli = say["cli"]
+    console = Console(highlight=False)
+    if det is None:
+        console.print(cli["no-guidance"])
+        return
+    product = facts.get("product") or cli["product-unknown"]
+    console.print(
+        "[bold]"
+        + escape(
+            cli["headline"].format(
+                product=product,
+                outcome=say["outcome"].get(det["outcome"], det["outcome"]),
+                request_type=say["request-type"].get(det["requestType"], det["requestType"]),
+                policy=det["policy"],
+            )
+        )
+        + "[/bold]"
+    )
+    table = Table(title=cli["criteria"], show_lines=False, expand=True)
+    table.add_column(cli["criterion"], ratio=1)
+    table.add_column(cli["status"], ratio=1)
+    table.add_column(cli["finding"], ratio=3)
+    colour = {"met": "green", "not-met": "red", "insufficient": "yellow"}
+    for c in det["criteria"]:
+        status = say["status"].get(c["status"], c["status"])
+        table.add_row(
+            escape(say["criteria"].get(c["id"], c["id"])),
+            f"[{colour.get(c['status'], 'dim')}]{escape(status)}[/]",
+            escape(c["reason"]),
+        )
+    console.print(table)
+    dose, words = det["dose"], say["dose"]
+    ordered = (
+        words["grams"].format(
+            grams=fmt_num(dose["gramsPerDose"]), days=fmt_num(dose["intervalDays"])
+        )
+        if dose["gramsPerDose"] is not None and dose["intervalDays"] is not None
+        else words["grams-unknown"]
+    )
+    weight = (
+        words["weight"].format(kg=fmt_num(dose["weightKg"]))
+        if dose["weightKg"] is not None
+        else words["weight-missing"]
+    )
+    mgkg = (
+        words["mgkg"].format(value=fmt_num(dose["mgPerKgPer4Weeks"]))
+        if dose["mgPerKgPer4Weeks"] is not None
+        else words["mgkg-missing"]
+    )
+    console.print(escape(cli["dose"].format(ordered=ordered, weight=weight, mgkg=mgkg)))
+    console.print()
+    console.print(f"[bold]{escape(cli['cards'].format(count=len(response['cards'])))}[/bold]")
+    for card in response["cards"]:
+        console.print(escape(f"  [{card['indicator']}] {card['summary']}"), soft_wrap=True)
+    console.print(f"[dim]{escape(cli['hint'])}[/dim]")
 
 
 @main.command()

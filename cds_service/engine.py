@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import criteria, dosing, timeline
+from cds_service import criteria, dosing, report_facts, timeline
 from cds_service.domain import (
     ConditionFact,
     DataIssue,
@@ -57,6 +57,8 @@ class Determination:
     issues: tuple[DataIssue, ...]
     unavailable: dict[str, str]
     evaluated_on: dt.date
+    # what the reviewer's report draws and the contract does not hold (report_facts module)
+    report_facts: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def request_type(self) -> str:
@@ -178,4 +180,5 @@ def evaluate(record: Record, kn: Knowledge, say: Wording) -> Determination | Non
         tuple(record.issues),
         dict(record.unavailable),
         record.today,
+        report_facts.collect(ctx),
     )

@@ -317,6 +317,7 @@ class Engine:
             outcome=det.outcome,
             determination=stored,
             response=_with_determination(response, stored),
+            report_facts=det.report_facts,
             cards=tuple(
                 CardRecord(
                     c["uuid"],

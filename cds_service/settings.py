@@ -5,6 +5,7 @@ Defaults are the secure ones; `demo=true` (set by `make run`) relaxes only what 
 
 from __future__ import annotations
 
+import socket
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cds_service.knowledge import KNOWLEDGE_DIR
 from cds_service.wording import CARDS_DIR
+
+WILDCARD = frozenset({"0.0.0.0", "::", ""})
 
 
 class IssuerKeySet(BaseModel):
@@ -40,8 +43,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     demo: bool = Field(default=False, description="local demo: loopback FHIR servers allowed")
-    public_base_url: str = Field(
-        default="http://127.0.0.1:8080", description="URL the EHR uses to reach this service"
+    public_base_url: str | None = Field(
+        default=None,
+        description="URL the EHR uses to reach this service; unset: derived from host and port",
     )
     knowledge_dir: Path = KNOWLEDGE_DIR
     policy_file: str = "policy-cvid-ig.yaml"
@@ -116,6 +120,20 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.jwt_required if self.jwt_required is not None else not self.demo
+
+    @property
+    def base_url(self) -> str:
+        """Where report links point and what JWT `aud` names: the configured public URL, else
+        the address `serve` binds (so `--port 9000` gives working links, never a fixed port).
+        A wildcard bind names no reachable host: this machine's name stands in for it."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = self.host
+        if host in WILDCARD:
+            host = socket.gethostname()
+        if ":" in host:  # an IPv6 literal
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
 
     @property
     def storage_url(self) -> str:

@@ -52,6 +52,9 @@ evaluations = sa.Table(
     sa.Column("outcome", sa.String(40), nullable=False),
     sa.Column("determination", sa.Text, nullable=False),  # the contract object, JSON
     sa.Column("response", sa.Text, nullable=False),  # the CDS Hooks response as sent, JSON
+    # what the report's chart needs beyond the determination (report_facts module), JSON;
+    # NULL for evaluations recorded before it existed (their report has no chart lines)
+    sa.Column("report_facts", sa.Text, nullable=True),
 )
 
 cards = sa.Table(
@@ -117,6 +120,7 @@ class Evaluation:
     response: dict[str, Any]
     cards: tuple[CardRecord, ...]
     created_at: str = ""
+    report_facts: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,7 @@ class Storage:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_report_facts_column(self.engine)
         self.checkpoints = 0  # background checkpoints run (SQLite)
         self._written = threading.Event()
         self._closing = threading.Event()
@@ -218,6 +223,7 @@ class Storage:
                     "outcome": ev.outcome,
                     "determination": _json(ev.determination),
                     "response": _json(ev.response),
+                    "report_facts": None if ev.report_facts is None else _json(ev.report_facts),
                 },
             )
             if ev.cards:
@@ -277,6 +283,7 @@ class Storage:
             response=json.loads(row["response"]),
             cards=recs,
             created_at=row["created_at"],
+            report_facts=json.loads(row["report_facts"]) if row["report_facts"] else None,
         )
 
     # -- feedback ----------------------------------------------------------------------
@@ -355,6 +362,16 @@ class Storage:
                 OverrideRate(str(t), int(n), int(o or 0), int(a or 0))
                 for t, n, o, a in conn.execute(query.order_by(feedback.c.card_type))
             ]
+
+
+def _add_report_facts_column(engine: Engine) -> None:
+    """A database made before `report_facts` existed gets the (nullable) column, so its old
+    evaluations keep their reports and new ones can be written; an Alembic migration that adds
+    it makes this a no-op."""
+    names = {c["name"] for c in sa.inspect(engine).get_columns("evaluations")}
+    if "report_facts" not in names:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE evaluations ADD COLUMN report_facts TEXT")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -31,12 +31,41 @@ def test_discovery_lists_order_sign_with_prefetch(client: TestClient) -> None:
     assert "http://loinc.org|2465-3" in templates["observations"]
 
 
-def test_cli_evaluate_prints_the_determination() -> None:
-    result = CliRunner().invoke(
-        main, ["evaluate", str(FIXTURES / "seed" / "order-sign-request.json")]
-    )
+SEED_FILE = FIXTURES / "seed" / "order-sign-request.json"
+
+
+def test_cli_evaluate_json_prints_the_determination() -> None:
+    result = CliRunner().invoke(main, ["evaluate", "--json", str(SEED_FILE)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == load_json(FIXTURES / "seed" / "expected-determination.json")
+
+
+def test_cli_evaluate_prints_a_readable_summary_by_default() -> None:
+    result = CliRunner().invoke(main, ["evaluate", str(SEED_FILE)], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("Privigen: Insufficient documentation (Continuation request")
+    # criteria by name, statuses in the report's vocabulary, not ids or contract codes
+    assert "Pre-treatment IgG" in out
+    assert "baseline-igg" not in out
+    assert "Insufficient documentation" in out
+    assert "insufficient-documentation" not in out
+    assert "weight not documented" in out
+    assert "not documented kg" not in out
+    cards = CliRunner().invoke(main, ["evaluate", "--cards", str(SEED_FILE)]).output
+    for card in json.loads(cards)["cards"]:  # every card's summary, with its indicator
+        assert f"[{card['indicator']}] {card['summary']}" in out
+    assert not out.lstrip().startswith("{")
+
+
+def test_cli_evaluate_reads_standard_input() -> None:
+    body = SEED_FILE.read_bytes()
+    result = CliRunner().invoke(main, ["evaluate", "--json", "-"], input=body)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["outcome"] == "insufficient-documentation"
+    cards = CliRunner().invoke(main, ["evaluate", "--cards", "-"], input=body)
+    assert cards.exit_code == 0, cards.output
+    assert json.loads(cards.output)["cards"][0]["summary"]
 
 
 def test_cli_evaluate_reports_bad_input_with_exit_2(tmp_path: object) -> None:

@@ -1,0 +1,88 @@
+"""What the reviewer's report needs beyond the contract object, kept with each evaluation.
+
+The determination (docs/determination.md) is a fixed interface and holds no threshold, no limit
+for age, no IG administrations or weights; the IgG chart needs them as they were when the order
+was evaluated (the policy or the record may change later). So they are collected here, from the
+same Record, timeline and knowledge the criteria read, and stored as a small JSON object next to
+the determination (storage column ``report_facts``). Dates are ISO strings; nothing here is PHI
+beyond what the stored determination already holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cds_service import units
+from cds_service.domain import Phase, When
+from cds_service.rules.context import Context
+from cds_service.rules.criteria import baseline_igg, trough_monitoring
+
+VERSION = 1
+
+
+def _day(when: When | None) -> str | None:
+    """The recorded day (a partial date keeps its first day; `partial` says so separately)."""
+    return when.date.isoformat() if when is not None else None
+
+
+def collect(ctx: Context) -> dict[str, Any]:
+    """The report facts of one evaluation (see the module docstring), JSON-ready."""
+    tl = ctx.timeline
+    record = ctx.record
+    order = ctx.dose.order
+    hours = ctx.params.trough_monitoring.peak_window_hours
+    troughs: list[str] = []
+    peaks: list[str] = []
+    if tl.on_therapy:
+        for p in tl.labs:
+            if p.phase is not Phase.ON_TREATMENT or p.result.value_mg_dl is None:
+                continue
+            hit = trough_monitoring._after_infusion(ctx, p.result.when, hours)
+            (peaks if hit else troughs).append(p.result.ref)
+    limits = []
+    for when in sorted(
+        {p.result.when for p in tl.labs if p.result.when is not None} | {When(record.today)},
+        key=lambda w: w.date,
+    ):
+        low = baseline_igg._age_lower_limit(ctx, when)
+        if low is not None:
+            limits.append({"date": when.date.isoformat(), "mgDl": low})
+    weight_vs = ctx.kn.vs("body-weight")
+    weights = []
+    for m in record.measurements:
+        if m.value is None or m.when is None or not weight_vs.any_match(m.codings):
+            continue
+        kg = units.weight_to_kg(m.value, m.unit)
+        if kg is not None and kg > 0:
+            weights.append({"date": m.when.date.isoformat(), "kg": round(kg, 1), "ref": m.ref})
+    weights.sort(key=lambda w: str(w["date"]))
+    exposures = sorted(
+        (
+            {
+                "date": _day(e.start or e.asserted),
+                "dated": e.start is not None,
+                "kind": e.kind,
+                "product": e.product,
+                "ref": e.ref,
+            }
+            for e in tl.exposures
+            if (e.start or e.asserted) is not None
+        ),
+        key=lambda e: str(e["date"]),
+    )
+    return {
+        "version": VERSION,
+        "product": order.product if order else None,
+        "orderDate": _day(order.authored) if order else None,
+        "evaluatedOn": record.today.isoformat(),
+        "thresholdMgDl": ctx.params.baseline_igg.threshold_mg_dl,
+        "ageLowerLimits": limits,
+        "therapyStart": _day(tl.therapy_start),
+        "firstIgRecord": _day(tl.earliest_evidence),
+        "startUndocumented": bool(tl.start_undocumented),
+        "troughs": troughs,
+        "peaks": peaks,
+        "exposures": exposures,
+        "weights": weights,
+        "doseWeightRef": ctx.dose.weight.ref if ctx.dose.weight else None,
+    }
