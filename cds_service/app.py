@@ -326,11 +326,15 @@ def create_app(
     missing_report = not_found_page(settings.cards_dir)
 
     @app.get("/reports/{report_id}", response_class=HTMLResponse)
-    async def report(report_id: str) -> HTMLResponse:
+    async def report(report_id: str, request: Request) -> Response:
         # No JWT: clinicians open it from the card link in a browser. The id is an unguessable
         # 144-bit capability (secrets.token_urlsafe), never listed; see README "Conformance".
         html = await run_in_threadpool(report_html, report_id)
-        if html is None:  # a person follows this link: a page, not the API's JSON problem
+        if html is None:
+            accept = request.headers.get("accept", "")
+            if "json" in accept and "text/html" not in accept:  # a program asked: FHIR's answer
+                return _problem(404, "no report with this id")
+            # a person follows this link: a page, not the API's JSON problem
             return HTMLResponse(missing_report, status_code=404, headers=REPORT_HEADERS)
         return HTMLResponse(html, headers=REPORT_HEADERS)
 
