@@ -1,24 +1,29 @@
 """FastAPI application: CDS Hooks routes and the single error handler.
 
-Hook endpoints are plain `def`: evaluation is CPU-bound and record fetching uses blocking I/O, so
-FastAPI runs them in its thread pool instead of blocking the event loop.
+Evaluation is CPU-bound and record fetching blocks on I/O, so hook calls run in worker threads,
+at most ``IVIG_CDS_EVAL_THREADS`` at once per process (the rest wait for a slot without holding a
+thread). Discovery, health, readiness and metrics are answered on the event loop or in the shared
+thread pool, so they never queue behind evaluations.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from cds_service import __version__, knowledge, wording
+from cds_service import __version__, knowledge, metrics, openapi, wording
 from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
 from cds_service.errors import (
@@ -29,6 +34,7 @@ from cds_service.errors import (
     UnsupportedMediaType,
 )
 from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
+from cds_service.observe import Observe, hook_instance
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
 from cds_service.report import ReportRenderer
@@ -37,6 +43,7 @@ from cds_service.settings import Settings, get_settings
 from cds_service.storage import FeedbackItem, Storage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _problem(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,6 +67,17 @@ def _problem(status: int, message: str, headers: dict[str, str] | None = None) -
 
 def _json(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
+
+
+def _json_status(status: int, content: Any) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+EXPIRED_HTML = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Report expired</title>"
+    "<h1>This report has expired</h1><p>Its evaluation was older than this service's retention "
+    "period and has been deleted, with the feedback on its cards.</p></html>"
+)
 
 
 REPORT_HEADERS = {
@@ -96,9 +114,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class MeteredFetcher(FhirFetcher):
+    """The FHIR fetcher with per-key latency and error metrics (fhir_client.py stays as is)."""
+
+    def __call__(self, parsed: Any, specs: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        values, unreadable = super().__call__(parsed, specs)
+        for key in unreadable:
+            metrics.FETCH_ERRORS.labels(key).inc()
+        return values, unreadable
+
+    def _fetch_key(self, *args: Any, **kw: Any) -> Any:
+        spec = args[1] if len(args) > 1 else kw["spec"]
+        with metrics.FETCH_LATENCY.labels(spec.key).time():
+            return super()._fetch_key(*args, **kw)
+
+
 def build_fetcher(settings: Settings) -> FhirFetcher:
     """The pooled FHIR client that fills prefetch keys the EHR did not send."""
-    return FhirFetcher(
+    return MeteredFetcher(
         Allowlist(settings.fhir_allowlist, loopback=settings.demo),
         FetchLimits(
             budget_s=settings.fetch_budget_s,
@@ -127,6 +160,21 @@ def engine_from_settings(settings: Settings) -> Engine:
     )
 
 
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process (uvicorn's factory; settings from the
+    environment, checked by the parent before it started the workers)."""
+    import gc
+
+    from cds_service import logs
+
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    gc.collect()
+    gc.freeze()  # see cli.serve
+    return app
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -136,13 +184,14 @@ def create_app(
     if engine is None:
         engine = engine_from_settings(settings)
     engine.base_url = settings.public_base_url
-    store = storage or Storage(settings.storage_url)
+    store = storage or Storage(settings.storage_url, migrate_schema=settings.db_migrate)
     reports = ReportRenderer(settings.cards_dir)
     verifier = (
         JwtVerifier(
             settings.jwt_issuers,
             leeway=settings.jwt_leeway_seconds,
             max_lifetime=settings.jwt_max_lifetime_seconds,
+            first_use=store.first_use,  # shared by every replica on this database
         )
         if settings.auth_enabled
         else None
@@ -163,21 +212,55 @@ def create_app(
 
     authenticated = [Depends(authenticate)]
 
+    stop = threading.Event()
+
+    def purge_now() -> None:
+        try:
+            purged = store.purge(settings.retention_days or 0)
+            if purged:
+                log.info("retention: purged %d evaluations", purged)
+        except Exception as exc:  # the next round retries; the service goes on answering
+            log.error("retention purge failed: %s", type(exc).__name__)
+
+    def purging() -> None:
+        while not stop.is_set():
+            purge_now()
+            stop.wait(settings.purge_interval_s)
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.eval_limiter = anyio.CapacityLimiter(settings.eval_threads)
+        purger = None
+        if settings.retention_days:
+            purger = threading.Thread(target=purging, name="retention-purge", daemon=True)
+            purger.start()
         yield
+        stop.set()
+        if purger is not None:
+            purger.join(timeout=10)
         if storage is None:
             store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="ivig-cds",
         version=__version__,
         description="CDS Hooks 2.0 service for immune globulin orders",
         lifespan=lifespan,
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.settings = settings
     app.state.storage = store
+    app.state.eval_limiter = None
+
+    async def evaluation_thread(fn: Callable[..., T], *args: Any) -> T:
+        """Run an evaluation in a worker thread, at most eval_threads at once (lifespan)."""
+        limiter = app.state.eval_limiter
+        if limiter is None:  # a TestClient used without `with`: no lifespan, the shared pool
+            return await run_in_threadpool(fn, *args)
+        return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=limiter)
+
+    services = [s["id"] for s in engine.discovery()["services"]]
     if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
         app.add_middleware(
             CORSMiddleware,
@@ -206,21 +289,36 @@ def create_app(
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         return _problem(400, f"{loc or '(body)'}: {err.get('msg')}")
 
-    @app.get("/cds-services", dependencies=authenticated)
-    def discovery() -> Response:
-        return _json(engine.discovery())
+    discovery_body = orjson.dumps(engine.discovery())
 
-    def evaluate_and_record(service_id: str, body: bytes) -> dict[str, Any]:
+    @app.get(
+        "/cds-services",
+        dependencies=authenticated,
+        summary="CDS Hooks discovery",
+        responses=openapi.responses(200, 401, discovery=True),
+    )
+    async def discovery() -> Response:
+        return Response(discovery_body, media_type="application/json")
+
+    def evaluate_and_record(service_id: str, body: bytes, state: Any) -> dict[str, Any]:
+        state.hook_instance = hook_instance(body)  # for the access line
         answer = engine.answer(service_id, body, reports=True)
         if answer.evaluation is not None:
             store.record(answer.evaluation)  # before the response: feedback can find its cards
+            metrics.DETERMINATIONS.labels(service_id, answer.evaluation.outcome).inc()
         return answer.response
 
-    @app.post("/cds-services/{service_id}", dependencies=authenticated)
+    @app.post(
+        "/cds-services/{service_id}",
+        dependencies=authenticated,
+        summary="Call a CDS service (order-sign, order-select)",
+        openapi_extra=openapi.request_body("HookRequest"),
+        responses=openapi.responses(200, 400, 401, 404, 412, 413, 415),
+    )
     async def call_service(service_id: str, request: Request) -> Response:
         engine.service(service_id)  # 404 before reading the body
         body = await read_body(request, settings.max_body_bytes)
-        return _json(await run_in_threadpool(evaluate_and_record, service_id, body))
+        return _json(await evaluation_thread(evaluate_and_record, service_id, body, request.state))
 
     def store_feedback(service_id: str, body: bytes) -> int:
         parsed = parse_feedback(body)
@@ -243,30 +341,68 @@ def create_app(
             )
             for f in parsed.feedback
         ]
-        return store.add_feedback(service_id, items)
+        stored = store.add_feedback(service_id, items)
+        for item in items:
+            metrics.FEEDBACK.labels(service_id, item.outcome).inc()
+        return stored
 
-    @app.post("/cds-services/{service_id}/feedback", dependencies=authenticated)
+    @app.post(
+        "/cds-services/{service_id}/feedback",
+        dependencies=authenticated,
+        summary="Feedback on the cards a service returned",
+        openapi_extra=openapi.request_body("FeedbackRequest"),
+        responses=openapi.responses(200, 400, 401, 404, 413, 415, feedback=True),
+    )
     async def feedback(service_id: str, request: Request) -> Response:
         engine.service(service_id)
         body = await read_body(request, settings.max_body_bytes)
         stored = await run_in_threadpool(store_feedback, service_id, body)
         return _json({"stored": stored})
 
-    def report_html(report_id: str) -> str:
+    def report_html(report_id: str) -> tuple[int, str]:
         ev = store.evaluation(report_id)
         if ev is None:
+            if store.expired(report_id):
+                return 410, EXPIRED_HTML
             raise NotFound("no report with this id")
-        return reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
+        return 200, reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
 
-    @app.get("/reports/{report_id}", response_class=HTMLResponse)
+    @app.get(
+        "/reports/{report_id}",
+        response_class=HTMLResponse,
+        summary="The HTML report of one evaluation (linked from its cards)",
+        responses=openapi.responses(200, 404, 410, html=True),
+    )
     async def report(report_id: str) -> HTMLResponse:
         # No JWT: clinicians open it from the card link in a browser. The id is an unguessable
         # 144-bit capability (secrets.token_urlsafe), never listed; see README "Conformance".
-        html = await run_in_threadpool(report_html, report_id)
-        return HTMLResponse(html, headers=REPORT_HEADERS)
+        status, html = await run_in_threadpool(report_html, report_id)
+        return HTMLResponse(html, status_code=status, headers=REPORT_HEADERS)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "policy": engine.kn.policy_id}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: knowledge loaded and the database reachable",
+        responses={503: {"description": "not ready (the database cannot be reached)"}},
+    )
+    async def readyz() -> Response:
+        try:
+            await run_in_threadpool(store.ping)
+        except Exception as exc:
+            log.warning("not ready: database unreachable (%s)", type(exc).__name__)
+            return _json_status(503, {"status": "unavailable", "database": "unreachable"})
+        return _json({"status": "ready", "policy": engine.kn.policy_id, "database": "ok"})
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.openapi = openapi.customise(app)  # type: ignore[method-assign]
+    app.add_middleware(Observe, services=services)  # outermost: sees every answer, CORS too
+    return app
 
     return app
