@@ -13,12 +13,17 @@ from typing import Any, TextIO
 
 import structlog
 
+HANDLER_NAME = "ivig-cds"
+
 # fields every line carries (stdlib records and structlog events alike)
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
-    structlog.stdlib.ExtraAdder(),
+    # only the access line's fields: an `extra` nobody listed here is not written
+    structlog.stdlib.ExtraAdder(
+        allow=["method", "path", "status", "duration_ms", "service", "hookInstance"]
+    ),
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
@@ -40,8 +45,10 @@ def configure(fmt: str = "json", level: str = "INFO", stream: TextIO | None = No
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers = [handler]
+    # replaces an earlier configure(); handlers others installed (e.g. pytest's) stay
+    root.handlers = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []
@@ -52,3 +59,9 @@ def configure(fmt: str = "json", level: str = "INFO", stream: TextIO | None = No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def remove() -> None:
+    """Take this module's handler off the root logger (tests)."""
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != HANDLER_NAME]
