@@ -45,15 +45,15 @@ def test_harness_fails_with_a_table_and_exit_1(fhir_server: FhirServer, tmp_path
     assert "outcome" in result.output
 
 
-def test_harness_reports_an_unreachable_fhir_server(tmp_path: Path) -> None:
+def test_harness_reports_an_unreachable_fhir_server_in_one_line(tmp_path: Path) -> None:
     from tools.local_fhir import free_port
 
-    result = CliRunner().invoke(
-        main,
-        ["--fhir-server", f"http://127.0.0.1:{free_port()}/fhir"],
-    )
-    assert result.exit_code == 1, result.output
-    assert "FAIL" in result.output
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    result = CliRunner().invoke(main, ["--fhir-server", url])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"harness: FHIR server {url}: unreachable (ConnectionError)"
+    ]
 
 
 def test_namespacing_rewrites_ids_and_references_and_back() -> None:

@@ -410,6 +410,28 @@ def local_fhir_server(venv: Path) -> Iterator[str]:
         yield srv.base_url
 
 
+def check_fhir_server(base: str, timeout: float = 5.0) -> str | None:
+    """Why `base` is not a usable FHIR server (GET /metadata must answer a
+    CapabilityStatement), or None; checked before anything is loaded or started."""
+    try:
+        resp = requests.get(
+            f"{base.rstrip('/')}/metadata",
+            headers={"Accept": "application/fhir+json"},
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        return f"unreachable ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return f"GET /metadata answered HTTP {resp.status_code}"
+    try:
+        kind = resp.json().get("resourceType")
+    except ValueError:
+        kind = None
+    if kind != "CapabilityStatement":
+        return "GET /metadata did not answer a CapabilityStatement"
+    return None
+
+
 def run_cli(
     fhir_server: str | None,
     service_url: str | None,
@@ -434,6 +456,10 @@ def run_cli(
                 console.print(f"starting a local FHIR R4 server (sekmet, venv {local_fhir}) ...")
                 fhir_server = stack.enter_context(local_fhir_server(local_fhir))
             assert fhir_server is not None
+            problem = check_fhir_server(fhir_server)
+            if problem is not None:
+                click.echo(f"harness: FHIR server {fhir_server}: {problem}", err=True)
+                return 2
             if service_url is None:
                 service_url = stack.enter_context(service_in_thread(fhir_server))
         except (HarnessError, RuntimeError, OSError) as exc:
