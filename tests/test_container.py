@@ -29,7 +29,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     assert any("make install-runtime" in x for x in build)
     assert not any("make" in x for x in run if x.startswith("RUN"))  # no build tools at run time
     user = [x.split()[1] for x in run if x.startswith("USER ")]
-    assert user and user[-1].isdigit() and int(user[-1]) >= 1000
+    assert user
+    assert user[-1].isdigit()
+    assert int(user[-1]) >= 1000
     health = next(x for x in run if x.startswith("HEALTHCHECK"))
     assert "/healthz" in health
     assert run[-1] == 'CMD ["ivig-cds", "serve"]'
