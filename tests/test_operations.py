@@ -261,3 +261,13 @@ def test_discovery_health_and_metrics_answer_while_evaluations_fill_every_slot(
             for t in calls:
                 t.join(60)
         assert results == [200] * 45
+
+
+def test_the_readme_settings_table_names_every_setting() -> None:
+    from cds_service.settings import Settings
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Settings", 1)[1].split("\n\n", 2)[1]
+    missing = [n for n in Settings.model_fields if f"`IVIG_CDS_{n.upper()}`" not in table]
+    assert not missing
