@@ -8,8 +8,10 @@ thread pool, so they never queue behind evaluations.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -114,8 +116,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _ContextExecutor(ThreadPoolExecutor):
+    """Runs each job in the submitter's context: fetch log lines carry the request id."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
 class MeteredFetcher(FhirFetcher):
-    """The FHIR fetcher with per-key latency and error metrics (fhir_client.py stays as is)."""
+    """The FHIR fetcher with per-key latency and error metrics, its jobs in the request's
+    logging context (fhir_client.py stays as is)."""
+
+    def __init__(self, allowlist: Allowlist, limits: FetchLimits) -> None:
+        super().__init__(allowlist, limits)
+        self._executor.shutdown(wait=False)
+        self._executor = _ContextExecutor(
+            max_workers=self.limits.workers, thread_name_prefix="fhir-fetch"
+        )
 
     def __call__(self, parsed: Any, specs: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
         values, unreadable = super().__call__(parsed, specs)

@@ -263,7 +263,8 @@ def test_tokens_and_patient_ids_are_never_logged(
     assert len(lines) >= 4, lines
     for line in lines:
         entry = json.loads(line)  # every line one JSON object
-        assert {"timestamp", "level", "event"} <= entry.keys(), line
+        # the fetch threads' lines too: every line written while answering names its request
+        assert {"timestamp", "level", "event", "request_id"} <= entry.keys(), line
         for secret in (TOKEN, PATIENT, report_id, jwt_like):
             assert secret not in line, line
     access = [json.loads(x) for x in lines if json.loads(x)["event"] == "access"]
