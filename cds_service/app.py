@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
