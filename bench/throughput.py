@@ -3,7 +3,7 @@
 For each worker count the real service is started (`ivig-cds serve --workers W`, demo mode, a
 throw-away SQLite database), then 32 clients, each on its own keep-alive connection, send
 order-sign requests with full prefetch of a 200-resource record (8 different records, in turn)
-for a fixed time, while one more client asks for discovery every 50 ms. Reported: requests per
+for a fixed time, while another process asks for discovery every 50 ms. Reported: requests per
 second, order-sign p50/p99, and discovery p50 idle (before the load) and under load. Targets
 (issue 14): discovery p50 under load within 3x idle; throughput rising with workers up to the
 machine's cores. The 32 client threads run on the same machine and take CPU from the service.
@@ -18,6 +18,8 @@ import http.client
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +42,19 @@ def _discovery_ms(conn: http.client.HTTPConnection) -> float:
     if resp.status != 200:
         raise RuntimeError(f"discovery answered HTTP {resp.status}")
     return (time.perf_counter() - t0) * 1000.0
+
+
+def probe(port: int, seconds: float) -> None:
+    """(--probe) Discovery every 50 ms for `seconds`, after 1 s of load; latencies on stdout."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    _discovery_ms(conn)
+    time.sleep(1.0)  # let the load build up first
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        out.append(_discovery_ms(conn))
+        time.sleep(PROBE_EVERY_S)
+    print(json.dumps(out))
 
 
 def run(workers: int, bodies: list[bytes], seconds: float, log_dir: Path) -> dict[str, Any]:
@@ -70,22 +85,31 @@ def run(workers: int, bodies: list[bytes], seconds: float, log_dir: Path) -> dic
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        def probing() -> None:
-            time.sleep(1.0)  # let the load build up first
-            while not stop.is_set():
-                under_load.append(_discovery_ms(probe))
-                time.sleep(PROBE_EVERY_S)
-
         threads = [threading.Thread(target=work, args=(i,)) for i in range(CLIENTS)]
-        prober = threading.Thread(target=probing)
+        # the discovery probe is its own process: in this one it would wait for the 32
+        # clients' threads (their GIL), and measure that instead of the service
+        prober = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.throughput",
+                "--probe",
+                str(server.port),
+                "--seconds",
+                str(seconds - 1.5),
+            ],
+            cwd=HERE.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         t0 = time.perf_counter()
         for t in threads:
             t.start()
-        prober.start()
         time.sleep(seconds)
         stop.set()
-        for t in [*threads, prober]:
+        for t in threads:
             t.join()
+        under_load.extend(json.loads(prober.communicate(timeout=60)[0]))
         wall = time.perf_counter() - t0
         for c in clients:
             c.close()
@@ -114,7 +138,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="*", default=sorted({1, cores}))
     parser.add_argument("--seconds", type=float, default=20.0, help="load time per worker count")
+    parser.add_argument("--probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe is not None:
+        probe(args.probe, args.seconds)
+        return
     log_dir = HERE / ".logs"
     log_dir.mkdir(exist_ok=True)
     bodies = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import os
 import sys
@@ -85,7 +84,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     import uvicorn
 
     from cds_service import logs
-    from cds_service.app import create_app
+    from cds_service.app import create_app, prepare_process
 
     settings = _settings()
     bind = host or settings.host
@@ -119,10 +118,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         _multiprocess_metrics()
         uvicorn.run("cds_service.app:worker_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
         return
-    # Knowledge, templates and the FHIR model classes live as long as the process: move them out
-    # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
-    gc.collect()
-    gc.freeze()
+    prepare_process()
     uvicorn.run(app, **common)  # type: ignore[arg-type]
 
 
