@@ -270,7 +270,8 @@ def create_app(
         stop.set()
         if purger is not None:
             purger.join(timeout=10)
-        evaluations.shutdown(wait=False, cancel_futures=True)
+        while pools:
+            pools.pop().shutdown(wait=False, cancel_futures=True)
         if storage is None:
             store.close()
 
@@ -285,16 +286,23 @@ def create_app(
     app.state.settings = settings
     app.state.storage = store
     # at most eval_threads evaluations at once; the others wait in the pool's queue, holding no
-    # thread, so the shared thread pool and the event loop stay free for everything else
-    evaluations = ThreadPoolExecutor(
-        max_workers=settings.eval_threads,
-        thread_name_prefix="evaluate",
-    )
+    # thread, so the shared thread pool and the event loop stay free for everything else. Made
+    # on first use and shut down with the app (a lifespan may run more than once in tests).
+    pools: list[ThreadPoolExecutor] = []
+
+    def evaluation_pool() -> ThreadPoolExecutor:
+        if not pools:
+            pools.append(
+                ThreadPoolExecutor(max_workers=settings.eval_threads, thread_name_prefix="evaluate")
+            )
+        return pools[0]
 
     async def evaluation_thread(fn: Callable[..., T], *args: Any) -> T:
         """Run an evaluation on the evaluation pool, in this request's logging context."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(evaluations, contextvars.copy_context().run, fn, *args)
+        return await loop.run_in_executor(
+            evaluation_pool(), contextvars.copy_context().run, fn, *args
+        )
 
     services = [s["id"] for s in engine.discovery()["services"]]
     if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
