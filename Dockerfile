@@ -15,7 +15,10 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin ivig
     && mkdir -p /var/lib/ivig-cds /tmp/ivig-cds-metrics \
     && chown ivig /var/lib/ivig-cds /tmp/ivig-cds-metrics
 COPY --from=build /opt/ivig-cds /opt/ivig-cds
+# card wording and templates live beside the package in the source tree, not in the wheel
+COPY cards /opt/ivig-cds/cards
 ENV PATH=/opt/ivig-cds/bin:$PATH \
+    IVIG_CDS_CARDS_DIR=/opt/ivig-cds/cards \
     PYTHONUNBUFFERED=1 \
     IVIG_CDS_HOST=0.0.0.0 \
     IVIG_CDS_PORT=8080 \

@@ -23,13 +23,16 @@ install-runtime:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '.[postgres]'
 
-# the image's install, checked: a wheel that migrates a database (its migrations are packaged)
+# the image's install, checked outside the source tree: the wheel migrates a database (its
+# migrations are packaged) and evaluates the seed with the card wording the image copies (cards/)
 runtime-check:
-	rm -rf .venv-runtime-check
+	rm -rf .venv-runtime-check build
 	$(MAKE) install-runtime VENV=.venv-runtime-check
-	cd /tmp && IVIG_CDS_DATABASE_PATH=$$(mktemp -d)/check.db \
-		$(CURDIR)/.venv-runtime-check/bin/ivig-cds db upgrade
-	rm -rf .venv-runtime-check
+	cd /tmp && export IVIG_CDS_DATABASE_PATH=$$(mktemp -d)/check.db IVIG_CDS_CARDS_DIR=$(CURDIR)/cards \
+		&& $(CURDIR)/.venv-runtime-check/bin/ivig-cds db upgrade \
+		&& $(CURDIR)/.venv-runtime-check/bin/ivig-cds evaluate \
+			$(CURDIR)/fhir_fixtures/seed/order-sign-request.json | grep -q insufficient-documentation
+	rm -rf .venv-runtime-check build
 
 fhir-server: install ## install the local FHIR R4 server used by the tests and the harness
 	$(BIN)/python -m tools.local_fhir install $(FHIR_VENV)

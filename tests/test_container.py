@@ -35,6 +35,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     health = next(x for x in run if x.startswith("HEALTHCHECK"))
     assert "/healthz" in health
     assert run[-1] == 'CMD ["ivig-cds", "serve"]'
+    # the wheel has no card wording: the image copies it and points the service at it
+    assert "COPY cards /opt/ivig-cds/cards" in run
+    assert any("IVIG_CDS_CARDS_DIR=/opt/ivig-cds/cards" in x for x in run if x.startswith("ENV"))
     assert "install-runtime:" in (ROOT / "Makefile").read_text()
 
 
