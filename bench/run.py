@@ -139,7 +139,13 @@ def bench_env(**extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("IVIG_CDS_") and k != "DATABASE_URL"
     }
-    env.update(IVIG_CDS_DEMO="true", IVIG_CDS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    # one process: these latency runs compare one uvicorn process with the floor
+    env.update(
+        IVIG_CDS_DEMO="true",
+        IVIG_CDS_LOG_LEVEL="WARNING",
+        IVIG_CDS_WORKERS="1",
+        PYTHONUNBUFFERED="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
