@@ -63,7 +63,10 @@ def run(workers: int, bodies: list[bytes], seconds: float, log_dir: Path) -> dic
         leftover.unlink()
     env = bench_env(IVIG_CDS_DATABASE_PATH=str(db), IVIG_CDS_WORKERS=str(workers))
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    server = start_server(f"service-{workers}w", service_argv(free_port()), env, log_dir)
+    # N workers each load the knowledge after the parent checked it: allow for a busy machine
+    server = start_server(
+        f"service-{workers}w", service_argv(free_port()), env, log_dir, timeout=180
+    )
     try:
         probe = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         _discovery_ms(probe)
