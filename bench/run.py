@@ -104,14 +104,16 @@ def _wait_healthy(server: Server, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{server.name} not healthy after {timeout} s")
 
 
-def start_server(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Server:
+def start_server(
+    name: str, argv: list[str], env: dict[str, str], log_dir: Path, timeout: float = 30.0
+) -> Server:
     log = log_dir / f"{name}.log"
     port = int(argv[-1])
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(name, port, proc, log)
     try:
-        _wait_healthy(server)
+        _wait_healthy(server, timeout)
     except BaseException:
         server.stop()
         raise
@@ -139,7 +141,13 @@ def bench_env(**extra: str) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("IVIG_CDS_") and k != "DATABASE_URL"
     }
-    env.update(IVIG_CDS_DEMO="true", IVIG_CDS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    # one process: these latency runs compare one uvicorn process with the floor
+    env.update(
+        IVIG_CDS_DEMO="true",
+        IVIG_CDS_LOG_LEVEL="WARNING",
+        IVIG_CDS_WORKERS="1",
+        PYTHONUNBUFFERED="1",
+    )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env

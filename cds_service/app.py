@@ -1,27 +1,35 @@
 """FastAPI application: CDS Hooks routes and the single error handler.
 
-Hook endpoints are plain `def`: evaluation is CPU-bound and record fetching uses blocking I/O, so
-FastAPI runs them in its thread pool instead of blocking the event loop.
+Evaluation is CPU-bound and record fetching blocks on I/O, so hook calls run on their own thread
+pool, at most ``IVIG_CDS_EVAL_THREADS`` at once per process (the rest wait in its queue without
+holding a thread). Discovery, health, readiness and
+metrics are answered on the event loop or in the shared thread pool, so they never queue behind
+evaluations.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds_service import __version__, knowledge, wording
+from cds_service import __version__, knowledge, metrics, openapi, wording
 from cds_service.auth import JwtVerifier
 from cds_service.cards import CardRenderer
 from cds_service.errors import (
@@ -31,6 +39,7 @@ from cds_service.errors import (
     UnsupportedMediaType,
 )
 from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
+from cds_service.observe import Observe, hook_instance
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
 from cds_service.report import ReportRenderer, not_found_page
@@ -39,6 +48,7 @@ from cds_service.settings import Settings, get_settings
 from cds_service.storage import FeedbackItem, Storage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # FHIR issue-type codes (http://hl7.org/fhir/issue-type) for the statuses this service answers
@@ -121,6 +131,17 @@ def _json(content: Any) -> Response:
     return Response(orjson.dumps(content), media_type="application/json")
 
 
+def _json_status(status: int, content: Any) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+EXPIRED_HTML = (
+    "<!doctype html><html lang=en><meta charset=utf-8><title>Report expired</title>"
+    "<h1>This report has expired</h1><p>Its evaluation was older than this service's retention "
+    "period and has been deleted, with the feedback on its cards.</p></html>"
+)
+
+
 REPORT_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -155,9 +176,34 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class _ContextExecutor(ThreadPoolExecutor):
+    """Runs each job in the submitter's context: fetch log lines carry the request id."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+class MeteredFetcher(FhirFetcher):
+    """The FHIR fetcher with per-key latency and error metrics, its jobs in the request's
+    logging context (fhir_client.py stays as is)."""
+
+    executor = _ContextExecutor
+
+    def __call__(self, parsed: Any, specs: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        values, unreadable = super().__call__(parsed, specs)
+        for key in unreadable:
+            metrics.FETCH_ERRORS.labels(key).inc()
+        return values, unreadable
+
+    def _fetch_key(self, *args: Any, **kw: Any) -> Any:
+        spec = args[1] if len(args) > 1 else kw["spec"]
+        with metrics.FETCH_LATENCY.labels(spec.key).time():
+            return super()._fetch_key(*args, **kw)
+
+
 def build_fetcher(settings: Settings) -> FhirFetcher:
     """The pooled FHIR client that fills prefetch keys the EHR did not send."""
-    return FhirFetcher(
+    return MeteredFetcher(
         Allowlist(settings.fhir_allowlist, loopback=settings.demo),
         FetchLimits(
             budget_s=settings.fetch_budget_s,
@@ -190,6 +236,39 @@ def engine_from_settings(settings: Settings) -> Engine:
     )
 
 
+# How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The event
+# loop needs the GIL a few times per request; behind CPU-bound evaluations each of those waits
+# costs up to this long, so discovery and health under load take a few times this, not 5 ms each.
+SWITCH_INTERVAL_S = 0.001
+
+
+def prepare_process() -> None:
+    """Process-wide tuning for serving: a short GIL switch interval (see above); and the
+    long-lived start-up objects (knowledge, templates, FHIR model classes) moved out of the
+    collector's sight, or every full collection re-scans them (a ~40 ms pause at p99)."""
+    import gc
+    import sys
+
+    from cds_service import chart
+
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    chart.warm()  # the report's chart library, loaded before the first report is opened
+    gc.collect()
+    gc.freeze()
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process (uvicorn's factory; settings from the
+    environment, checked by the parent before it started the workers)."""
+    from cds_service import logs
+
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    app = create_app(settings)
+    prepare_process()
+    return app
+
+
 def create_app(
     settings: Settings | None = None,
     engine: Engine | None = None,
@@ -199,13 +278,14 @@ def create_app(
     if engine is None:
         engine = engine_from_settings(settings)
     engine.base_url = settings.base_url
-    store = storage or Storage(settings.storage_url)
+    store = storage or Storage(settings.storage_url, migrate_schema=settings.db_migrate)
     reports = ReportRenderer(settings.cards_dir)
     verifier = (
         JwtVerifier(
             settings.jwt_issuers,
             leeway=settings.jwt_leeway_seconds,
             max_lifetime=settings.jwt_max_lifetime_seconds,
+            first_use=store.first_use,  # shared by every replica on this database
         )
         if settings.auth_enabled
         else None
@@ -224,24 +304,70 @@ def create_app(
             audience.append(base + path.removesuffix("/feedback"))
         verifier.verify(request.headers.get("authorization"), audience)
 
-    authenticated = [Depends(authenticate)]
+    # no thread hop per call when there is nothing to verify (demo)
+    authenticated = [Depends(authenticate)] if verifier is not None else []
+
+    stop = threading.Event()
+
+    def purge_now() -> None:
+        try:
+            purged = store.purge(settings.retention_days or 0)
+            if purged:
+                log.info("retention: purged %d evaluations", purged)
+        except Exception as exc:  # the next round retries; the service goes on answering
+            log.error("retention purge failed: %s", type(exc).__name__)
+
+    def purging() -> None:
+        while not stop.is_set():
+            purge_now()
+            stop.wait(settings.purge_interval_s)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        purger = None
+        if settings.retention_days:
+            purger = threading.Thread(target=purging, name="retention-purge", daemon=True)
+            purger.start()
         yield
+        stop.set()
+        if purger is not None:
+            purger.join(timeout=10)
+        while pools:
+            pools.pop().shutdown(wait=False, cancel_futures=True)
         if storage is None:
             store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="ivig-cds",
         version=__version__,
         description="CDS Hooks 2.0 service for immune globulin orders",
         lifespan=lifespan,
+        redoc_url=None,
     )
     app.state.engine = engine
     app.state.settings = settings
     app.state.storage = store
     app.add_middleware(CatchAll)  # added first: inside CORS, so a 500 keeps its CORS headers
+    # at most eval_threads evaluations at once; the others wait in the pool's queue, holding no
+    # thread, so the shared thread pool and the event loop stay free for everything else. Made
+    # on first use and shut down with the app (a lifespan may run more than once in tests).
+    pools: list[ThreadPoolExecutor] = []
+
+    def evaluation_pool() -> ThreadPoolExecutor:
+        if not pools:
+            pools.append(
+                ThreadPoolExecutor(max_workers=settings.eval_threads, thread_name_prefix="evaluate")
+            )
+        return pools[0]
+
+    async def evaluation_thread(fn: Callable[..., T], *args: Any) -> T:
+        """Run an evaluation on the evaluation pool, in this request's logging context."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            evaluation_pool(), contextvars.copy_context().run, fn, *args
+        )
+
+    services = [s["id"] for s in engine.discovery()["services"]]
     if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
         app.add_middleware(
             CORSMiddleware,
@@ -271,21 +397,36 @@ def create_app(
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         return _problem(400, f"{loc or '(body)'}: {err.get('msg')}")
 
-    @app.get("/cds-services", dependencies=authenticated)
-    def discovery() -> Response:
-        return _json(engine.discovery())
+    discovery_body = orjson.dumps(engine.discovery())
 
-    def evaluate_and_record(service_id: str, body: bytes) -> dict[str, Any]:
+    @app.get(
+        "/cds-services",
+        dependencies=authenticated,
+        summary="CDS Hooks discovery",
+        responses=openapi.responses(200, 401, discovery=True),
+    )
+    async def discovery() -> Response:
+        return Response(discovery_body, media_type="application/json")
+
+    def evaluate_and_record(service_id: str, body: bytes, state: Any) -> dict[str, Any]:
+        state.hook_instance = hook_instance(body)  # for the access line
         answer = engine.answer(service_id, body, reports=True)
         if answer.evaluation is not None:
             store.record(answer.evaluation)  # before the response: feedback can find its cards
+            metrics.DETERMINATIONS.labels(service_id, answer.evaluation.outcome).inc()
         return answer.response
 
-    @app.post("/cds-services/{service_id}", dependencies=authenticated)
+    @app.post(
+        "/cds-services/{service_id}",
+        dependencies=authenticated,
+        summary="Call a CDS service (order-sign, order-select)",
+        openapi_extra=openapi.request_body("HookRequest"),
+        responses=openapi.responses(200, 400, 401, 404, 412, 413, 415),
+    )
     async def call_service(service_id: str, request: Request) -> Response:
         engine.service(service_id)  # 404 before reading the body
         body = await read_body(request, settings.max_body_bytes)
-        return _json(await run_in_threadpool(evaluate_and_record, service_id, body))
+        return _json(await evaluation_thread(evaluate_and_record, service_id, body, request.state))
 
     def store_feedback(service_id: str, body: bytes) -> int:
         parsed = parse_feedback(body)
@@ -308,38 +449,74 @@ def create_app(
             )
             for f in parsed.feedback
         ]
-        return store.add_feedback(service_id, items)
+        stored = store.add_feedback(service_id, items)
+        for item in items:
+            metrics.FEEDBACK.labels(service_id, item.outcome).inc()
+        return stored
 
-    @app.post("/cds-services/{service_id}/feedback", dependencies=authenticated)
+    @app.post(
+        "/cds-services/{service_id}/feedback",
+        dependencies=authenticated,
+        summary="Feedback on the cards a service returned",
+        openapi_extra=openapi.request_body("FeedbackRequest"),
+        responses=openapi.responses(200, 400, 401, 404, 413, 415, feedback=True),
+    )
     async def feedback(service_id: str, request: Request) -> Response:
         engine.service(service_id)
         body = await read_body(request, settings.max_body_bytes)
         stored = await run_in_threadpool(store_feedback, service_id, body)
         return _json({"stored": stored})
 
-    def report_html(report_id: str) -> str | None:
+    def report_html(report_id: str) -> tuple[int, str | None]:
         ev = store.evaluation(report_id)
         if ev is None:
-            return None
-        return reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
+            return (410, EXPIRED_HTML) if store.expired(report_id) else (404, None)
+        return 200, reports.render(ev, store.feedback_for(c.uuid for c in ev.cards))
 
     missing_report = not_found_page(settings.cards_dir)
 
-    @app.get("/reports/{report_id}", response_class=HTMLResponse)
+    @app.get(
+        "/reports/{report_id}",
+        response_class=HTMLResponse,
+        summary="The HTML report of one evaluation (linked from its cards)",
+        responses=openapi.responses(200, 404, 410, html=True),
+    )
     async def report(report_id: str, request: Request) -> Response:
         # No JWT: clinicians open it from the card link in a browser. The id is an unguessable
         # 144-bit capability (secrets.token_urlsafe), never listed; see README "Conformance".
-        html = await run_in_threadpool(report_html, report_id)
+        status, html = await run_in_threadpool(report_html, report_id)
         if html is None:
             accept = request.headers.get("accept", "")
             if "json" in accept and "text/html" not in accept:  # a program asked: FHIR's answer
                 return _problem(404, "no report with this id")
             # a person follows this link: a page, not the API's JSON problem
             return HTMLResponse(missing_report, status_code=404, headers=REPORT_HEADERS)
-        return HTMLResponse(html, headers=REPORT_HEADERS)
+        return HTMLResponse(html, status_code=status, headers=REPORT_HEADERS)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "policy": engine.kn.policy_id}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: knowledge loaded and the database reachable",
+        responses={503: {"description": "not ready (the database cannot be reached)"}},
+    )
+    async def readyz() -> Response:
+        try:
+            await run_in_threadpool(store.ping)
+        except Exception as exc:
+            log.warning("not ready: database unreachable (%s)", type(exc).__name__)
+            return _json_status(503, {"status": "unavailable", "database": "unreachable"})
+        return _json({"status": "ready", "policy": engine.kn.policy_id, "database": "ok"})
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    app.openapi = openapi.customise(app)  # type: ignore[method-assign]
+    app.add_middleware(Observe, services=services)  # outermost: sees every answer, CORS too
+    return app
 
     return app

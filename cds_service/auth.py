@@ -17,9 +17,9 @@ What this module enforces:
 - ``aud`` matches the URL called, ``exp`` and ``iat`` are present and checked with a small leeway,
   ``exp - iat`` is bounded, and a ``jti`` is accepted once per issuer within its lifetime.
 
-The ``jti`` cache is per process; several replicas behind a load balancer each keep their own
-(documented limitation: a replay against a different replica within the token's lifetime,
-usually under five minutes, is not detected).
+Where a ``jti`` is remembered is the caller's choice (``first_use``): the service passes the
+database (``Storage.first_use``, a unique insert that every replica shares, so a token replayed on
+another replica is refused); without one, an in-process cache (one process only).
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ import jwt
 
 from cds_service.errors import Unauthorized
 from cds_service.settings import IssuerKeySet
+
+# (issuer, jti, keep until epoch seconds) -> True the first time, False for a replay
+FirstUse = Callable[[str, str, float], bool]
 
 ALGORITHMS = ("ES384", "RS384")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -96,6 +99,7 @@ class JwtVerifier:
         leeway: int = 30,
         max_lifetime: int = 3600,
         clock: Callable[[], float] = time.time,
+        first_use: FirstUse | None = None,
     ) -> None:
         self._issuers = {iss: _Keys(spec) for iss, spec in issuers.items()}
         self._leeway = leeway
@@ -106,6 +110,7 @@ class JwtVerifier:
         # front instead of rebuilding the whole cache under the lock on every call
         self._expiry: list[tuple[float, tuple[str, str]]] = []
         self._lock = threading.Lock()
+        self._first_use = first_use or self._first_use_here
 
     def verify(self, authorization: str | None, audience: Sequence[str]) -> dict[str, Any]:
         """The verified claims of the bearer token, or Unauthorized saying what was wrong."""
@@ -162,6 +167,13 @@ class JwtVerifier:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
             raise Unauthorized("JWT jti must be a non-empty string")
+        if not self._first_use(iss, jti, exp + self._leeway):
+            raise Unauthorized("JWT jti has already been used (replay)")
+        return claims
+
+    def _first_use_here(self, iss: str, jti: str, until: float) -> bool:
+        """The in-process jti cache (used when no shared store is given)."""
+        now = self._clock()
         with self._lock:
             while self._expiry and self._expiry[0][0] <= now:
                 _, old = heapq.heappop(self._expiry)
@@ -169,7 +181,7 @@ class JwtVerifier:
                     self._seen.pop(old, None)
             key = (iss, jti)
             if key in self._seen:
-                raise Unauthorized("JWT jti has already been used (replay)")
-            self._seen[key] = exp + self._leeway
-            heapq.heappush(self._expiry, (exp + self._leeway, key))
-        return claims
+                return False
+            self._seen[key] = until
+            heapq.heappush(self._expiry, (until, key))
+        return True

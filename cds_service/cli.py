@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -17,7 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.auth import KeySetError
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
+from cds_service.migrate import SchemaOutOfDate
 from cds_service.settings import WILDCARD, Settings, get_settings
+
+if TYPE_CHECKING:
+    from cds_service.storage import Storage
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -44,14 +49,44 @@ def _settings() -> Settings:
         _fail(f"{name}: {err['msg']}")
 
 
+def _database_error(exc: Exception) -> NoReturn:
+    """A database problem at start-up as one line (the driver's first line only)."""
+    if isinstance(exc, SchemaOutOfDate):
+        _fail(f"database: {exc}")
+    if isinstance(exc, ModuleNotFoundError):  # DATABASE_URL names a driver not installed
+        _fail(f"database driver {exc.name!r} is not installed (pip install 'ivig-cds[postgres]')")
+    _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
+
+
+def _multiprocess_metrics() -> None:
+    """Workers share their metrics through files (prometheus-client's multiprocess mode): one
+    fresh directory per start, made here unless PROMETHEUS_MULTIPROC_DIR names one."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):  # samples of an earlier run are not this run's
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ivig-cds-metrics-")
+
+
 @main.command()
 @click.option("--host", default=None, help="Interface to bind (default from IVIG_CDS_HOST).")
 @click.option("--port", default=None, type=int, help="Port (default from IVIG_CDS_PORT).")
-def serve(host: str | None, port: int | None) -> None:
-    """Start the CDS Hooks service (one uvicorn process; scale out with replicas)."""
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="Server processes (default IVIG_CDS_WORKERS, else the number of cores).",
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Start the CDS Hooks service: N uvicorn worker processes on one port (run replicas of
+    it behind a load balancer; they share everything through the database)."""
     import uvicorn
 
-    from cds_service.app import create_app
+    from cds_service import logs
+    from cds_service.app import create_app, prepare_process
 
     settings = _settings()
     bind = host or settings.host
@@ -63,9 +98,12 @@ def serve(host: str | None, port: int | None) -> None:
             "client authentication is on and IVIG_CDS_JWT_ISSUERS is empty, so every call "
             "would be rejected (configure the EHR's issuer, or IVIG_CDS_DEMO=true on a laptop)"
         )
-    logging.basicConfig(level=settings.log_level)
-    # the address bound is the public base URL when IVIG_CDS_PUBLIC_BASE_URL is unset
+    logs.configure(settings.log_format, settings.log_level)
+    processes = workers or settings.workers or os.cpu_count() or 1
+    # the address bound is the public base URL when IVIG_CDS_PUBLIC_BASE_URL is unset; worker
+    # processes read their settings from the environment, so they are told the same address
     settings = settings.model_copy(update={"host": bind, "port": port or settings.port})
+    os.environ["IVIG_CDS_HOST"], os.environ["IVIG_CDS_PORT"] = bind, str(settings.port)
     if settings.public_base_url is None and bind in WILDCARD:
         logging.getLogger(__name__).warning(
             "IVIG_CDS_PUBLIC_BASE_URL is unset and %s binds every interface: report links and "
@@ -74,29 +112,89 @@ def serve(host: str | None, port: int | None) -> None:
             settings.base_url,
         )
     try:
+        # built here even for N workers: a bad knowledge file or database stops start-up with
+        # one line before any worker starts, and the schema is migrated once
         app = create_app(settings)
     except KnowledgeError as exc:  # a bad knowledge file: one line, not a traceback
         _fail(str(exc))
     except KeySetError as exc:  # a JWKS file missing or malformed, a jku that is not https
         _fail(f"IVIG_CDS_JWT_ISSUERS: {exc}")
-    except SQLAlchemyError as exc:  # e.g. PostgreSQL unreachable: the driver's first line only
-        _fail(f"database: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}")
-    except ModuleNotFoundError as exc:  # DATABASE_URL names a driver that is not installed
-        _fail(f"database driver {exc.name!r} is not installed (pip install 'ivig-cds[postgres]')")
-    from cds_service import chart
+    except (SQLAlchemyError, SchemaOutOfDate, ModuleNotFoundError, OSError) as exc:
+        _database_error(exc)
+    common: dict[str, object] = {
+        "host": bind,
+        "port": settings.port,
+        "log_config": None,  # logs.configure: JSON lines, our own access line per request
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if processes > 1:
+        app.state.storage.close()
+        _multiprocess_metrics()
+        uvicorn.run("cds_service.app:worker_app", factory=True, workers=processes, **common)  # type: ignore[arg-type]
+        return
+    prepare_process()
+    uvicorn.run(app, **common)  # type: ignore[arg-type]
 
-    chart.warm()  # the report's chart library, loaded before the first report is opened
-    # Knowledge, templates and the FHIR model classes live as long as the process: move them out
-    # of the collector's sight, or every full collection re-scans them (a ~40 ms pause at p99).
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+
+@main.group()
+def db() -> None:
+    """The database: schema migrations and retention."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Bring the database schema to this version (safe while other replicas start)."""
+    from cds_service.storage import Storage
+
+    try:
+        store = Storage(_settings().storage_url, migrate_schema=True)
+    except (SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
+        _database_error(exc)
+    from cds_service import migrate
+
+    click.echo(f"database schema at revision {migrate.current(store.engine)}")
+    store.close()
+
+
+@db.command()
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Purge evaluations older than this (default IVIG_CDS_RETENTION_DAYS).",
+)
+def purge(days: float | None) -> None:
+    """Delete evaluations, their reports and their feedback older than the retention period."""
+
+    settings = _settings()
+    days = days or settings.retention_days
+    if not days:
+        raise click.UsageError("no retention period: pass --days or set IVIG_CDS_RETENTION_DAYS")
+    store = _existing_storage(settings)
+    try:
+        purged = store.purge(days)
+    finally:
+        store.close()
+    click.echo(f"purged {purged} evaluations older than {days:g} days")
+
+
+def _existing_storage(settings: Settings) -> Storage:
+    """The configured database for a command that reads it: a SQLite file that does not exist
+    is refused (one line naming the path) instead of being created empty where it was run."""
+    from cds_service.storage import Storage
+
+    if settings.database_url is None and not settings.database_path.is_file():
+        click.echo(
+            f"ivig-cds: no database at {settings.database_path.resolve()} "
+            "(set IVIG_CDS_DATABASE_PATH or DATABASE_URL)",
+            err=True,
+        )
+        sys.exit(2)
+    try:
+        return Storage(settings.storage_url, migrate_schema=settings.db_migrate)
+    except (SQLAlchemyError, SchemaOutOfDate, ModuleNotFoundError, OSError) as exc:
+        _database_error(exc)
 
 
 @main.command()
@@ -216,9 +314,7 @@ def _print_summary(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def feedback(since: dt.datetime, as_json: bool) -> None:
     """Summarise clinicians' feedback: override rate per card type since DATE."""
-    from cds_service.storage import Storage
-
-    store = Storage(_settings().storage_url)
+    store = _existing_storage(_settings())
     try:
         rates = store.override_rates(since.replace(tzinfo=dt.UTC))
     finally:

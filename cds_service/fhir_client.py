@@ -426,8 +426,13 @@ class _TenantPool:
     trickles or never answers thus delays only its own queries (each waits at most until its
     request's deadline, when the caller cancels it), never another tenant's."""
 
-    def __init__(self, workers: int, per_tenant: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir-fetch")
+    def __init__(
+        self,
+        workers: int,
+        per_tenant: int,
+        executor: type[ThreadPoolExecutor] = ThreadPoolExecutor,
+    ) -> None:
+        self._executor = executor(max_workers=workers, thread_name_prefix="fhir-fetch")
         self._per_tenant = per_tenant
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
@@ -494,12 +499,17 @@ class _KeyStats:
 class FhirFetcher:
     """The Engine's `Fetcher`: (request, absent keys) -> (values by key, unreadable key -> why)."""
 
+    # the pool's thread executor (a subclass may run jobs in the submitter's logging context)
+    executor: type[ThreadPoolExecutor] = ThreadPoolExecutor
+
     def __init__(self, allowlist: Allowlist, limits: FetchLimits | None = None) -> None:
         self.allowlist = allowlist
         self.limits = limits or FetchLimits()
         self.headers = {"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"}
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=self.limits.workers, block=False)
-        self._pool = _TenantPool(self.limits.workers, self.limits.workers_per_server)
+        self._pool = _TenantPool(
+            self.limits.workers, self.limits.workers_per_server, self.executor
+        )
 
     def close(self) -> None:
         self._pool.shutdown()

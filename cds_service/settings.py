@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     cards_dir: Path = CARDS_DIR
     source_label: str = "ivig-cds immune globulin criteria"
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object per line (log pipelines); text: humans"
+    )
+    workers: int | None = Field(
+        default=None, ge=1, le=64, description="server processes (`serve`); default: the cores"
+    )
+    eval_threads: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="evaluations run at once per process; more wait, discovery and health do not",
+    )
 
     # -- storage: evaluations (card uuids, assertion ids, report snapshots) and feedback --
     database_path: Path = Field(
@@ -61,6 +73,18 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("IVIG_CDS_DATABASE_URL", "DATABASE_URL", "database_url"),
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db",
+    )
+    db_migrate: bool = Field(
+        default=True,
+        description="upgrade the schema at start-up (under a lock); false: refuse an old schema",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="purge evaluations, their reports and feedback older than this (none: keep)",
+    )
+    purge_interval_s: float = Field(
+        default=3600.0, ge=1, description="how often a serving process purges (with retention)"
     )
 
     # -- CDS Hooks 2.0 client authentication (JWT bearer, verified with PyJWT) --

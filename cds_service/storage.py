@@ -3,8 +3,10 @@ snapshot, the report) and the feedback clinicians send about its cards.
 
 One module, SQLAlchemy Core, one URL: ``sqlite:///path`` by default (``Settings.database_path``),
 ``postgresql+psycopg://…`` through ``DATABASE_URL`` (install a driver, e.g. ``psycopg[binary]``).
-Tables are created on start-up when missing. A report is kept exactly as long as the feedback on
-its cards: both live in the same database and nothing here deletes either.
+The schema is Alembic's (``cds_service/migrate.py``, ``cds_service/migrations/``). Everything that
+replicas must share lives here: evaluations (reports), feedback, and the JWT ``jti`` values seen.
+A report is kept exactly as long as the feedback on its cards: ``purge`` deletes both together
+once they are older than the retention period and leaves a tombstone, so the link says "expired".
 
 Writes commit before the HTTP response is sent. With SQLite the two kinds of write are made durable
 differently (``_durability``): feedback is synced to disk before its 200 (``synchronous=FULL``: it
@@ -16,9 +18,11 @@ consistent, but a power loss or OS crash may lose the last evaluations written b
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +31,15 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cds_service import migrate
 from cds_service.errors import BadRequest, NotFound
 
 log = logging.getLogger(__name__)
+
+# how often one process deletes the jti rows of tokens that have expired
+JTI_SWEEP_S = 60.0
+# evaluations deleted per transaction by a purge (short transactions: answers keep flowing)
+PURGE_BATCH = 500
 
 # SQLite: how long the checkpointer lets written evaluations gather in the write-ahead log before it
 # copies them into the database file (off the request path; see Storage._checkpoints)
@@ -83,6 +93,23 @@ feedback = sa.Table(
     sa.Column("accepted_suggestions", sa.Text, nullable=False),  # JSON list of uuids
     sa.Column("outcome_timestamp", sa.String(40), nullable=False),
     sa.Column("received_at", sa.String(32), nullable=False, index=True),
+)
+
+# JWT replay protection shared by every replica: one row per accepted token until it expires
+jti_seen = sa.Table(
+    "jti_seen",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),  # sha256(iss NUL jti), hex
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),  # epoch seconds
+)
+
+# ids of purged evaluations: their report link answers "expired" rather than "no such report"
+expired_reports = sa.Table(
+    "expired_reports",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("expired_at", sa.String(32), nullable=False),
 )
 
 
@@ -147,18 +174,34 @@ class OverrideRate:
         return self.overridden / self.total if self.total else 0.0
 
 
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class Storage:
-    def __init__(self, url: str) -> None:
+    """The database. `migrate`: bring the schema to head now (under the migration lock);
+    otherwise refuse to start on a schema that is not this code's (migrate.SchemaOutOfDate)."""
+
+    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True  # a PostgreSQL restart must not fail the next request
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = sa.create_engine(url, future=True, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        _add_report_facts_column(self.engine)
+        try:
+            if migrate_schema:
+                migrate.upgrade(self.engine)
+            else:
+                migrate.check(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self._next_sweep = 0.0
         self.checkpoints = 0  # background checkpoints run (SQLite)
         self._written = threading.Event()
         self._closing = threading.Event()
@@ -286,6 +329,73 @@ class Storage:
             report_facts=json.loads(row["report_facts"]) if row["report_facts"] else None,
         )
 
+    def expired(self, report_id: str) -> bool:
+        """Whether this report existed and was purged by retention."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(expired_reports.c.id).where(expired_reports.c.id == report_id)
+            ).first()
+        return found is not None
+
+    def ping(self) -> None:
+        """A round trip to the database (readiness); raises when it cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.select(sa.literal(1))).scalar_one()
+
+    # -- retention ---------------------------------------------------------------------
+    def purge(self, older_than_days: float, now: dt.datetime | None = None) -> int:
+        """Delete evaluations created more than `older_than_days` ago, with their cards and the
+        feedback on them, leaving a tombstone per report; the number purged. Safe to run on
+        several replicas at once: a row is deleted (and tombstoned) by one transaction only."""
+        cutoff = _stamp((now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=older_than_days))
+        purged = 0
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(
+                    conn.execute(
+                        sa.select(evaluations.c.id)
+                        .where(evaluations.c.created_at < cutoff)
+                        .order_by(evaluations.c.created_at)
+                        .limit(PURGE_BATCH)
+                    ).scalars()
+                )
+                if not ids:
+                    return purged
+                card_ids = sa.select(cards.c.uuid).where(cards.c.evaluation_id.in_(ids))
+                conn.execute(feedback.delete().where(feedback.c.card_uuid.in_(card_ids)))
+                conn.execute(cards.delete().where(cards.c.evaluation_id.in_(ids)))
+                gone = conn.execute(
+                    evaluations.delete()
+                    .where(evaluations.c.id.in_(ids))
+                    .returning(evaluations.c.id, evaluations.c.created_at)
+                ).all()
+                if gone:
+                    stamp = utc_now()
+                    conn.execute(
+                        expired_reports.insert(),
+                        [{"id": i, "created_at": c, "expired_at": stamp} for i, c in gone],
+                    )
+                purged += len(gone)
+            self._wrote()
+
+    # -- JWT replay protection ---------------------------------------------------------
+    def first_use(self, issuer: str, jti: str, until: float) -> bool:
+        """Record (issuer, jti) until `until` (epoch seconds); False when any replica already
+        did: the primary key makes the second insert fail, whichever process makes it."""
+        key = hashlib.sha256(f"{issuer}\0{jti}".encode()).hexdigest()
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                self._durability(conn, "NORMAL")
+                if now >= self._next_sweep:
+                    self._next_sweep = now + JTI_SWEEP_S
+                    conn.execute(jti_seen.delete().where(jti_seen.c.expires_at < now))
+                conn.execute(jti_seen.insert(), {"key": key, "expires_at": until})
+        except sa.exc.IntegrityError:
+            return False
+        self._wrote()
+        return True
+
     # -- feedback ----------------------------------------------------------------------
     def add_feedback(self, service_id: str, items: Iterable[FeedbackItem]) -> int:
         """Store all items in one transaction; unknown card -> NotFound, bad suggestion -> 400."""
@@ -355,23 +465,12 @@ class Storage:
             feedback.c.card_type, sa.func.count().label("total"), overridden, accepted
         ).group_by(feedback.c.card_type)
         if since is not None:
-            stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            query = query.where(feedback.c.received_at >= stamp)
+            query = query.where(feedback.c.received_at >= _stamp(since))
         with self.engine.connect() as conn:
             return [
                 OverrideRate(str(t), int(n), int(o or 0), int(a or 0))
                 for t, n, o, a in conn.execute(query.order_by(feedback.c.card_type))
             ]
-
-
-def _add_report_facts_column(engine: Engine) -> None:
-    """A database made before `report_facts` existed gets the (nullable) column, so its old
-    evaluations keep their reports and new ones can be written; an Alembic migration that adds
-    it makes this a no-op."""
-    names = {c["name"] for c in sa.inspect(engine).get_columns("evaluations")}
-    if "report_facts" not in names:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ALTER TABLE evaluations ADD COLUMN report_facts TEXT")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

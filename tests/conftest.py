@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
@@ -80,6 +82,78 @@ def make_settings(**overrides: Any) -> Settings:
     """Settings for the record-access tests' own apps: JWT off, the environment's private
     database; everything else (demo, allowlist) as given."""
     return Settings(**{"jwt_required": False, **overrides})
+
+
+# -- databases: SQLite always; PostgreSQL where one is reachable ---------------------------------
+# .ci/run starts one and sets IVIG_CDS_TEST_POSTGRES_REQUIRED=1, so there an unreachable server
+# fails the PostgreSQL tests instead of skipping them.
+POSTGRES_URL = os.environ.get(
+    "IVIG_CDS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres"
+)
+POSTGRES_REQUIRED = os.environ.get("IVIG_CDS_TEST_POSTGRES_REQUIRED", "") == "1"
+DATABASES = ["sqlite", "postgresql"]
+_created: list[str] = []
+
+
+def _postgres_admin() -> Any:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {type(exc).__name__}"
+        if POSTGRES_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    return engine
+
+
+def database_url(kind: str, tmp: Path) -> str:
+    """A new, empty database of this kind: a SQLite file in `tmp`, or a PostgreSQL database
+    created for the caller (dropped at the end of the session)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'ivig-cds.db'}"
+    import sqlalchemy as sa
+
+    admin = _postgres_admin()
+    name = f"ivig_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    _created.append(name)
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    yield
+    if not _created:
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in _created:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    """Run a module once per database kind (module scope: one app per kind)."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def db_url(db_kind: str, tmp_path: Path) -> str:
+    """A fresh empty database of the module's kind for one test."""
+    return database_url(db_kind, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
-from tests.conftest import ValidatingClient, problem
+from tests.conftest import ValidatingClient, database_url, problem
 
 BASE = "https://cds.example.org"
 ISS = "https://ehr.example.org"
@@ -88,13 +88,14 @@ def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def secured(
-    jwks_file: Path, tmp_path_factory: pytest.TempPathFactory
+    jwks_file: Path, db_kind: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ValidatingClient]:
+    """The secured app on SQLite and on PostgreSQL: the jti replay store is the database."""
     settings = Settings(
         demo=False,
         public_base_url=BASE,
         jwt_issuers={ISS: str(jwks_file)},
-        database_path=tmp_path_factory.mktemp("db") / "auth.db",
+        database_url=database_url(db_kind, tmp_path_factory.mktemp("db")),
     )
     assert settings.auth_enabled
     with ValidatingClient(create_app(settings)) as c:
@@ -193,6 +194,23 @@ def test_replayed_jti_is_401(secured: ValidatingClient, seed_request: dict[str, 
     tok = token()
     assert secured.post(SIGN, json=seed_request, headers=bearer(tok)).status_code == 200
     assert "replay" in _rejected(secured, seed_request, bearer(tok))
+
+
+def test_a_token_replayed_on_another_replica_is_401(
+    jwks_file: Path, db_url: str, seed_request: dict[str, Any]
+) -> None:
+    """Two app instances on one database (two replicas): the jti store is shared."""
+    settings = Settings(
+        demo=False, public_base_url=BASE, jwt_issuers={ISS: str(jwks_file)}, database_url=db_url
+    )
+    tok = token()
+    with (
+        ValidatingClient(create_app(settings)) as one,
+        ValidatingClient(create_app(settings)) as two,
+    ):
+        assert one.post(SIGN, json=seed_request, headers=bearer(tok)).status_code == 200
+        assert "replay" in _rejected(two, seed_request, bearer(tok))
+        assert "replay" in _rejected(one, seed_request, bearer(tok))
 
 
 @pytest.mark.parametrize("missing", ["jti", "exp", "iat", "aud"])

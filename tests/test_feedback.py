@@ -15,11 +15,20 @@ from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.storage import Storage
 from tests import cds_schemas
-from tests.conftest import ValidatingClient, open_settings, problem
+from tests.conftest import ValidatingClient, database_url, open_settings, problem
 
 SIGN = "/cds-services/ivig-order-sign"
 FEEDBACK = SIGN + "/feedback"
 WHEN = "2026-11-25T10:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def client(db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """This module runs on SQLite and on PostgreSQL (conftest.db_kind)."""
+    tmp = tmp_path_factory.mktemp("db")
+    url = database_url(db_kind, tmp)
+    with ValidatingClient(create_app(open_settings(tmp, database_url=url))) as c:
+        yield c
 
 
 def _cards(client: TestClient, seed: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -135,9 +144,9 @@ def test_a_rejected_batch_stores_nothing(client: TestClient, seed_request: dict[
 
 
 def test_feedback_survives_a_restart_and_is_summarised(
-    tmp_path: Path, seed_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_url: str, seed_request: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = open_settings(tmp_path)
+    settings = open_settings(tmp_path, database_url=db_url)
     with ValidatingClient(create_app(settings)) as first:
         cards = _cards(first, seed_request)
         assert _send(first, _overridden(cards["baseline-igg"])).status_code == 200
@@ -148,12 +157,12 @@ def test_feedback_survives_a_restart_and_is_summarised(
         ).split("8080", 1)[1]
     # a new process on the same database file: the report and the feedback are still there,
     # and feedback can still be given on the cards of the earlier response
-    with ValidatingClient(create_app(open_settings(tmp_path))) as second:
+    with ValidatingClient(create_app(open_settings(tmp_path, database_url=db_url))) as second:
         html = second.get(report).text
         assert "IgG 180 mg/dL in 2019, scanned" in html
         assert _send(second, _overridden(cards["dose"], "weight-elsewhere")).status_code == 200
 
-    monkeypatch.setenv("IVIG_CDS_DATABASE_PATH", str(settings.database_path))
+    monkeypatch.setenv("IVIG_CDS_DATABASE_URL", db_url)
     from cds_service.settings import get_settings
 
     get_settings.cache_clear()
@@ -189,6 +198,8 @@ def test_sqlite_durability_per_write_and_checkpoints_off_the_request_path(
     """Evaluation records commit with synchronous=NORMAL (WAL: they survive a crash of the
     process), feedback with FULL (it survives a power loss); no request's commit checkpoints
     the log: a background thread does, shortly after writes."""
+    if not storage_is_sqlite(client):
+        pytest.skip("SQLite's own durability settings (PostgreSQL keeps its own)")
     storage: Storage = client.app.state.storage  # type: ignore[attr-defined]
     levels: list[str] = []
     original = storage._durability
@@ -209,3 +220,30 @@ def test_sqlite_durability_per_write_and_checkpoints_off_the_request_path(
     while storage.checkpoints == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert storage.checkpoints >= 1
+
+
+def storage_is_sqlite(client: TestClient) -> bool:
+    storage: Storage = client.app.state.storage  # type: ignore[attr-defined]
+    return storage.is_sqlite
+
+
+def test_feedback_cli_refuses_a_missing_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from another directory, `feedback` must not create an empty database there."""
+    missing = tmp_path / "elsewhere" / "ivig-cds.db"
+    monkeypatch.setenv("IVIG_CDS_DATABASE_PATH", str(missing))
+    monkeypatch.delenv("IVIG_CDS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    from cds_service.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["feedback", "--since", "2000-01-01"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"ivig-cds: no database at {missing} (set IVIG_CDS_DATABASE_PATH or DATABASE_URL)"
+    ]
+    assert not missing.exists()

@@ -4,6 +4,7 @@ partial determination that names what was unavailable; never a hang, never a 500
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cds_service import logs
 from cds_service.app import create_app
 from cds_service.fhir_client import Allowlist, render_template
 from cds_service.record import PrefetchKey
@@ -240,12 +242,62 @@ def test_another_patients_resource_makes_the_search_unreadable(
 def test_tokens_and_patient_ids_are_never_logged(
     fetch_client: TestClient, fake: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Checked on every line the service writes (JSON, as deployed): the message and every
+    field, for an evaluation that fetches, a client JWT, a report link and a bad request."""
     fake.set("Encounter", error(500))
-    with caplog.at_level(logging.DEBUG):
-        post(fetch_client, ehr_body(fake.base_url))
+    stream = io.StringIO()
+    logs.configure("json", "DEBUG", stream)
+    jwt_like = "eyJhbGciOiJFUzM4NCJ9.eyJzdWIiOiJlaHIifQ.c2lnbmF0dXJl"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+            report = next(
+                link["url"] for link in data["cards"][0]["links"] if "/reports/" in link["url"]
+            )
+            report_id = report.rsplit("/", 1)[1]
+            assert fetch_client.get(f"/reports/{report_id}").status_code == 200
+            bad = {**ehr_body(fake.base_url), "context": {"patientId": PATIENT}}
+            headers = {"Authorization": f"Bearer {jwt_like}"}
+            assert fetch_client.post(URL, json=bad, headers=headers).status_code == 400
+    finally:
+        logs.remove()
+    assert status == 200, data
     assert caplog.records, "the fetch path logs what it did"
     assert TOKEN not in caplog.text
     assert PATIENT not in caplog.text
+    # httpx is the test's client (TestClient), not the service
+    lines = [x for x in stream.getvalue().splitlines() if '"logger": "httpx"' not in x]
+    assert len(lines) >= 4, lines
+    for line in lines:
+        entry = json.loads(line)  # every line one JSON object
+        # the fetch threads' lines too: every line written while answering names its request
+        assert {"timestamp", "level", "event", "request_id"} <= entry.keys(), line
+        for secret in (TOKEN, PATIENT, report_id, jwt_like):
+            assert secret not in line, line
+    access = [json.loads(x) for x in lines if json.loads(x)["event"] == "access"]
+    assert [a["status"] for a in access] == [200, 200, 400]
+    assert access[1]["path"] == "/reports/{id}"
+
+
+def test_fetch_latency_and_errors_are_counted_by_prefetch_key(
+    fetch_client: TestClient, fake: FaultServer
+) -> None:
+    fake.set("Encounter", error(500))
+    before = fetch_client.get("/metrics").text
+    status, data, _ = post(fetch_client, ehr_body(fake.base_url))
+    assert status == 200, data
+    after = fetch_client.get("/metrics").text
+
+    def sample(text: str, name: str) -> float:
+        found = [line for line in text.splitlines() if line.startswith(name + " ")]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    for name, grew in [
+        ('ivig_cds_fetch_duration_seconds_count{key="conditions"}', 1),
+        ('ivig_cds_fetch_errors_total{key="encounters"}', 1),
+        ('ivig_cds_fetch_errors_total{key="conditions"}', 0),
+    ]:
+        assert sample(after, name) - sample(before, name) == grew, name
 
 
 # ------------------------------------------------------------------------------ faults

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from xml.etree import ElementTree
 
 from click.testing import CliRunner
 
@@ -20,14 +21,34 @@ def _patients(srv: FhirServer) -> int:
     return total
 
 
-def test_harness_passes_every_scenario_and_cleans_up(fhir_server: FhirServer) -> None:
+def test_harness_passes_every_scenario_and_cleans_up(
+    fhir_server: FhirServer, tmp_path: Path
+) -> None:
     before = _patients(fhir_server)
-    result = CliRunner().invoke(main, ["--fhir-server", fhir_server.base_url, "--cleanup"])
+    out, junit = tmp_path / "results.json", tmp_path / "results.xml"
+    result = CliRunner().invoke(
+        main,
+        [
+            "--fhir-server",
+            fhir_server.base_url,
+            "--cleanup",
+            "--json",
+            str(out),
+            "--junit",
+            str(junit),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "PASS" in result.output
     assert "FAIL" not in result.output
-    assert f"{len(harness.discover(FIXTURES))} passed, 0 failed" in result.output
+    total = len(harness.discover(FIXTURES))
+    assert f"{total} passed, 0 failed" in result.output
     assert _patients(fhir_server) == before
+    doc = json.loads(out.read_text())
+    assert (doc["passed"], doc["failed"], len(doc["scenarios"])) == (total, 0, total)
+    suite = ElementTree.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == (str(total), "0")
+    assert len(suite.findall("testcase")) == total
 
 
 def test_harness_fails_with_a_table_and_exit_1(fhir_server: FhirServer, tmp_path: Path) -> None:
@@ -43,17 +64,26 @@ def test_harness_fails_with_a_table_and_exit_1(fhir_server: FhirServer, tmp_path
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output
     assert "outcome" in result.output
+    junit = tmp_path / "r.xml"
+    again = CliRunner().invoke(
+        main,
+        ["--fhir-server", fhir_server.base_url, "--fixtures", str(tmp_path), "--junit", str(junit)],
+    )
+    assert again.exit_code == 1
+    failure = ElementTree.parse(junit).getroot().find("testcase/failure")
+    assert failure is not None
+    assert "outcome" in (failure.text or "")
 
 
-def test_harness_reports_an_unreachable_fhir_server(tmp_path: Path) -> None:
+def test_harness_reports_an_unreachable_fhir_server_in_one_line(tmp_path: Path) -> None:
     from tools.local_fhir import free_port
 
-    result = CliRunner().invoke(
-        main,
-        ["--fhir-server", f"http://127.0.0.1:{free_port()}/fhir"],
-    )
-    assert result.exit_code == 1, result.output
-    assert "FAIL" in result.output
+    url = f"http://127.0.0.1:{free_port()}/fhir"
+    result = CliRunner().invoke(main, ["--fhir-server", url])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"harness: FHIR server {url}: unreachable (ConnectionError)"
+    ]
 
 
 def test_namespacing_rewrites_ids_and_references_and_back() -> None:

@@ -410,6 +410,70 @@ def local_fhir_server(venv: Path) -> Iterator[str]:
         yield srv.base_url
 
 
+def write_json(path: Path, fhir_server: str, results: list[Result]) -> None:
+    """The results as JSON, for CI and dashboards."""
+    doc = {
+        "fhirServer": fhir_server,
+        "passed": sum(r.passed for r in results),
+        "failed": sum(not r.passed for r in results),
+        "scenarios": [
+            {
+                "scenario": r.scenario,
+                "passed": r.passed,
+                "seconds": round(r.seconds, 3),
+                "detail": r.detail,
+            }
+            for r in results
+        ],
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def write_junit(path: Path, fhir_server: str, results: list[Result]) -> None:
+    """The results as JUnit XML (one testcase per scenario), which CI systems display."""
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element(
+        "testsuite",
+        name="ivig-cds harness",
+        tests=str(len(results)),
+        failures=str(sum(not r.passed for r in results)),
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    ET.SubElement(
+        ET.SubElement(suite, "properties"), "property", name="fhirServer", value=fhir_server
+    )
+    for r in results:
+        case = ET.SubElement(
+            suite, "testcase", classname="harness", name=r.scenario, time=f"{r.seconds:.3f}"
+        )
+        if not r.passed:
+            ET.SubElement(case, "failure", message=r.detail[:200]).text = r.detail
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def check_fhir_server(base: str, timeout: float = 5.0) -> str | None:
+    """Why `base` is not a usable FHIR server (GET /metadata must answer a
+    CapabilityStatement), or None; checked before anything is loaded or started."""
+    try:
+        resp = requests.get(
+            f"{base.rstrip('/')}/metadata",
+            headers={"Accept": "application/fhir+json"},
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        return f"unreachable ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return f"GET /metadata answered HTTP {resp.status_code}"
+    try:
+        kind = resp.json().get("resourceType")
+    except ValueError:
+        kind = None
+    if kind != "CapabilityStatement":
+        return "GET /metadata did not answer a CapabilityStatement"
+    return None
+
+
 def run_cli(
     fhir_server: str | None,
     service_url: str | None,
@@ -417,6 +481,8 @@ def run_cli(
     cleanup: bool,
     only: tuple[str, ...],
     local_fhir: Path | None,
+    json_out: Path | None = None,
+    junit_out: Path | None = None,
 ) -> int:
     """`ivig-cds harness`: returns the exit status (0 all passed, 1 a failure, 2 no run)."""
     from rich.console import Console
@@ -434,6 +500,10 @@ def run_cli(
                 console.print(f"starting a local FHIR R4 server (sekmet, venv {local_fhir}) ...")
                 fhir_server = stack.enter_context(local_fhir_server(local_fhir))
             assert fhir_server is not None
+            problem = check_fhir_server(fhir_server)
+            if problem is not None:
+                click.echo(f"harness: FHIR server {fhir_server}: {problem}", err=True)
+                return 2
             if service_url is None:
                 service_url = stack.enter_context(service_in_thread(fhir_server))
         except (HarnessError, RuntimeError, OSError) as exc:
@@ -470,6 +540,10 @@ def run_cli(
         table.add_row(r.scenario, mark, f"{r.seconds:.2f}", "" if r.passed else r.detail)
     console.print(table)
     failed = sum(not r.passed for r in results)
+    if json_out is not None:
+        write_json(json_out, fhir_server, results)
+    if junit_out is not None:
+        write_junit(junit_out, fhir_server, results)
     console.print(
         f"{len(results) - failed} passed, {failed} failed" + (" (cleaned up)" if cleanup else "")
     )
@@ -502,6 +576,20 @@ def run_cli(
     default=None,
     help="Start a local sekmet FHIR R4 server from this venv (installed on first use) and use it.",
 )
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the results as JSON to this file.",
+)
+@click.option(
+    "--junit",
+    "junit_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the results as JUnit XML to this file.",
+)
 def main(
     fhir_server: str | None,
     service_url: str | None,
@@ -509,11 +597,15 @@ def main(
     fixtures: Path,
     only: tuple[str, ...],
     local_fhir: Path | None,
+    json_out: Path | None,
+    junit_out: Path | None,
 ) -> None:
     """Load the scenario fixtures into a FHIR server and check the service's determinations."""
     if fhir_server is None and local_fhir is None:
         fhir_server = DEFAULT_FHIR_SERVER
-    sys.exit(run_cli(fhir_server, service_url, fixtures, cleanup, only, local_fhir))
+    sys.exit(
+        run_cli(fhir_server, service_url, fixtures, cleanup, only, local_fhir, json_out, junit_out)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""The report's chart facts per evaluation (threshold, limit for age, therapy start, troughs,
+IG records, weights), stored with it so the report never re-evaluates. Nullable: evaluations
+written before it keep a report without the chart's reference lines.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("evaluations", sa.Column("report_facts", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("evaluations", "report_facts")
