@@ -294,16 +294,12 @@ def test_report_facts_are_stored_with_the_evaluation(client: TestClient) -> None
 def test_an_old_database_gets_the_report_facts_column(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
+    from cds_service import migrate
+
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
-    with engine.begin() as conn:  # the evaluations table as it was before report_facts
-        conn.exec_driver_sql(
-            "CREATE TABLE evaluations (id VARCHAR(64) PRIMARY KEY, created_at VARCHAR(32) NOT NULL,"
-            " service_id VARCHAR(64) NOT NULL, hook VARCHAR(32) NOT NULL, hook_instance"
-            " VARCHAR(128) NOT NULL, patient_id VARCHAR(64) NOT NULL, order_ref VARCHAR(200) NOT"
-            " NULL, assertion_id VARCHAR(64) NOT NULL UNIQUE, policy VARCHAR(64) NOT NULL,"
-            " outcome VARCHAR(40) NOT NULL, determination TEXT NOT NULL, response TEXT NOT NULL)"
-        )
+    migrate.upgrade(engine, "0002")  # the schema as it was before report_facts
+    with engine.begin() as conn:
         conn.exec_driver_sql(
             "INSERT INTO evaluations VALUES ('old', '2026-01-01T00:00:00Z', 's', 'order-sign',"
             " 'h', 'p', 'MedicationRequest/x', 'a-old', 'pol', 'meets-criteria', '{\"labs\": []}',"

@@ -41,7 +41,7 @@ def _tables(url: str) -> set[str]:
 def test_start_up_migrates_an_empty_database_to_head(db_url: str) -> None:
     store = Storage(db_url)
     try:
-        assert migrate.current(store.engine) == migrate.head() == "0002"
+        assert migrate.current(store.engine) == migrate.head() == "0003"
     finally:
         store.close()
     assert _tables(db_url) >= {
@@ -85,7 +85,7 @@ def test_without_migrate_an_old_schema_stops_start_up_in_one_line(
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "database schema at revision 0002"
+    assert result.output.strip() == "database schema at revision 0003"
     Storage(db_url, migrate_schema=False).close()  # now at head: starts without migrating
 
 
@@ -107,7 +107,7 @@ def test_concurrent_upgrades_on_an_empty_database_all_succeed(db_url: str) -> No
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-        assert out.strip() == "database schema at revision 0002"
+        assert out.strip() == "database schema at revision 0003"
 
 
 def test_jti_store_is_shared_and_forgets_expired_tokens(db_url: str) -> None:

@@ -19,7 +19,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("evaluations", sa.Column("report_facts", sa.Text, nullable=True))
+    # a database stamped at the baseline may already have it (made by create_all from a later
+    # table definition): adding it twice would stop start-up
+    columns = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("evaluations")}
+    if "report_facts" not in columns:
+        op.add_column("evaluations", sa.Column("report_facts", sa.Text, nullable=True))
 
 
 def downgrade() -> None:
