@@ -214,6 +214,15 @@ class Record:
     unavailable: dict[str, str] = field(default_factory=dict)  # key -> why it could not be read
     empty: set[str] = field(default_factory=set)  # keys the EHR answered with no data (null/empty)
     today: dt.date = field(default_factory=dt.date.today)
+    # filled by rules.context.dated_measurements: each distinct coding of the dated measurements
+    # -> their positions (built once per record), and value set id -> the dated measurements it
+    # matches; both stamped with the measurement count they were built from
+    measurement_index: dict[str, tuple[int, tuple[Measurement, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    coding_index: tuple[int, dict[Coding, list[int]]] = field(
+        default=(-1, {}), repr=False, compare=False
+    )
 
 
 class Text(str):

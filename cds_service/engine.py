@@ -136,7 +136,7 @@ def _safety(record: Record, kn: Knowledge) -> Safety:
     for group, sets in spec.labs:
         latest: Measurement | None = None
         for vid in sets:
-            m = criteria.latest_measurement(record.measurements, kn.vs(vid), since)
+            m = criteria.latest_measurement(record, kn.vs(vid), since)
             if m is not None and (
                 latest is None or (m.when and latest.when and m.when.date > latest.when.date)
             ):

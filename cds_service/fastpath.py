@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import math
 import re
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -116,9 +117,13 @@ def _match(rx: re.Pattern[str], v: Any) -> str:
 
 
 def _decimal(v: Any) -> float:
-    if type(v) not in (int, float) or _DECIMAL.fullmatch(str(v)) is None:
+    # str() of an int, and of a finite float (repr: digits, a point, an exponent), always matches
+    # _DECIMAL; only inf and nan do not: so no regex per value
+    if type(v) is int:
+        return float(v)
+    if type(v) is not float or not math.isfinite(v):
         raise _Unusual
-    return float(v)
+    return v
 
 
 def _when(v: Any) -> When:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cds_service.domain import ConditionFact, Measurement, Record, When
+from cds_service.domain import Coding, ConditionFact, Measurement, Record, When
 from cds_service.dosing import DoseCheck
 from cds_service.knowledge import Knowledge, ValueSet
 from cds_service.knowledge.policy import Criteria
@@ -81,13 +81,38 @@ def _plain(name: str) -> str:
     return re.sub(r"\s*\((disorder|finding|situation)\)$", "", name)
 
 
+def dated_measurements(record: Record, vs: ValueSet) -> tuple[Measurement, ...]:
+    """The record's dated measurements coded in `vs`, in record order; indexed once per value
+    set and record (the criteria and the safety check ask for the same sets several times)."""
+    measurements = record.measurements
+    count = len(measurements)
+    hit = record.measurement_index.get(vs.id)
+    if hit is not None and hit[0] == count:
+        return hit[1]
+    if record.coding_index[0] != count:
+        positions: dict[Coding, list[int]] = {}
+        for i, m in enumerate(measurements):
+            if m.when is not None:
+                for coding in m.codings:
+                    positions.setdefault(coding, []).append(i)
+        record.coding_index = (count, positions)
+    # a measurement matches when one of its codings does: test each distinct coding once
+    found_at: set[int] = set()
+    for coding, where in record.coding_index[1].items():
+        if vs.any_match((coding,)):
+            found_at.update(where)
+    found = tuple(measurements[i] for i in sorted(found_at))
+    record.measurement_index[vs.id] = (count, found)
+    return found
+
+
 def latest_measurement(
-    measurements: Iterable[Measurement], vs: ValueSet, since: dt.date | None = None
+    record: Record, vs: ValueSet, since: dt.date | None = None
 ) -> Measurement | None:
+    """The latest dated measurement in `vs` (on or after `since`); the first of a tie."""
     best: Measurement | None = None
-    for m in measurements:
-        if not vs.any_match(m.codings) or m.when is None:
-            continue
+    for m in dated_measurements(record, vs):
+        assert m.when is not None
         if since is not None and m.when.date < since:
             continue
         if best is None or (best.when is not None and m.when.date > best.when.date):

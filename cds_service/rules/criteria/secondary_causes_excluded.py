@@ -162,7 +162,7 @@ def decide(ctx: Context) -> Finding:
             say(f"{cid}.not-met-drug", months=drug_months, names=names),
             tuple(d.ref for d in denied),
         )
-    hiv = latest_measurement(rec.measurements, kn.vs(rule.hiv_test_valueset))
+    hiv = latest_measurement(rec, kn.vs(rule.hiv_test_valueset))
     hiv_result = _hiv_result(ctx, rule, hiv)
     if hiv is not None and hiv_result == "positive":
         return Finding(
@@ -345,9 +345,9 @@ def _open_protein_loss(
     names = ", ".join(sorted({display(kn, vs, c) for c in conds}))
     refs = tuple(c.ref for c in conds)
     since = months_before(rec.today, spec.lookback_months)
-    a1at = latest_measurement(rec.measurements, kn.vs(spec.stool_a1at_valueset), since)
-    urine = latest_measurement(rec.measurements, kn.vs(spec.urine_protein_valueset), since)
-    albumin = latest_measurement(rec.measurements, kn.vs(spec.albumin_valueset), since)
+    a1at = latest_measurement(rec, kn.vs(spec.stool_a1at_valueset), since)
+    urine = latest_measurement(rec, kn.vs(spec.urine_protein_valueset), since)
+    albumin = latest_measurement(rec, kn.vs(spec.albumin_valueset), since)
     a1at_state = _a1at_state(a1at, kn, spec) if a1at is not None else None
     per_day = (
         units.urine_protein_g_per_day(urine.value, urine.unit)
@@ -475,7 +475,7 @@ def _open_workup(
     workup_months = rule.workup_lookback_months
     workup_since = months_before(rec.today, workup_months)
     found = {
-        v: latest_measurement(rec.measurements, kn.vs(v), workup_since)
+        v: latest_measurement(rec, kn.vs(v), workup_since)
         for v in rule.malignancy_workup_valuesets
     }
     workups = [m for m in found.values() if m is not None]
