@@ -31,7 +31,7 @@ runtime-check:
 	cd /tmp && export IVIG_CDS_DATABASE_PATH=$$(mktemp -d)/check.db IVIG_CDS_CARDS_DIR=$(CURDIR)/cards \
 		&& $(CURDIR)/.venv-runtime-check/bin/ivig-cds db upgrade \
 		&& $(CURDIR)/.venv-runtime-check/bin/ivig-cds evaluate \
-			$(CURDIR)/fhir_fixtures/seed/order-sign-request.json | grep -q insufficient-documentation
+			$(CURDIR)/fhir_fixtures/seed/order-sign-request.json --json | grep -q insufficient-documentation
 	rm -rf .venv-runtime-check build
 
 fhir-server: install ## install the local FHIR R4 server used by the tests and the harness
