@@ -58,10 +58,14 @@ class Settings(BaseSettings):
     workers: int | None = Field(
         default=None, ge=1, le=64, description="server processes (`serve`); default: the cores"
     )
+    # an evaluation holds its slot while it waits for the EHR's FHIR server: the slots must
+    # outnumber the requests a slow or hung tenant keeps in flight (each up to the fetch budget),
+    # or that tenant queues every other tenant's order-signs behind its own (issue 13); CPU work
+    # is bounded by the interpreter lock whatever the count
     eval_threads: int = Field(
-        default=4,
+        default=32,
         ge=1,
-        le=64,
+        le=256,
         description="evaluations run at once per process; more wait, discovery and health do not",
     )
 

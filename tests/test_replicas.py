@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, database_url
+from tests.conftest import ROOT, database_url, problem
 from tests.test_auth import BASE, ISS, SIGN, _jwks, bearer, token
 
 FEEDBACK = SIGN + "/feedback"
@@ -124,7 +124,7 @@ def test_two_replicas_share_tokens_reports_and_feedback(
     assert first.status_code == 200, first.text
     replayed = _post(b, SIGN, seed_request, tok)
     assert replayed.status_code == 401
-    assert "replay" in replayed.json()["error"]
+    assert "replay" in problem(replayed.json())
 
     cards = first.json()["cards"]
     link = next(x["url"] for x in cards[0]["links"] if "/reports/" in x["url"])
