@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cds_service.auth import KeySetError
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
+from cds_service.review.command import review
 from cds_service.settings import Settings, get_settings
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -159,6 +160,8 @@ def feedback(since: dt.datetime, as_json: bool) -> None:
     if not rates:
         click.echo("(no feedback)")
 
+
+main.add_command(review)
 
 if __name__ == "__main__":
     main()

@@ -119,8 +119,12 @@ def _filler(patient_id: str, index: int, prefix: str) -> dict[str, Any]:
         "code": {"coding": [FILLER_CODE]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "effectiveDateTime": day.isoformat(),
-        "valueQuantity": {"value": 60 + index % 40, "unit": "/min",
-                          "system": "http://unitsofmeasure.org", "code": "/min"},
+        "valueQuantity": {
+            "value": 60 + index % 40,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
     }
 
 
@@ -131,11 +135,14 @@ def write_export(
     filler: int = 0,
     files_per_type: int = 1,
     expected_file: bool = True,
+    fresh_ids: bool = True,
     fixtures: Path = FIXTURES,
 ) -> Counter[str]:
     """Write `patients` records (scenarios in turn) as NDJSON per type plus manifest.json;
-    `expected.ndjson` (patient, expected determination) when asked. Returns the expected count
-    per outcome (`not-on-ig`: the scenario's order is not IG replacement and it has no IG)."""
+    `expected.ndjson` (patient, expected determination) when asked. Without `fresh_ids` the
+    scenarios keep their own ids (one copy each: `patients` at most the number of scenarios).
+    Returns the expected count per outcome (`not-on-ig`: the scenario's order is not IG
+    replacement and the record holds no IG)."""
     out.mkdir(parents=True, exist_ok=True)
     scens = scenarios(fixtures)
     counts: Counter[str] = Counter()
@@ -143,8 +150,10 @@ def write_export(
         handles: dict[str, IO[str]] = {}
 
         def handle(rtype: str, i: int) -> IO[str]:
-            name = f"{rtype}.{i % files_per_type:03d}.ndjson" if files_per_type > 1 else (
-                f"{rtype}.ndjson"
+            name = (
+                f"{rtype}.{i % files_per_type:03d}.ndjson"
+                if files_per_type > 1
+                else (f"{rtype}.ndjson")
             )
             if name not in handles:
                 handles[name] = stack.enter_context((out / name).open("w", encoding="utf-8"))
@@ -157,22 +166,21 @@ def write_export(
         )
         for i in range(patients):
             scen = scens[i % len(scens)]
-            prefix = f"p{i:06d}-"
+            prefix = f"p{i:06d}-" if fresh_ids else ""
             pid, resources, det = copy_of(scen, prefix)
             resources += [_filler(pid, k, prefix) for k in range(filler)]
             for res in resources:
                 handle(res["resourceType"], i).write(json.dumps(res, separators=(",", ":")) + "\n")
             counts[det["outcome"] if det else "not-on-ig"] += 1
             if expected is not None:
-                expected.write(json.dumps({"patient": pid, "scenario": scen.name,
-                                           "determination": det}) + "\n")
+                expected.write(
+                    json.dumps({"patient": pid, "scenario": scen.name, "determination": det}) + "\n"
+                )
     manifest = {
         "transactionTime": dt.datetime.now(dt.UTC).isoformat(),
         "request": "synthetic",
         "requiresAccessToken": False,
-        "output": [
-            {"type": name.split(".")[0], "url": name} for name in sorted(handles)
-        ],
+        "output": [{"type": name.split(".")[0], "url": name} for name in sorted(handles)],
         "error": [],
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -186,8 +194,9 @@ def main() -> None:
     parser.add_argument("--filler", type=int, default=0, help="extra vital signs per patient")
     parser.add_argument("--files-per-type", type=int, default=1)
     args = parser.parse_args()
-    counts = write_export(args.out, args.patients, filler=args.filler,
-                          files_per_type=args.files_per_type)
+    counts = write_export(
+        args.out, args.patients, filler=args.filler, files_per_type=args.files_per_type
+    )
     print(json.dumps(dict(sorted(counts.items())), indent=2))
 
 

@@ -122,8 +122,12 @@ class Reviewer:
         ]
         if not orders:
             return PatientResult(
-                {"patient": patient_id, "order": None, "determination": None,
-                 "status": NO_ACTIVE_ORDER}
+                {
+                    "patient": patient_id,
+                    "order": None,
+                    "determination": None,
+                    "status": NO_ACTIVE_ORDER,
+                }
             )
         order = max(orders, key=lambda r: (str(r.get("authoredOn") or ""), str(r.get("id"))))
         order_ref = f"MedicationRequest/{order.get('id')}"
@@ -132,15 +136,23 @@ class Reviewer:
             answer = self.engine.answer(SERVICE_ID, body)
         except CdsError as exc:  # 400/412/413 as order-sign would answer: named, not fatal
             return PatientResult(
-                {"patient": patient_id, "order": order_ref, "determination": None,
-                 "status": NOT_EVALUATED,
-                 "error": {"status": exc.status_code, "message": exc.message}}
+                {
+                    "patient": patient_id,
+                    "order": order_ref,
+                    "determination": None,
+                    "status": NOT_EVALUATED,
+                    "error": {"status": exc.status_code, "message": exc.message},
+                }
             )
         cards = answer.response["cards"]
         if not cards:
             return PatientResult(
-                {"patient": patient_id, "order": order_ref, "determination": None,
-                 "status": NOT_EVALUATED}
+                {
+                    "patient": patient_id,
+                    "order": order_ref,
+                    "determination": None,
+                    "status": NOT_EVALUATED,
+                }
             )
         line = {
             "patient": patient_id,

@@ -46,7 +46,9 @@ def patient_of(res: dict[str, Any]) -> str | None:
     ref = subject_of(res)
     beneficiary = res.get("beneficiary")  # Coverage names its patient here
     if ref is None and isinstance(beneficiary, dict):
-        ref = beneficiary.get("reference") if isinstance(beneficiary.get("reference"), str) else None
+        ref = (
+            beneficiary.get("reference") if isinstance(beneficiary.get("reference"), str) else None
+        )
     if ref is None:
         return None
     ref = ref.split("/_history/", 1)[0]
@@ -58,9 +60,7 @@ def patient_of(res: dict[str, Any]) -> str | None:
 
 def fingerprint(files: Iterable[Path]) -> str:
     """Paths, sizes and modification times: a changed export is loaded again."""
-    return json.dumps(
-        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    )
+    return json.dumps([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
 
 
 class PatientStore:
@@ -90,7 +90,9 @@ class PatientStore:
             stats.reused = True
             bad.extend(
                 BadLine(p, n, msg)
-                for p, n, msg in self.db.execute("SELECT path, line, problem FROM bad ORDER BY rowid")
+                for p, n, msg in self.db.execute(
+                    "SELECT path, line, problem FROM bad ORDER BY rowid"
+                )
             )
             return stats
         with self.db:
@@ -130,7 +132,9 @@ class PatientStore:
             self.db.execute("INSERT INTO meta VALUES ('source', ?)", (print_,))
         return stats
 
-    def _flush(self, rows: list[tuple[str, str, bytes]], shared: list[tuple[str, str, bytes]]) -> None:
+    def _flush(
+        self, rows: list[tuple[str, str, bytes]], shared: list[tuple[str, str, bytes]]
+    ) -> None:
         with self.db:
             self.db.executemany("INSERT INTO res VALUES (?, ?, ?)", rows)
             self.db.executemany("INSERT OR REPLACE INTO shared VALUES (?, ?, ?)", shared)

@@ -9,6 +9,7 @@ their patients from the shared SQLite grouping.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -42,7 +43,9 @@ class Outcome:
 _WORKER: tuple[Reviewer, PatientStore, dt.date, Path | None] | None = None
 
 
+@functools.cache
 def make_reviewer(reports: bool) -> Reviewer:
+    """The engine as `ivig-cds serve` builds it (read-only, so one per process is kept)."""
     from cds_service.app import engine_from_settings
     from cds_service.report import ReportRenderer
     from cds_service.settings import get_settings
@@ -54,12 +57,19 @@ def make_reviewer(reports: bool) -> Reviewer:
 
 def _init_worker(db: Path, as_of: dt.date, reports_dir: Path | None) -> None:
     global _WORKER
-    _WORKER = (make_reviewer(reports_dir is not None), PatientStore(db, readonly=True), as_of,
-               reports_dir)
+    _WORKER = (
+        make_reviewer(reports_dir is not None),
+        PatientStore(db, readonly=True),
+        as_of,
+        reports_dir,
+    )
 
 
 def review_batch(
-    reviewer: Reviewer, store: PatientStore, as_of: dt.date, reports_dir: Path | None,
+    reviewer: Reviewer,
+    store: PatientStore,
+    as_of: dt.date,
+    reports_dir: Path | None,
     patients: list[str],
 ) -> list[tuple[str, bytes | None]]:
     """(patient, determinations.ndjson line or None when not on IG) per patient; reports are
@@ -195,8 +205,9 @@ def _parallel(
     """At most 4 batches per worker in flight: input and results stay bounded in memory."""
     # spawn: workers never inherit the parent's threads (the progress bar's) or open handles
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                             initargs=init) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=init
+    ) as pool:
         running: set[Future[list[tuple[str, bytes | None]]]] = set()
         try:
             for batch in batches:
@@ -217,7 +228,9 @@ def _parallel(
 
 def _drain(
     running: set[Future[list[tuple[str, bytes | None]]]],
-) -> tuple[set[Future[list[tuple[str, bytes | None]]]], set[Future[list[tuple[str, bytes | None]]]]]:
+) -> tuple[
+    set[Future[list[tuple[str, bytes | None]]]], set[Future[list[tuple[str, bytes | None]]]]
+]:
     done, rest = wait(running, return_when=FIRST_COMPLETED)
     return set(done), set(rest)
 

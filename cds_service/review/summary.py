@@ -21,7 +21,13 @@ from cds_service.wording import CARDS_DIR
 
 TEMPLATE = "review-summary.html.j2"
 CSV_COLUMNS = (
-    "patient", "order", "outcome", "requestType", "doseStatus", "mgPerKgPer4Weeks", "missing",
+    "patient",
+    "order",
+    "outcome",
+    "requestType",
+    "doseStatus",
+    "mgPerKgPer4Weeks",
+    "missing",
 )
 # mg/kg per 4 weeks, lower bounds of the dose distribution's bins
 DOSE_BINS = (0, 200, 400, 600, 800, 1000)
@@ -61,17 +67,32 @@ def dose_bin(mgkg: float | None) -> str:
 def row_of(line: dict[str, Any]) -> dict[str, Any]:
     det = line.get("determination")
     if det is None:
-        return {"patient": line["patient"], "order": line.get("order") or "",
-                "outcome": line.get("status", ""), "requestType": "", "doseStatus": "",
-                "mgPerKgPer4Weeks": None, "missing": []}
-    missing = list(dict.fromkeys(
-        m for c in det["criteria"] if c["status"] in ("insufficient", "not-met")
-        for m in c["missing"]
-    ))
-    return {"patient": line["patient"], "order": line.get("order") or "",
-            "outcome": det["outcome"], "requestType": det["requestType"],
-            "doseStatus": det["dose"]["status"], "mgPerKgPer4Weeks": det["dose"]["mgPerKgPer4Weeks"],
-            "missing": missing}
+        return {
+            "patient": line["patient"],
+            "order": line.get("order") or "",
+            "outcome": line.get("status", ""),
+            "requestType": "",
+            "doseStatus": "",
+            "mgPerKgPer4Weeks": None,
+            "missing": [],
+        }
+    missing = list(
+        dict.fromkeys(
+            m
+            for c in det["criteria"]
+            if c["status"] in ("insufficient", "not-met")
+            for m in c["missing"]
+        )
+    )
+    return {
+        "patient": line["patient"],
+        "order": line.get("order") or "",
+        "outcome": det["outcome"],
+        "requestType": det["requestType"],
+        "doseStatus": det["dose"]["status"],
+        "mgPerKgPer4Weeks": det["dose"]["mgPerKgPer4Weeks"],
+        "missing": missing,
+    }
 
 
 def _cell(value: Any) -> str:
@@ -94,8 +115,9 @@ def write(out: Path, *, reports: bool = False, bad_lines: int = 0) -> Summary:
             if row["doseStatus"]:
                 summary.dose_status[row["doseStatus"]] += 1
                 summary.dose_bins[dose_bin(row["mgPerKgPer4Weeks"])] += 1
-            writer.writerow([_cell(row[c]) if c != "missing" else _cell("; ".join(row[c]))
-                             for c in CSV_COLUMNS])
+            writer.writerow(
+                [_cell(row[c]) if c != "missing" else _cell("; ".join(row[c])) for c in CSV_COLUMNS]
+            )
             if len(rows_by_patient) < HTML_PATIENT_ROWS:
                 rows_by_patient.append(row)
             else:
