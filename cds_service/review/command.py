@@ -101,7 +101,9 @@ def review(
                     out / "export",
                     token=token,
                     group=group_id,
-                    log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                    log=(lambda m: None)
+                    if quiet
+                    else (lambda m: console.print(m, markup=False, highlight=False)),
                 )
             except ExportError as exc:
                 _fail(str(exc))
