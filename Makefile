@@ -6,8 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 # the real FHIR R4 server the tests and the harness start (sekmet-fhir, pinned, own venv)
 FHIR_VENV ?= .venv-fhir
+# patients per synthetic export in `make bench-review`
+SIZES ?= 1000,10000
 
-.PHONY: install fhir-server run test lint check clean harness bench
+.PHONY: install fhir-server run test lint check clean harness bench bench-review
 
 install: $(VENV)/.installed
 
@@ -41,6 +43,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed fhir-server ## order-sign latency vs a floor (QUICK=1: 200 only)
 	$(BIN)/python -m bench.run --fhir-venv $(FHIR_VENV) $(if $(QUICK),--quick,)
+
+bench-review: $(VENV)/.bench-installed ## ivig-cds review: patients/s and peak memory (SIZES=1000,10000)
+	$(BIN)/python -m bench.review --sizes $(SIZES)
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -37,10 +37,18 @@ def _fail(message: str) -> NoReturn:
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local"]),
+    type=click.Choice(["local", "spark"]),
     default="local",
     show_default=True,
-    help="local: processes on this machine.",
+    help="local: worker processes on this machine; spark: Apache Spark (pip install "
+    "'ivig-cds[spark]').",
+)
+@click.option(
+    "--spark-master",
+    envvar="IVIG_CDS_SPARK_MASTER",
+    default="local[*]",
+    show_default=True,
+    help="--engine spark: local[N] or a cluster URL.",
 )
 @click.option(
     "--jobs",
@@ -68,6 +76,7 @@ def review(
     out: Path,
     as_of: dt.datetime | None,
     engine: str,
+    spark_master: str,
     jobs: int | None,
     no_reports: bool,
     group_id: str | None,
@@ -124,12 +133,11 @@ def review(
             console=console,
             disable=quiet,
         )
-        started = time.monotonic()
         with progress:
 
             def start(total: int) -> run.Progress:
                 task = progress.add_task("review", total=total, rate="-")
-                done = 0
+                started, done = time.monotonic(), 0  # rate of evaluation, after the load
 
                 def advance(n: int) -> None:
                     nonlocal done
@@ -139,15 +147,30 @@ def review(
 
                 return advance
 
-            result = run.review(
-                files,
-                out,
-                as_of=day,
-                jobs=jobs or run.default_jobs(),
-                reports=not no_reports,
-                progress=start,
-                on_bad_line=bad_line,
-            )
+            if engine == "spark":
+                try:
+                    from cds_service.review import spark
+                except ImportError:
+                    _fail("--engine spark needs pyspark: pip install 'ivig-cds[spark]'")
+                result = spark.review(
+                    files,
+                    out,
+                    as_of=day,
+                    master=spark_master,
+                    reports=not no_reports,
+                    progress=start,
+                    on_bad_line=bad_line,
+                )
+            else:
+                result = run.review(
+                    files,
+                    out,
+                    as_of=day,
+                    jobs=jobs or run.default_jobs(),
+                    reports=not no_reports,
+                    progress=start,
+                    on_bad_line=bad_line,
+                )
     except SourceError as exc:
         _fail(str(exc))
     except OSError as exc:  # e.g. --out not writable
