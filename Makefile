@@ -9,7 +9,7 @@ FHIR_VENV ?= .venv-fhir
 # patients per synthetic export in `make bench-review`
 SIZES ?= 1000,10000
 
-.PHONY: install fhir-server run test lint check clean harness bench bench-review
+.PHONY: install install-spark fhir-server run test lint check clean harness bench bench-review
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install-spark: $(VENV)/.spark-installed ## the 'spark' extra (review --engine spark; needs Java 17+)
+
+$(VENV)/.spark-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	touch $@
 
 fhir-server: install ## install the local FHIR R4 server used by the tests and the harness

@@ -13,6 +13,7 @@ Writes the table to the terminal, bench/review-results.json and bench/review.png
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -34,10 +35,8 @@ FILLER = 110  # filler vital signs per patient: ~150 resources per record
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -60,10 +59,8 @@ def run_once(export: Path, out: Path, jobs: int) -> tuple[float, float]:
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):
             peak = max(peak, tree_rss(ps))
-        except psutil.Error:
-            pass
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""

@@ -12,6 +12,8 @@ determinations.ndjson are skipped. `master` is `local[N]` on one machine or a cl
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,11 @@ from cds_service.review.source import BadLine
 # (patient, determinations line or None when not on IG, report page or None)
 Result = tuple[str, bytes | None, str | None]
 _REVIEWER: dict[bool, Any] = {}
+
+
+def _tagged(path: str) -> Callable[[str], tuple[str, str]]:
+    """A line with the name of the file it is in (as the local engine names bad lines)."""
+    return lambda text: (path, text)
 
 
 def _keyed(item: tuple[tuple[str, str], int], wanted: frozenset[str]) -> list[tuple[str, Any]]:
@@ -78,6 +85,10 @@ def review(
 ) -> Outcome:
     from pyspark.sql import SparkSession
 
+    # the executors' Python workers run this interpreter (and so find this package) unless the
+    # deployment names its own (PYSPARK_PYTHON, as on a cluster)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
     from cds_service.review.run import WORK_DIR, _keys
 
     out.mkdir(parents=True, exist_ok=True)
@@ -96,40 +107,42 @@ def review(
         SparkSession.builder.master(master)
         .appName("ivig-cds review")
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.ui.showConsoleProgress", "false")  # the command has its own bar
+        .config("spark.log.level", "ERROR")
         .getOrCreate()
     )
     try:
         sc = spark.sparkContext
-        sc.setLogLevel("ERROR")
         lines = sc.union(
             [
-                sc.textFile(str(p.resolve())).map(lambda t, p=str(p): (p, t)).zipWithIndex()
-                for p in files
+                sc.textFile(str(path.resolve())).map(_tagged(str(path))).zipWithIndex()
+                for path in files
             ]
         )
         keyed = lines.flatMap(lambda item: _keyed(item, wanted)).cache()
-        bad = keyed.filter(lambda kv: kv[0] == "!bad").values().collect()
+        bad: list[tuple[str, int, str]] = []
+        meds: dict[str, str] = {}
+        for kind, value in keyed.filter(lambda kv: kv[0].startswith("!")).collect():
+            if kind == "!bad":
+                bad.append(value)
+            elif value[0] == "Medication":
+                meds[value[1]] = value[2]
         result.bad_lines = [BadLine(p, n, m) for p, n, m in sorted(bad)]
         for b in result.bad_lines:
             if on_bad_line is not None:
                 on_bad_line(b)
-        meds = {
-            rid: raw
-            for rtype, rid, raw in keyed.filter(lambda kv: kv[0] == "!shared").values().collect()
-            if rtype == "Medication"
-        }
         skip_b = sc.broadcast(skip)
         meds_b = sc.broadcast(meds)
         patients = keyed.filter(lambda kv: not kv[0].startswith("!") and kv[0] not in skip_b.value)
-        grouped = patients.groupByKey()
+        grouped = patients.groupByKey(sc.defaultParallelism).cache()
         total = grouped.count()
+        keyed.unpersist()
         advance = progress(total) if progress is not None else None
         results = grouped.mapPartitions(
             lambda groups: _review_group(groups, as_of, reports, meds_b.value)
         )
         with lines_path.open("ab") as sink, not_ig_path.open("a", encoding="utf-8") as not_sink:
-            for pid, line, html in results.toLocalIterator():
+            for pid, line, html in results.toLocalIterator(prefetchPartitions=True):
                 if line is None:
                     not_sink.write(pid + "\n")
                     result.not_on_ig += 1
@@ -142,7 +155,6 @@ def review(
                 if advance is not None:
                     advance(1)
         result.not_on_ig += len(not_ig)
-        keyed.unpersist()
     finally:
         spark.stop()
     result.summary = summary.write(out, reports=reports, bad_lines=len(result.bad_lines))
