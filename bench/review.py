@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_once(export: Path, out: Path, jobs: int) -> tuple[float, float]:
+def run_once(export: Path, out: Path, engine: str, jobs: int) -> tuple[float, float]:
     """(seconds, peak MB) of one `ivig-cds review` run."""
     cmd = [
         str(Path(sys.executable).parent / "ivig-cds"),
@@ -50,10 +51,11 @@ def run_once(export: Path, out: Path, jobs: int) -> tuple[float, float]:
         str(out),
         "--as-of",
         "2025-11-20",
-        "--jobs",
-        str(jobs),
+        "--engine",
+        engine,
         "--quiet",
     ]
+    cmd += ["--jobs", str(jobs)] if engine == "local" else ["--spark-master", f"local[{jobs}]"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     ps = psutil.Process(proc.pid)
@@ -86,11 +88,12 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for jobs in sorted({r["jobs"] for r in rows}):
-        mine = [r for r in rows if r["jobs"] == jobs]
+    for run in sorted({(r["engine"], r["jobs"]) for r in rows}):
+        mine = [r for r in rows if (r["engine"], r["jobs"]) == run]
         xs = [r["patients"] for r in mine]
-        a.plot(xs, [r["seconds"] for r in mine], marker="o", label=f"{jobs} worker(s)")
-        b.plot(xs, [r["peak_mb"] for r in mine], marker="o", label=f"{jobs} worker(s)")
+        label = f"{run[0]}, {run[1]} core(s)"
+        a.plot(xs, [r["seconds"] for r in mine], marker="o", label=label)
+        b.plot(xs, [r["peak_mb"] for r in mine], marker="o", label=label)
     a.set(
         xlabel="patients",
         ylabel="seconds (whole command)",
@@ -108,13 +111,20 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000")
-    parser.add_argument("--jobs", default=f"1,{os.cpu_count() or 1}")
+    cores = os.cpu_count() or 1
+    parser.add_argument(
+        "--runs",
+        default=f"local:1,local:{cores},spark:{cores}",
+        help="engine:cores, comma-separated (spark runs only when pyspark is installed)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    jobs_list = sorted({int(j) for j in args.jobs.split(",")})
+    runs = [(e, int(j)) for e, j in (r.split(":") for r in args.runs.split(","))]
+    if importlib.util.find_spec("pyspark") is None:
+        runs = [r for r in runs if r[0] != "spark"]
     rows: list[dict[str, Any]] = []
     print(
-        f"{'patients':>9}{'resources':>11}{'workers':>9}{'seconds':>9}{'patients/s':>12}"
+        f"{'patients':>9}{'resources':>11}{'engine':>8}{'cores':>7}{'seconds':>9}{'patients/s':>12}"
         f"{'peak MB':>9}"
     )
     with tempfile.TemporaryDirectory(prefix="ivig-review-bench-") as tmp:
@@ -122,13 +132,14 @@ def main() -> None:
             export = Path(tmp) / f"export-{size}"
             expected = bulk_export.write_export(export, size, filler=FILLER, expected_file=False)
             resources = sum(1 for p in export.glob("*.ndjson") for _ in p.open())
-            for jobs in jobs_list:
-                out = Path(tmp) / f"out-{size}-{jobs}"
-                seconds, peak = run_once(export, out, jobs)
+            for engine, jobs in runs:
+                out = Path(tmp) / f"out-{size}-{engine}-{jobs}"
+                seconds, peak = run_once(export, out, engine, jobs)
                 check(out, expected, size)
                 row = {
                     "patients": size,
                     "resources": resources,
+                    "engine": engine,
                     "jobs": jobs,
                     "seconds": round(seconds, 2),
                     "patients_per_s": round(size / seconds, 1),
@@ -136,7 +147,7 @@ def main() -> None:
                 }
                 rows.append(row)
                 print(
-                    f"{size:>9}{resources:>11}{jobs:>9}{seconds:>9.1f}"
+                    f"{size:>9}{resources:>11}{engine:>8}{jobs:>7}{seconds:>9.1f}"
                     f"{row['patients_per_s']:>12}{row['peak_mb']:>9}",
                     flush=True,
                 )
