@@ -1,8 +1,9 @@
 """`make bench-review`: `ivig-cds review` throughput and peak memory on synthetic Bulk exports.
 
-For each size (patients, each about 150 resources: the scenario records plus filler vital signs)
+For each size (patients, each about 140 resources: the scenario records plus filler vital signs)
 a fresh export is generated (tools/bulk_export.py), then `ivig-cds review` runs as a subprocess
-with 1 worker and with every core, from an empty output directory. Timed: the whole command
+from an empty output directory: the local engine with 1 worker and with every core, and Spark in
+local mode on every core (when pyspark is installed). Timed: the whole command
 (loading the export into the grouping, evaluating, reports, summary). Peak memory: the largest sum
 of RSS over the command's process tree, sampled every 50 ms (psutil). The expected outcome counts
 are checked against the command's determinations.
