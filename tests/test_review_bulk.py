@@ -92,6 +92,7 @@ def test_generated_population_in_parallel_gives_expected_counts(tmp_path: Path) 
         assert line["determination"] == expected[pid]["determination"], pid
     html = (out / "summary.html").read_text()
     assert f"{counts['meets-criteria']}</td>" in html
+    assert "signed on the review date, 2025-11-20." in html
     assert "reports/p000000-scn-active-cll.html" in html
     assert (out / "reports" / "p000000-scn-active-cll.html").is_file()
     assert "http://" not in html

@@ -186,7 +186,9 @@ def review(
         result.not_on_ig += len(not_ig)
     finally:
         store.close()
-    result.summary = summary.write(out, reports=reports, bad_lines=len(result.bad_lines))
+    result.summary = summary.write(
+        out, as_of=as_of.isoformat(), reports=reports, bad_lines=len(result.bad_lines)
+    )
     return result
 
 

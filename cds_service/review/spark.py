@@ -157,5 +157,7 @@ def review(
         result.not_on_ig += len(not_ig)
     finally:
         spark.stop()
-    result.summary = summary.write(out, reports=reports, bad_lines=len(result.bad_lines))
+    result.summary = summary.write(
+        out, as_of=as_of.isoformat(), reports=reports, bad_lines=len(result.bad_lines)
+    )
     return result

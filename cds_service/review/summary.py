@@ -100,7 +100,7 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write(out: Path, *, reports: bool = False, bad_lines: int = 0) -> Summary:
+def write(out: Path, *, as_of: str = "", reports: bool = False, bad_lines: int = 0) -> Summary:
     """Write summary.csv and summary.html under `out`; return the counts."""
     summary = Summary()
     rows_by_patient: list[dict[str, Any]] = []
@@ -137,6 +137,7 @@ def write(out: Path, *, reports: bool = False, bad_lines: int = 0) -> Summary:
         missing=summary.missing.most_common(TOP_MISSING),
         dose_status=summary.dose_status.most_common(),
         dose_bins=[(b, summary.dose_bins[b]) for b in bins if b in summary.dose_bins],
+        as_of=as_of,
         reports=reports,
         bad_lines=bad_lines,
     )
