@@ -6,8 +6,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 # the real FHIR R4 server the tests and the harness start (sekmet-fhir, pinned, own venv)
 FHIR_VENV ?= .venv-fhir
+# patients per synthetic export in `make bench-review`
+SIZES ?= 1000,10000
 
-.PHONY: install install-runtime runtime-check fhir-server run test lint check clean harness bench bench-throughput
+.PHONY: install install-runtime install-spark runtime-check fhir-server run test lint check clean harness bench bench-throughput bench-review
 
 install: $(VENV)/.installed
 
@@ -33,6 +35,12 @@ runtime-check:
 		&& $(CURDIR)/.venv-runtime-check/bin/ivig-cds evaluate \
 			$(CURDIR)/fhir_fixtures/seed/order-sign-request.json --json | grep -q insufficient-documentation
 	rm -rf .venv-runtime-check build
+
+install-spark: $(VENV)/.spark-installed ## the 'spark' extra (review --engine spark; needs Java 17+)
+
+$(VENV)/.spark-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	touch $@
 
 fhir-server: install ## install the local FHIR R4 server used by the tests and the harness
 	$(BIN)/python -m tools.local_fhir install $(FHIR_VENV)
@@ -62,6 +70,9 @@ bench: $(VENV)/.bench-installed fhir-server ## order-sign latency vs a floor (QU
 
 bench-throughput: $(VENV)/.bench-installed ## rps, p50/p99 and discovery under load at 1 and N workers
 	$(BIN)/python -m bench.throughput
+
+bench-review: $(VENV)/.bench-installed ## ivig-cds review: patients/s and peak memory (SIZES=1000,10000)
+	$(BIN)/python -m bench.review --sizes $(SIZES)
 
 clean:
 	rm -rf $(VENV) $(FHIR_VENV) .pytest_cache .mypy_cache .ruff_cache

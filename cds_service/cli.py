@@ -19,6 +19,7 @@ from cds_service.auth import KeySetError
 from cds_service.errors import CdsError
 from cds_service.knowledge import KnowledgeError
 from cds_service.migrate import SchemaOutOfDate
+from cds_service.review.command import review
 from cds_service.settings import WILDCARD, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -347,6 +348,8 @@ def feedback(since: dt.datetime, as_json: bool) -> None:
     if not rates:
         click.echo("(no feedback)")
 
+
+main.add_command(review)
 
 if __name__ == "__main__":
     main()
