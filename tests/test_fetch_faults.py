@@ -367,7 +367,8 @@ def test_a_huge_search_is_412_not_a_hang(
     status, data, elapsed = post(default_client, ehr_body(fake.base_url))
     assert status == 412, data
     assert "observations" in problem(data)
-    assert words in problem(data) or "time budget" in problem(data)  # the budget may come first
+    # on a busy machine the per-query timeout or the budget may come first
+    assert any(w in problem(data) for w in (words, "time budget", "did not answer within"))
     assert elapsed < 3.0 + 1.5
 
 
