@@ -470,11 +470,13 @@ class RecordBuilder:
                 patient = self._patient(raw_patient)
             except DATA_ERRORS as exc:
                 self._unreadable(raw_patient, exc)
-        record = Record(
-            patient=patient,
-            orders=self._draft_orders(draft_orders),
-            today=self.today,
-        )
+        orders = self._draft_orders(draft_orders)
+        authored = orders[0].authored if orders else None
+        if authored is not None:
+            # the record is built as of the order's date, as the rules read it: an ongoing course
+            # ends there, not at the wall clock (a re-review with a past --as-of, a replayed call)
+            self.today = authored.date
+        record = Record(patient=patient, orders=orders, today=self.today)
         self._observations_by_id = by_type.get("Observation", {})
         handlers: tuple[tuple[str, Callable[[Iterable[dict[str, Any]], Record], None]], ...] = (
             ("Observation", self._observations),

@@ -254,10 +254,7 @@ class Engine:
         if not builder.ig_draft_orders(drafts):
             return None  # no immune globulin in the draft orders: no guidance, no data reads
         resources, unreadable, empty = self.gather(parsed)
-        rec = builder.build(resources, drafts)
-        authored = rec.orders[0].authored if rec.orders else None
-        if authored is not None:
-            rec.today = authored.date  # evaluate as of the order's date (reproducible)
+        rec = builder.build(resources, drafts)  # as of the order's date (reproducible)
         rec.unavailable = unreadable
         rec.empty = empty
         return engine.evaluate(rec, self.kn, self.say)

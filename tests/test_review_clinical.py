@@ -411,3 +411,39 @@ def test_provisional_infections_are_not_documented_episodes() -> None:
         today=TODAY,
     )
     assert criteria.infection_history(_ctx(rec)).status is Status.INSUFFICIENT
+
+
+def test_an_ongoing_course_ends_at_the_order_date_not_the_wall_clock() -> None:
+    """A record is built as of the order's date: an active prednisone statement started on
+    2024-01-01 with no end, evaluated for an order authored 2024-03-01, has run 61 days — not
+    until the real today (a re-review with a past --as-of, a replayed hook call)."""
+    from cds_service.record import RecordBuilder
+
+    statement = {
+        "resourceType": "MedicationStatement",
+        "id": "pred",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "Prednisone 20 mg tablet"},
+        "subject": {"reference": "Patient/p"},
+        "effectivePeriod": {"start": "2024-01-01"},
+    }
+    draft = {
+        "resourceType": "Bundle",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "MedicationRequest",
+                    "id": "ig",
+                    "status": "draft",
+                    "intent": "order",
+                    "subject": {"reference": "Patient/p"},
+                    "authoredOn": "2024-03-01",
+                    "medicationCodeableConcept": {"text": "Privigen 10% IV"},
+                }
+            }
+        ],
+    }
+    for wall_clock in (dt.date(2024, 3, 1), dt.date(2026, 12, 2)):
+        rec = RecordBuilder(_kn(), "p", wall_clock).build([statement], draft)
+        assert rec.today == dt.date(2024, 3, 1)
+        assert [(d.ref, d.days) for d in rec.drugs] == [("MedicationStatement/pred", 61.0)]
