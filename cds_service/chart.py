@@ -40,11 +40,6 @@ class ChartData:
     age_limits: list[tuple[dt.date, float]] = field(default_factory=list)  # the lower limits
     limit_sources: set[str] = field(default_factory=set)  # "age" (table), "lab" (its range)
 
-    def limit_word(self) -> str:
-        """Which wording names the lower-limit line: the age table's, the lab's, or both."""
-        if self.limit_sources == {"lab"}:
-            return "lab-limit"
-        return "mixed-limit" if "lab" in self.limit_sources else "age-limit"
     therapy_start: dt.date | None = None
     first_ig_record: dt.date | None = None
     start_unknown: bool = False
@@ -54,6 +49,12 @@ class ChartData:
 
     def count(self, phase: str) -> int:
         return sum(1 for p in self.points if p.phase == phase)
+
+    def limit_word(self) -> str:
+        """Which wording names the lower-limit line: the age table's, the lab's, or both."""
+        if self.limit_sources == {"lab"}:
+            return "lab-limit"
+        return "mixed-limit" if "lab" in self.limit_sources else "age-limit"
 
 
 def parse_day(text: Any) -> dt.date | None:

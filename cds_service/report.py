@@ -159,9 +159,7 @@ def _caption(data: chart.ChartData, facts: dict[str, Any] | None, say: dict[str,
         )
         lines = text["lines"].format(
             threshold=f"{data.threshold:g}",
-            age=text["lines-age"].format(
-                label=text["lines-label"][data.limit_word()], values=ages
-            )
+            age=text["lines-age"].format(label=text["lines-label"][data.limit_word()], values=ages)
             if ages
             else "",
         )
