@@ -293,7 +293,7 @@ class Engine:
         else:
             cards = self.renderer.render(det, self.source, call)
         action = (
-            self._coverage_action(parsed, det, assertion_id, svc.hook)
+            self._coverage_action(parsed, det, call.draft_order, assertion_id, svc.hook)
             if config["coverage-info"]
             else None
         )
@@ -328,9 +328,15 @@ class Engine:
         return Answer(response, evaluation)
 
     def _coverage_action(
-        self, parsed: ParsedRequest, det: engine.Determination, assertion_id: str, hook: str
+        self,
+        parsed: ParsedRequest,
+        det: engine.Determination,
+        order: dict[str, Any] | None,
+        assertion_id: str,
+        hook: str,
     ) -> dict[str, Any] | None:
-        order = crd.find_order(parsed.context.draftOrders, det.order.ref)
+        """The CRD coverage-information systemAction on `order` (the draft order being
+        evaluated, as the cards found it)."""
         if order is None:
             return None  # CRD found-36: the order must carry an id the update can target
         prefetch = parsed.request.prefetch or {}
