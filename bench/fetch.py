@@ -31,7 +31,7 @@ import requests
 
 from bench import records
 from cds_service.app import build_fetcher
-from cds_service.record import resources_of
+from cds_service.fhir.bundle import resources_of
 from cds_service.settings import Settings
 from tools.local_fhir import FhirServer, FhirServerError, ensure_installed
 

@@ -95,7 +95,7 @@ def test_undated_infections_do_not_prove_the_lookback() -> None:
 def test_partial_date_result_is_not_baseline_within_its_month() -> None:
     """An IgG dated only '2025-03' may have been drawn after an IG dose on 2025-03-15: its phase is
     unknown, never baseline (a partial date is not the first day of its month)."""
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     lab = IgGResult("Observation/x", to_when("2025-03"), 380.0, "mg/dL")
     tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [lab])
@@ -111,7 +111,7 @@ def test_partial_date_result_is_not_baseline_within_its_month() -> None:
 
 def test_partial_start_date_leaves_same_month_results_unknown() -> None:
     """IG started '2025-03' (day unknown): an IgG on 2025-03-10 may be pre-treatment or not."""
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 380.0, "mg/dL")
     tl = timeline.build([_admin(to_when("2025-03"))], [lab])
@@ -122,7 +122,7 @@ def test_birth_year_only_does_not_prove_the_minimum_age() -> None:
     """Born '2024' and evaluated on 2026-06-01: 2 years old if born in January, 1 if born in
     December. The age rule (>= 2) cannot be met on that; it is insufficient, not met."""
     from cds_service.domain import PatientFact
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     born = to_when("2024")
     assert born is not None
@@ -265,7 +265,7 @@ def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     reasons and the labs list show the date as recorded."""
     from cds_service import engine
     from cds_service.domain import DraftOrder
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     start = to_when("2025-03")
     assert str(start) == "2025-03"
@@ -384,7 +384,7 @@ def test_causative_drug_with_a_partial_date_overlapping_the_lookback_is_not_excl
     """Rituximab dated only '2025' on an order of 2026-01-15: it may have been given in December
     2025, inside the 12-month look-back. The exclusion cannot be met on that."""
     from cds_service.domain import DrugExposure
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     drug = DrugExposure("MedicationStatement/r", (), "rituximab", to_when("2025"))
     rec = Record(patient=None, orders=[], drugs=[drug], today=TODAY)

@@ -12,7 +12,7 @@ import pytest
 from cds_service.app import create_app
 from cds_service.auth import JwtVerifier
 from cds_service.errors import Unauthorized
-from cds_service.fhir_client import Allowlist
+from cds_service.fhir.client import Allowlist
 from tests.conftest import ValidatingClient, open_settings, problem
 from tests.test_auth import BASE, ISS, SIGN, _jwks, token
 

@@ -27,7 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 import click
 import requests
 
-from cds_service.record import PrefetchKey, _for_patient, resources_of
+from cds_service.fhir.bundle import for_patient, resources_of
+from cds_service.record import PrefetchKey
 
 FHIR_JSON = "application/fhir+json"
 REQUEST_FILE = "order-sign-request.json"
@@ -119,7 +120,7 @@ def local_prefetch(
             r
             for r in pool
             if r.get("resourceType") == spec.resource_type
-            and _for_patient(r, patient_id)
+            and for_patient(r, patient_id)
             and (wanted is None or _matches_code(r, wanted))
         ]
         out[spec.key] = {
