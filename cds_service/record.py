@@ -738,26 +738,7 @@ class RecordBuilder:
             )
             record.no_medications = NoMedications(_ref(raw), when)
             return
-        start: When | None
-        asserted: When | None = None
-        if rtype == "MedicationAdministration":
-            given = cast(views.MedicationAdministration, model)
-            start = to_when(
-                given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
-            )
-        elif rtype == "MedicationRequest":
-            start = to_when(cast(views.MedicationRequest, model).authoredOn)
-        elif rtype == "MedicationStatement":
-            taken = cast(views.MedicationStatement, model)
-            start = to_when(
-                taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
-            )
-            asserted = to_when(taken.dateAsserted)
-        else:
-            handed = cast(views.MedicationDispense, model)
-            start = to_when(handed.whenHandedOver or handed.whenPrepared)
-        period: views.Period | None = getattr(model, "effectivePeriod", None)
-        last = to_when(period.end) if period is not None and period.end else None
+        start, asserted, last = _use_dates(model, rtype)
         if product is not None:
             record.exposures.append(
                 Exposure(
@@ -771,40 +752,53 @@ class RecordBuilder:
             )
             return
         record.other_medications.append(_ref(raw))
-        drugs = self.kn.vs("causative-drugs")
-        names = self.kn.drug_names
-        hit = drugs.first_match(codings)
+        drug = self._causative_drug(raw, model, codings, texts, (start, asserted, last))
+        if drug is not None:
+            record.drugs.append(drug)
+
+    def _causative_drug(
+        self,
+        raw: dict[str, Any],
+        model: views.MedicationConcept,
+        codings: tuple[Coding, ...],
+        texts: list[str | None],
+        dates: tuple[When | None, When | None, When | None],
+    ) -> DrugExposure | None:
+        """A non-IG medication that can cause secondary hypogammaglobulinemia (by code, else by
+        a drug name in its text), with its course as the record states it; None otherwise."""
+        rtype, status = raw["resourceType"], raw.get("status")
+        start, asserted, last = dates
+        hit = self.kn.vs("causative-drugs").first_match(codings)
         lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
-        name = next((n for t in lowered for n in names if n in t), None)
-        if hit is not None or name is not None:
-            if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
-                return  # a proposal or plan is not an order: nothing was given
-            label = name or next((t for t in texts if t), None) or "medication"
-            dosages = _dosages(model, rtype)
-            if rtype == "MedicationRequest" and last is None:
-                last = _bounds_end(dosages, start)  # the order's own course end, if stated
-            ongoing = last is None and status in {"active", "in-progress", "on-hold"}
-            rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
-                self.kn.drug_rules.get(name) if name else None
-            )
-            first = start.date if start is not None else None
-            end = last.date if last is not None else (self.today if ongoing else None)
-            record.drugs.append(
-                DrugExposure(
-                    _ref(raw),
-                    codings,
-                    label,
-                    last or start or asserted,
-                    ongoing,
-                    ingredient=rule.name if rule else label,
-                    route=self._route_class(dosages, texts),
-                    days=_course_days(model, rtype, dosages, first, end),
-                    daily_mg=_daily_mg(dosages),
-                    single_dose=rtype == "MedicationAdministration",
-                    start=start,
-                    uncertain=rtype == "MedicationRequest" and status == "stopped",
-                )
-            )
+        name = next((n for t in lowered for n in self.kn.drug_names if n in t), None)
+        if hit is None and name is None:
+            return None
+        if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
+            return None  # a proposal or plan is not an order: nothing was given
+        label = name or next((t for t in texts if t), None) or "medication"
+        dosages = _dosages(model, rtype)
+        if rtype == "MedicationRequest" and last is None:
+            last = _bounds_end(dosages, start)  # the order's own course end, if stated
+        ongoing = last is None and status in {"active", "in-progress", "on-hold"}
+        rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
+            self.kn.drug_rules.get(name) if name else None
+        )
+        first = start.date if start is not None else None
+        end = last.date if last is not None else (self.today if ongoing else None)
+        return DrugExposure(
+            _ref(raw),
+            codings,
+            label,
+            last or start or asserted,
+            ongoing,
+            ingredient=rule.name if rule else label,
+            route=self._route_class(dosages, texts),
+            days=_course_days(model, rtype, dosages, first, end),
+            daily_mg=_daily_mg(dosages),
+            single_dose=rtype == "MedicationAdministration",
+            start=start,
+            uncertain=rtype == "MedicationRequest" and status == "stopped",
+        )
 
     def _route_class(self, dosages: list[Dosages], texts: list[str | None]) -> str | None:
         """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
@@ -1032,6 +1026,33 @@ def _bounds_end(dosages: list[Dosages], start: When | None) -> When | None:
             if days is not None:  # duration_to_days refuses absurd lengths
                 ends.append(When(start.date + dt.timedelta(days=round(days))))
     return max(ends, key=lambda w: w.last) if ends else None
+
+
+def _use_dates(
+    model: views.MedicationConcept, rtype: str
+) -> tuple[When | None, When | None, When | None]:
+    """(start, asserted, last) of a medication use: when it was given, taken, ordered or
+    handed over; when a statement was made; when a stated period ended."""
+    asserted: When | None = None
+    if rtype == "MedicationAdministration":
+        given = cast(views.MedicationAdministration, model)
+        start = to_when(
+            given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
+        )
+    elif rtype == "MedicationRequest":
+        start = to_when(cast(views.MedicationRequest, model).authoredOn)
+    elif rtype == "MedicationStatement":
+        taken = cast(views.MedicationStatement, model)
+        start = to_when(
+            taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
+        )
+        asserted = to_when(taken.dateAsserted)
+    else:
+        handed = cast(views.MedicationDispense, model)
+        start = to_when(handed.whenHandedOver or handed.whenPrepared)
+    period: views.Period | None = getattr(model, "effectivePeriod", None)
+    last = to_when(period.end) if period is not None and period.end else None
+    return start, asserted, last
 
 
 def _course_days(
