@@ -31,6 +31,7 @@ from cds_service.rules.context import (
     qualitative,
 )
 
+CID = "secondary-causes-excluded"
 MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
 
 
@@ -122,105 +123,157 @@ def _drug_rule(kn: Knowledge, d: DrugExposure) -> str:
     return rule.exposure if rule else "deny"
 
 
-def decide(ctx: Context) -> Finding:
-    rule = ctx.params.secondary_causes_excluded
-    kn, rec, say = ctx.kn, ctx.record, ctx.say
-    cid = "secondary-causes-excluded"
-    # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
-    pi = kn.vs(ctx.params.diagnosis.valueset)
-    active = [c for c in rec.conditions if c.active and not pi.any_match(c.codings)]
-    cause_sets = [kn.vs(v) for v in rule.condition_valuesets.values()]
-    candidates = [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
-    causes = [c for c in candidates if c.confirmed]
+@dataclass(frozen=True)
+class _Drugs:
+    """The record's causative drugs, sorted by what the source says of each at its exposure."""
+
+    since: dt.date  # start of the look-back
+    windows: dict[str, str]  # ref -> in / out / undated / partial (see _drug_window)
+    exposure: dict[str, str]  # ref -> deny / review / ... (codes.yaml exposure rules)
+    deny: list[DrugExposure]  # drugs that lower IgG at any exposure, still to be placed in time
+
+
+def _drugs(ctx: Context, rule: SecondaryCausesParams) -> _Drugs:
+    """Each drug's exposure rule and look-back window. A depleting drug first given after the low
+    IgG cannot have caused it, and an order that documents no administration (stopped) does not
+    show exposure: both are asked about (review), not denied."""
+    rec = ctx.record
+    since = months_before(rec.today, rule.drug_lookback_months)
+    windows = {d.ref: _drug_window(d, since) for d in rec.drugs}
+    exposure = {d.ref: _drug_rule(ctx.kn, d) for d in rec.drugs}
+    deny = [d for d in rec.drugs if exposure[d.ref] == "deny"]
+    low_igg = _qualifying_low_igg(ctx)
+    for d in deny:
+        if _started_after(d, low_igg) or d.uncertain:
+            exposure[d.ref] = "review"
+    return _Drugs(since, windows, exposure, [d for d in deny if exposure[d.ref] == "deny"])
+
+
+def _found_cause(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    causes: list[ConditionFact],
+    drugs: _Drugs,
+    hiv: Measurement | None,
+    hiv_result: str | None,
+) -> Finding | None:
+    """Not met when a confirmed cause is on record: a condition, a drug that lowers IgG taken in
+    the look-back, or a positive HIV test (in that order)."""
+    cid, say = CID, ctx.say
     if causes:
-        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in causes}))
+        names = ", ".join(sorted({_cause_name(ctx.kn, rule, c) for c in causes}))
         return Finding(
             cid,
             Status.NOT_MET,
             say(f"{cid}.not-met-condition", names=names),
             tuple(c.ref for c in causes),
         )
-    drug_months = rule.drug_lookback_months
-    since = months_before(rec.today, drug_months)
-    windows = {d.ref: _drug_window(d, since) for d in rec.drugs}
-    exposure = {d.ref: _drug_rule(kn, d) for d in rec.drugs}
-    deny = [d for d in rec.drugs if exposure[d.ref] == "deny"]
-    low_igg = _qualifying_low_igg(ctx)
-    # a depleting drug first given after the low IgG cannot have caused it, and an order that
-    # documents no administration (stopped) does not show exposure: both ask for a review
-    after_low = [d for d in deny if _started_after(d, low_igg)]
-    not_given = [d for d in deny if d.uncertain]
-    for d in (*after_low, *not_given):
-        exposure[d.ref] = "review"
-    deny = [d for d in deny if exposure[d.ref] == "deny"]
-    denied = [d for d in deny if windows[d.ref] == "in"]
+    denied = [d for d in drugs.deny if drugs.windows[d.ref] == "in"]
     if denied:
         names = ", ".join(sorted({d.name for d in denied}))
         return Finding(
             cid,
             Status.NOT_MET,
-            say(f"{cid}.not-met-drug", months=drug_months, names=names),
+            say(f"{cid}.not-met-drug", months=rule.drug_lookback_months, names=names),
             tuple(d.ref for d in denied),
         )
-    hiv = latest_measurement(rec, kn.vs(rule.hiv_test_valueset))
-    hiv_result = _hiv_result(ctx, rule, hiv)
     if hiv is not None and hiv_result == "positive":
         return Finding(
             cid, Status.NOT_MET, say(f"{cid}.not-met-hiv", date=str(hiv.when)), (hiv.ref,)
         )
+    return None
+
+
+def _stated_no_medications(ctx: Context, since: dt.date) -> bool:
+    """The record states, within the look-back, that the patient takes no medications."""
+    none = ctx.record.no_medications
+    return none is not None and none.when is not None and none.when.last >= since
+
+
+def _open_records(ctx: Context, drugs: _Drugs, open_: _Open) -> None:
+    """Gaps in the records the exclusion rests on. A medication list that holds nothing but IG
+    (or could not be read) shows no review of the drugs that lower IgG, unless it states that
+    the patient takes no medications; a Condition or medication record that could not be read
+    may be the cause: never treated as excluded (contract)."""
+    rec, say = ctx.record, ctx.say
+    reviewed = bool(rec.other_medications) or _stated_no_medications(ctx, drugs.since)
+    if not reviewed or any(k in rec.unavailable for k in MEDICATION_KEYS):
+        open_.missing.append(say.need(f"{CID}.missing-drug-review"))
+    unread = sorted({i.ref for i in rec.issues if i.ref.split("/")[0] in UNREAD_BLOCKS_EXCLUSION})
+    if unread:
+        open_.add(
+            say(f"{CID}.gap-unreadable", refs=", ".join(unread)),
+            say.need(f"{CID}.missing-unreadable"),
+            unread,
+        )
+
+
+def _met(
+    ctx: Context,
+    drugs: _Drugs,
+    hiv: Measurement | None,
+    workups: list[Measurement],
+    cleared: list[tuple[str, tuple[str, ...]]],
+    evidence: tuple[str, ...],
+) -> Finding:
+    """Met: HIV excluded, the work-up done, every open item closed; the reason names what was
+    cleared and on which records."""
+    rec, say = ctx.record, ctx.say
+    workup_date = max(str(m.when) for m in workups)
+    reason: str = say(f"{CID}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date)
+    none = rec.no_medications
+    if none is not None and _stated_no_medications(ctx, drugs.since) and not rec.other_medications:
+        reason += " " + say(f"{CID}.no-medications", date=str(none.when or ""))
+        evidence += (none.ref,)
+    for text, refs in cleared:
+        reason += " " + text
+        evidence += refs
+    return Finding(CID, Status.MET, reason, evidence)
+
+
+def decide(ctx: Context) -> Finding:
+    rule = ctx.params.secondary_causes_excluded
+    kn, rec, say = ctx.kn, ctx.record, ctx.say
+    # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
+    pi = kn.vs(ctx.params.diagnosis.valueset)
+    active = [c for c in rec.conditions if c.active and not pi.any_match(c.codings)]
+    cause_sets = [kn.vs(v) for v in rule.condition_valuesets.values()]
+    candidates = [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
+    drugs = _drugs(ctx, rule)
+    hiv = latest_measurement(rec, kn.vs(rule.hiv_test_valueset))
+    hiv_result = _hiv_result(ctx, rule, hiv)
+    causes = [c for c in candidates if c.confirmed]
+    found = _found_cause(ctx, rule, causes, drugs, hiv, hiv_result)
+    if found is not None:
+        return found
     open_ = _Open([], [], [])
-    _open_drugs(ctx, rule, open_, deny, windows, exposure)
+    _open_drugs(ctx, rule, open_, drugs.deny, drugs.windows, drugs.exposure)
     suspected = [c for c in candidates if not c.confirmed]
     if suspected:
         names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
         open_.add(
-            say(f"{cid}.gap-suspected", names=names),
-            say.need(f"{cid}.missing-suspected", names=names),
+            say(f"{CID}.gap-suspected", names=names),
+            say.need(f"{CID}.missing-suspected", names=names),
             (c.ref for c in suspected),
         )
     _open_review_conditions(ctx, rule, active, open_)
     _open_hiv_inconclusive(ctx, rule, active, hiv, hiv_result, open_)
     cleared = _open_protein_loss(ctx, rule, active, open_)
     workups = _open_workup(ctx, rule, hiv, hiv_result, open_)
-    # the drug exclusion rests on a medication list: one that holds nothing but IG (or could
-    # not be read) shows no review of the drugs that lower IgG, unless the record states
-    # explicitly that the patient takes no medications
-    stated_none = rec.no_medications is not None and (
-        rec.no_medications.when is not None and rec.no_medications.when.last >= since
-    )
-    reviewed = bool(rec.other_medications) or stated_none
-    if not reviewed or any(k in rec.unavailable for k in MEDICATION_KEYS):
-        open_.missing.append(say.need(f"{cid}.missing-drug-review"))
-    # a Condition or medication record that could not be read may be the secondary cause:
-    # data that could not be read is never treated as excluded (contract)
-    unread = sorted({i.ref for i in rec.issues if i.ref.split("/")[0] in UNREAD_BLOCKS_EXCLUSION})
-    if unread:
-        open_.add(
-            say(f"{cid}.gap-unreadable", refs=", ".join(unread)),
-            say.need(f"{cid}.missing-unreadable"),
-            unread,
-        )
+    _open_records(ctx, drugs, open_)
     evidence = tuple(
         dict.fromkeys([*(m.ref for m in ([hiv] if hiv else []) + workups), *open_.evidence])
     )
     if open_.gaps or open_.missing:
-        gaps = "; ".join(open_.gaps) or say(f"{cid}.missing-drug-review")
+        gaps = "; ".join(open_.gaps) or say(f"{CID}.missing-drug-review")
         return Finding(
-            cid,
+            CID,
             Status.INSUFFICIENT,
-            say(f"{cid}.insufficient", gaps=gaps),
+            say(f"{CID}.insufficient", gaps=gaps),
             evidence,
             tuple(open_.missing),
         )
-    workup_date = max(str(m.when) for m in workups)
-    reason: str = say(f"{cid}.met", hiv_date=str(hiv.when if hiv else ""), workup_date=workup_date)
-    if rec.no_medications is not None and stated_none and not rec.other_medications:
-        reason += " " + say(f"{cid}.no-medications", date=str(rec.no_medications.when or ""))
-        evidence += (rec.no_medications.ref,)
-    for text, refs in cleared:
-        reason += " " + text
-        evidence += refs
-    return Finding(cid, Status.MET, reason, evidence)
+    return _met(ctx, drugs, hiv, workups, cleared, evidence)
 
 
 def _open_drugs(
@@ -475,8 +528,7 @@ def _open_workup(
     workup_months = rule.workup_lookback_months
     workup_since = months_before(rec.today, workup_months)
     found = {
-        v: latest_measurement(rec, kn.vs(v), workup_since)
-        for v in rule.malignancy_workup_valuesets
+        v: latest_measurement(rec, kn.vs(v), workup_since) for v in rule.malignancy_workup_valuesets
     }
     workups = [m for m in found.values() if m is not None]
     if not workups:
