@@ -134,11 +134,27 @@ def _fractions(ctx: Context, rule: VaccineResponseParams, vdate: dt.date) -> lis
     return [r.fraction for r in bands]
 
 
-def decide(ctx: Context) -> Finding:
-    rule = ctx.params.vaccine_response
+CID = "vaccine-response"
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """The titers the response is judged on: one per serotype, drawn in the window after the
+    chosen PPSV23, not on IG; with the results of the same draw that could not be read."""
+
+    vaccine: Any  # the ImmunizationFact
+    vdate: dt.date
+    phases: dict[int, Phase]  # by id() of each titer in the window
+    by_serotype: dict[str, Measurement]
+    post: list[Measurement]
+    unusable: list[Measurement]
+
+
+def _sample(ctx: Context, rule: VaccineResponseParams) -> Finding | _Sample:
+    """The sample to judge, or why there is none to judge (no vaccine, titers outside the
+    window, all on IG, too few serotypes): documentation missing, never not met."""
     rec, say, tl = ctx.record, ctx.say, ctx.timeline
-    cid = "vaccine-response"
-    missing = (say.need(f"{cid}.missing"),)
+    missing = (say.need(f"{CID}.missing"),)
     vaccines = sorted(
         (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
         key=lambda i: i.when.date if i.when else dt.date.min,
@@ -146,75 +162,80 @@ def decide(ctx: Context) -> Finding:
     read = _titers(ctx, rule)
     titers, unusable = read.usable, read.unusable
     if not vaccines:
-        key = f"{cid}.no-vaccine" if titers else f"{cid}.none"
+        key = f"{CID}.no-vaccine" if titers else f"{CID}.none"
         if any(i.kind == "unspecified" for i in rec.immunizations):
-            key = f"{cid}.unspecified-vaccine"
+            key = f"{CID}.unspecified-vaccine"
         return Finding(
-            cid, Status.INSUFFICIENT, say(key), unique_refs(m.ref for m in titers), missing
+            CID, Status.INSUFFICIENT, say(key), unique_refs(m.ref for m in titers), missing
         )
     vaccine, after, post, why_not = _choose_vaccine(ctx, rule, vaccines, titers)
-    vdate = vaccine.when.date
     if after and not post:
-        return Finding(
-            cid,
-            Status.INSUFFICIENT,
-            why_not,
-            (vaccine.ref, *unique_refs(m.ref for m in after)),
-            missing,
-        )
+        refs = (vaccine.ref, *unique_refs(m.ref for m in after))
+        return Finding(CID, Status.INSUFFICIENT, why_not, refs, missing)
     phases = {id(m): tl.phase(m.when) for m in post}
     on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
     post = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
     if on_ig and not post:
         refs = (vaccine.ref, *unique_refs(m.ref for m in on_ig))
-        return Finding(cid, Status.INSUFFICIENT, say(f"{cid}.on-treatment"), refs, missing)
+        return Finding(CID, Status.INSUFFICIENT, say(f"{CID}.on-treatment"), refs, missing)
     by_serotype = _latest_per_serotype(post, ctx.kn.vs(rule.titer_valueset))
     tested = len(by_serotype)
     if tested < rule.min_serotypes:
-        key = f"{cid}.units" if unusable and not post else f"{cid}.too-few"
+        key = f"{CID}.units" if unusable and not post else f"{CID}.too-few"
         units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
         return Finding(
-            cid,
+            CID,
             Status.INSUFFICIENT,
             say(key, tested=tested, min=rule.min_serotypes, units=units_seen),
             (vaccine.ref, *unique_refs(m.ref for m in [*post, *unusable])),
             missing,
         )
+    return _Sample(vaccine, vaccine.when.date, phases, by_serotype, post, unusable)
+
+
+def decide(ctx: Context) -> Finding:
+    rule = ctx.params.vaccine_response
+    say = ctx.say
+    sample = _sample(ctx, rule)
+    if isinstance(sample, Finding):
+        return sample
+    by_serotype, tested = sample.by_serotype, len(sample.by_serotype)
     cutoff = rule.protective_titer_ug_ml
     protective = sum(1 for m in by_serotype.values() if (m.value or 0.0) >= cutoff)
-    fractions = _fractions(ctx, rule, vdate)
-    evidence = (vaccine.ref, *sorted(unique_refs(m.ref for m in by_serotype.values())))
+    fractions = _fractions(ctx, rule, sample.vdate)
+    evidence = (sample.vaccine.ref, *sorted(unique_refs(m.ref for m in by_serotype.values())))
     share = protective / tested
     fields = {
         "protective": protective,
         "tested": tested,
         "cutoff": fmt(cutoff),
-        "date": str(vdate),
+        "date": str(sample.vdate),
         "fraction": round(max(fractions) * 100),
     }
-    unread = _unread_same_sample(unusable, by_serotype)
-    if unread and all(share < f for f in fractions):
+    impaired = all(share < f for f in fractions)
+    unread = _unread_same_sample(sample.unusable, by_serotype)
+    if unread and impaired:
         best = (protective + len(unread)) / (tested + len(unread))
         if not all(best < f for f in fractions):
             return Finding(
-                cid,
+                CID,
                 Status.INSUFFICIENT,
-                say(f"{cid}.unread-titers", count=len(unread), **fields),
+                say(f"{CID}.unread-titers", count=len(unread), **fields),
                 (*evidence, *unique_refs(m.ref for m in unread)),
-                missing,
+                (say.need(f"{CID}.missing"),),
             )
-    if all(share < f for f in fractions):
-        return Finding(cid, Status.MET, say(f"{cid}.met", **fields), evidence)
+    if impaired:
+        return Finding(CID, Status.MET, say(f"{CID}.met", **fields), evidence)
     if any(share < f for f in fractions):
         fields["fraction"] = round(min(fractions) * 100)
         return Finding(
-            cid,
+            CID,
             Status.INSUFFICIENT,
-            say(f"{cid}.age-unknown", **fields, high=round(max(fractions) * 100)),
+            say(f"{CID}.age-unknown", **fields, high=round(max(fractions) * 100)),
             evidence,
             (say.need("age.missing"),),
         )
-    return _normal_looking(ctx, vdate, fields, evidence, phases, by_serotype)
+    return _normal_looking(ctx, sample.vdate, fields, evidence, sample.phases, by_serotype)
 
 
 def _normal_looking(
