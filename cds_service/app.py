@@ -39,6 +39,7 @@ from cds_service.errors import (
     UnsupportedMediaType,
 )
 from cds_service.fhir.client import Allowlist, FetchLimits, FhirFetcher
+from cds_service.hooks.models import Response as HookResponse
 from cds_service.observe import Observe, hook_instance
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
@@ -408,7 +409,7 @@ def create_app(
     async def discovery() -> Response:
         return Response(discovery_body, media_type="application/json")
 
-    def evaluate_and_record(service_id: str, body: bytes, state: Any) -> dict[str, Any]:
+    def evaluate_and_record(service_id: str, body: bytes, state: Any) -> HookResponse:
         state.hook_instance = hook_instance(body)  # for the access line
         answer = engine.answer(service_id, body, reports=True)
         if answer.evaluation is not None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cds_service.domain import Finding, Outcome, Status
 from cds_service.engine import Determination
+from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
 from cds_service.orderables import Actions, OrderContext
 from cds_service.wording import CARDS_DIR
@@ -34,7 +35,7 @@ DETERMINATION_KEY = "ivig-cds.determination"
 ASSERTION_KEY = "ivig-cds.coverage-assertion-id"
 REPORT_KEY = "ivig-cds.report"
 CARD_TYPE_KEY = "ivig-cds.card-type"
-INDICATOR = {
+INDICATOR: dict[str, Indicator] = {
     "meets-criteria": "info",
     "insufficient-documentation": "warning",
     "does-not-meet-criteria": "critical",
@@ -138,7 +139,7 @@ def _months_between(earlier: dt.date, later: dt.date) -> int:
 
 
 # one card to act on: kind, topic (CRD card type), summary, detail, indicator, its finding
-Gap = tuple[str, str, str, str, str, Finding | None]
+Gap = tuple[str, str, str, str, Indicator, Finding | None]
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class CardRenderer:
         return _clip(summary), detail
 
     # -- cards -------------------------------------------------------------------------------
-    def render(self, det: Determination, source: Json, call: CardCall) -> list[Json]:
+    def render(self, det: Determination, source: Json, call: CardCall) -> list[Card]:
         """The cards of an order-sign call, complete, in the order the clinician reads them."""
         wanted = call.config
         gaps: list[Gap] = []
@@ -275,7 +276,7 @@ class CardRenderer:
             )
         return cards[: int(wanted.get("max-cards", len(cards)))]
 
-    def render_select(self, det: Determination, source: Json, call: CardCall) -> list[Json]:
+    def render_select(self, det: Determination, source: Json, call: CardCall) -> list[Card]:
         """order-select: one card (what signing will need), still carrying the determination."""
         base = self._base(det, source)
         summary, detail = self._render(
@@ -284,7 +285,7 @@ class CardRenderer:
             open_items=det.open_items,
             not_met=_not_met(det),
         )
-        indicator = "warning" if det.outcome == Outcome.DOES_NOT_MEET else "info"
+        indicator: Indicator = "warning" if det.outcome == Outcome.DOES_NOT_MEET else "info"
         return [
             self._card(
                 call,
@@ -327,15 +328,15 @@ class CardRenderer:
         kind: str,
         summary: str,
         detail: str,
-        indicator: str,
+        indicator: Indicator,
         source: Json,
         topic: str,
         evidence: tuple[str, ...],
         *,
         extension: Json | None = None,
         already: set[str] | None = None,
-    ) -> Json:
-        card: Json = {
+    ) -> Card:
+        card: Card = {
             "uuid": str(uuid.uuid4()),
             "summary": summary,
             "indicator": indicator,
@@ -358,7 +359,7 @@ class CardRenderer:
             reasons = self._override_reasons(det, kind)
             if reasons:
                 card["overrideReasons"] = reasons
-        links = [
+        links: list[Link] = [
             {
                 "label": f"Policy: {s.label}",
                 "url": s.url,
@@ -400,7 +401,7 @@ class CardRenderer:
             found = list(kn.policy.sources.values())[:1]
         return list({s.url: s for s in found}.values())[:3]
 
-    def _override_reasons(self, det: Determination, kind: str) -> list[Json]:
+    def _override_reasons(self, det: Determination, kind: str) -> list[Coding]:
         assert self.actions is not None
         codes: list[str] | None = None
         if kind not in ("summary", "dose", "safety"):
@@ -412,7 +413,7 @@ class CardRenderer:
 
     def _suggestions(
         self, call: CardCall, det: Determination, kind: str, already: set[str] | None
-    ) -> list[Json]:
+    ) -> list[Suggestion]:
         if self.actions is None:
             return []
         if call.hook == "order-select":
@@ -430,7 +431,7 @@ class CardRenderer:
                 out.insert(0, change)
         return out
 
-    def _dose_change(self, det: Determination, call: CardCall) -> Json | None:
+    def _dose_change(self, det: Determination, call: CardCall) -> Suggestion | None:
         """An out-of-range dose: the in-range dose at the documented weight, as an update of the
         draft MedicationRequest (only for a plain gram dose the update can rewrite exactly)."""
         d, order = det.dose, det.order
@@ -504,7 +505,7 @@ def _clip(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-def _indicator(f: Finding) -> str:
+def _indicator(f: Finding) -> Indicator:
     return "critical" if f.status is Status.NOT_MET else "warning"
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -234,7 +235,7 @@ def evaluate(request_file: Path, service_id: str, as_json: bool, cards: bool) ->
 
 
 def _print_summary(
-    response: dict[str, Any], det: dict[str, Any] | None, facts: dict[str, Any], cards_dir: Path
+    response: Mapping[str, Any], det: dict[str, Any] | None, facts: dict[str, Any], cards_dir: Path
 ) -> None:
     """The determination as a person reads it: headline, criteria table, dose, card summaries
     (wording from cards/report.yaml, the report's vocabulary)."""

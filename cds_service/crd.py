@@ -33,6 +33,7 @@ from typing import Any
 from cds_service.domain import Outcome, Status
 from cds_service.engine import Determination
 from cds_service.fhir import bundle
+from cds_service.hooks.models import Action
 
 Json = dict[str, Any]
 EXT_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
@@ -117,7 +118,7 @@ def coverage_extension(
     return {"url": EXT_URL, "extension": subs}
 
 
-def system_action(order: Json, extension: Json) -> Json:
+def system_action(order: Json, extension: Json) -> Action:
     """Update of the draft order: its own content plus this coverage-information extension
     (an earlier repetition for the same coverage is replaced; nothing else changes)."""
     updated = copy.deepcopy(order)

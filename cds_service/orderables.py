@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cds_service.domain import Status
 from cds_service.engine import Determination
+from cds_service.hooks.models import Coding, Suggestion
 from cds_service.knowledge import KNOWLEDGE_DIR, Knowledge, KnowledgeError
 from cds_service.wording import CARDS_DIR
 
@@ -152,7 +153,7 @@ class Actions:
                     raise KnowledgeError(f"override-reasons.yaml: cards.{kind}: {code!r}?")
 
     # -- override reasons ----------------------------------------------------------------
-    def override_reasons(self, kind: str, codes: list[str] | None = None) -> list[Json]:
+    def override_reasons(self, kind: str, codes: list[str] | None = None) -> list[Coding]:
         """The card's override reasons: `codes` (chosen for the finding) or its type's list."""
         chosen = self.overrides.cards.get(kind, []) if codes is None else codes
         return [
@@ -176,7 +177,7 @@ class Actions:
 
     def suggestions(
         self, kind: str, det: Determination, ctx: OrderContext, already: set[str]
-    ) -> list[Json]:
+    ) -> list[Suggestion]:
         """Suggestions for one card; `already` holds orderables suggested on earlier cards."""
         out = []
         for rule in self._rules_that_apply(kind, det):
@@ -188,14 +189,14 @@ class Actions:
             out.append(self._suggestion(rule.orderable, rule.recommended != "never", ctx))
         return out
 
-    def all_suggestions(self, det: Determination, ctx: OrderContext) -> list[Json]:
+    def all_suggestions(self, det: Determination, ctx: OrderContext) -> list[Suggestion]:
         already: set[str] = set()
-        out: list[Json] = []
+        out: list[Suggestion] = []
         for kind in self.file.suggest:
             out.extend(self.suggestions(kind, det, ctx, already))
         return out
 
-    def _suggestion(self, oid: str, recommended: bool, ctx: OrderContext) -> Json:
+    def _suggestion(self, oid: str, recommended: bool, ctx: OrderContext) -> Suggestion:
         o = self.file.orderables[oid]
         cat = self.file.categories[o.category]
         loinc = self.kn.systems["loinc"]

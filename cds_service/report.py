@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,7 @@ def _changes(limits: list[tuple[dt.date, float]]) -> list[tuple[dt.date, float]]
     return out
 
 
-def _coverage_rows(response: dict[str, Any]) -> list[tuple[str, str]]:
+def _coverage_rows(response: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     for action in response.get("systemActions", []):
         for ext in (action.get("resource") or {}).get("extension", []):

@@ -23,6 +23,7 @@ from cds_service.errors import (
     UnknownService,
 )
 from cds_service.fhir import bundle
+from cds_service.hooks.models import Action, Card, Response
 from cds_service.knowledge import Knowledge
 from cds_service.orderables import Actions, OrderContext
 from cds_service.protocol import ParsedRequest, parse_request
@@ -109,7 +110,7 @@ COVERAGE_KEY = record.PrefetchKey("coverage", "Coverage", crd.COVERAGE_QUERY, Fa
 class Answer:
     """A service response and, when it carries cards, what storage keeps of it."""
 
-    response: dict[str, Any]
+    response: Response
     evaluation: Evaluation | None = None
 
 
@@ -260,7 +261,7 @@ class Engine:
         rec.empty = empty
         return engine.evaluate(rec, self.kn, self.say)
 
-    def respond(self, service_id: str, body: bytes) -> dict[str, Any]:
+    def respond(self, service_id: str, body: bytes) -> Response:
         return self.answer(service_id, body).response
 
     def answer(self, service_id: str, body: bytes, *, reports: bool = False) -> Answer:
@@ -299,7 +300,7 @@ class Engine:
             else None
         )
         # CDS Hooks 2.0.1 "Use of JSON": an OPTIONAL array is omitted when empty (never [])
-        response: dict[str, Any] = {"cards": cards}
+        response: Response = {"cards": cards}
         if action is not None:
             response["systemActions"] = [action]
         stored = bounded_evidence(cards[0]["extension"][DETERMINATION_KEY])
@@ -335,7 +336,7 @@ class Engine:
         order: dict[str, Any] | None,
         assertion_id: str,
         hook: str,
-    ) -> dict[str, Any] | None:
+    ) -> Action | None:
         """The CRD coverage-information systemAction on `order` (the draft order being
         evaluated, as the cards found it)."""
         if order is None:
@@ -437,11 +438,14 @@ def bounded_evidence(det: dict[str, Any], limit: int = STORED_EVIDENCE_MAX) -> d
     return out
 
 
-def _with_determination(response: dict[str, Any], det: dict[str, Any]) -> dict[str, Any]:
+def _with_determination(response: Response, det: dict[str, Any]) -> Response:
     """The response with the first card's determination replaced (a copy; cards not copied)."""
     first = response["cards"][0]
-    card = {**first, "extension": {**first["extension"], DETERMINATION_KEY: det}}
-    return {**response, "cards": [card, *response["cards"][1:]]}
+    card: Card = {**first, "extension": {**first.get("extension", {}), DETERMINATION_KEY: det}}
+    out: Response = {"cards": [card, *response["cards"][1:]]}
+    if "systemActions" in response:
+        out["systemActions"] = response["systemActions"]
+    return out
 
 
 def build_engine(

@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +144,7 @@ class Evaluation:
     policy: str
     outcome: str
     determination: dict[str, Any]
-    response: dict[str, Any]
+    response: Mapping[str, Any]  # the CDS Hooks response as sent (hooks.models.Response)
     cards: tuple[CardRecord, ...]
     created_at: str = ""
     report_facts: dict[str, Any] | None = None

@@ -254,6 +254,52 @@ def test_cards_show_dates_as_dates_and_the_determination_keeps_iso(
     assert not re.search(r"\d{4}-\d\d-\d\d", text)
     assert "10 Feb 2024" in text  # the pneumonia of 2024-02-10
     det = cards[0]["extension"]["ivig-cds.determination"]
-    assert "2024-02-10" in next(c for c in det["criteria"] if c["id"] == "infection-history")[
-        "reason"
-    ]
+    assert (
+        "2024-02-10" in next(c for c in det["criteria"] if c["id"] == "infection-history")["reason"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "written", "typo", "error"),
+    [
+        ("cards.py", '"autolaunchable": False', '"autoLaunchable": False', "autoLaunchable"),
+        ("cards.py", '"selectionBehavior"] = "any"', '"selectionBehavior"] = "all"', "all"),
+        (
+            "orderables.py",
+            '"isRecommended": recommended',
+            '"recommended": recommended',
+            "recommended",
+        ),
+        ("crd.py", '"type": "update"', '"type": "modify"', "modify"),
+    ],
+)
+def test_a_misspelt_card_field_fails_type_checking(
+    module: str, written: str, typo: str, error: str
+) -> None:
+    """Cards, suggestions and actions are typed with the CDS Hooks names (hooks/models.py): a
+    misspelt field or a value the specification does not allow is a mypy --strict error where
+    the card is written, not a card the EHR silently ignores."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cds_service
+
+    root = Path(cds_service.__file__).resolve().parent
+    text = (root / module).read_text(encoding="utf-8")
+    assert written in text
+    # the module's text as a program (`-c`): always checked afresh, its imports from mypy's cache
+    # (a --shadow-file run can be answered from the cache of the unchanged file)
+    checks = {
+        mutated: subprocess.run(
+            [sys.executable, "-m", "mypy", "--strict", "-c", body],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=root.parent,
+        )
+        for mutated, body in ((False, text), (True, text.replace(written, typo, 1)))
+    }
+    assert checks[False].returncode == 0, checks[False].stdout  # the module as it is: clean
+    assert checks[True].returncode == 1, checks[True].stdout
+    assert error in checks[True].stdout

@@ -1,0 +1,1 @@
+"""CDS Hooks and Da Vinci CRD wire shapes (what the service sends an EHR)."""
