@@ -57,22 +57,22 @@ def _covered(p: _Problems) -> Finding | None:
     )
 
 
-def _provisional(p: _Problems) -> Finding | None:
-    """A covered diagnosis that is not confirmed (provisional, differential)."""
-    found = [c for c in p.active if p.covered.any_match(c.codings)]
+def _coded_in(p: _Problems, vs: ValueSet, key: str) -> Finding | None:
+    """Documentation missing when an active Condition is coded in `vs` (worded by `key`)."""
+    found = [c for c in p.active if vs.any_match(c.codings)]
     if not found:
         return None
-    reason = p.ctx.say("diagnosis.provisional", codes=p.codes(p.covered, found))
-    return p.insufficient(reason, [c.ref for c in found])
+    return p.insufficient(p.ctx.say(key, codes=p.codes(vs, found)), [c.ref for c in found])
+
+
+def _provisional(p: _Problems) -> Finding | None:
+    """A covered diagnosis that is not confirmed (provisional, differential)."""
+    return _coded_in(p, p.covered, "diagnosis.provisional")
 
 
 def _broad(p: _Problems) -> Finding | None:
     """A code too broad to say which immunodeficiency (the specific one is asked for)."""
-    found = [c for c in p.active if p.broad.any_match(c.codings)]
-    if not found:
-        return None
-    reason = p.ctx.say("diagnosis.broad", codes=p.codes(p.broad, found))
-    return p.insufficient(reason, [c.ref for c in found])
+    return _coded_in(p, p.broad, "diagnosis.broad")
 
 
 def _not_read(p: _Problems) -> Finding | None:
