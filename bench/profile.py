@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from bench import records
-from cds_service.app import engine_from_settings
+from cds_service.app import pipeline_from_settings
 from cds_service.settings import Settings
 from cds_service.storage import Storage
 
@@ -27,13 +27,13 @@ from cds_service.storage import Storage
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else max(3, 20_000 // max(n, 1))
-    engine = engine_from_settings(Settings())
+    pipeline = pipeline_from_settings(Settings())
     bodies = [orjson.dumps(records.order_sign_request(n, seed)) for seed in range(7, 11)]
     with tempfile.TemporaryDirectory() as tmp:
         store = Storage(f"sqlite:///{Path(tmp) / 'profile.db'}")
 
         def one(i: int, record: bool = True) -> bytes:
-            answer = engine.answer("ivig-order-sign", bodies[i % len(bodies)], reports=True)
+            answer = pipeline.answer("ivig-order-sign", bodies[i % len(bodies)], reports=True)
             if record and answer.evaluation is not None:
                 store.record(answer.evaluation)
             return orjson.dumps(answer.response)

@@ -44,7 +44,7 @@ from cds_service.observe import Observe, hook_instance
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
 from cds_service.report import ReportRenderer, not_found_page
-from cds_service.service import Engine, build_engine
+from cds_service.service import Pipeline, build_pipeline
 from cds_service.settings import Settings, get_settings
 from cds_service.storage import FeedbackItem, Storage
 
@@ -221,11 +221,11 @@ def build_fetcher(settings: Settings) -> FhirFetcher:
     )
 
 
-def engine_from_settings(settings: Settings) -> Engine:
+def pipeline_from_settings(settings: Settings) -> Pipeline:
     """Knowledge, wording, templates and actions loaded once (a bad file stops start-up)."""
     kn = knowledge.load(settings.knowledge_dir, settings.policy_file)
     actions = Actions(kn, settings.knowledge_dir, settings.cards_dir)
-    return build_engine(
+    return build_pipeline(
         kn,
         wording.load(settings.cards_dir),
         CardRenderer(settings.cards_dir, actions),
@@ -272,13 +272,13 @@ def worker_app() -> FastAPI:
 
 def create_app(
     settings: Settings | None = None,
-    engine: Engine | None = None,
+    pipeline: Pipeline | None = None,
     storage: Storage | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
-    if engine is None:
-        engine = engine_from_settings(settings)
-    engine.base_url = settings.base_url
+    if pipeline is None:
+        pipeline = pipeline_from_settings(settings)
+    pipeline.base_url = settings.base_url
     store = storage or Storage(settings.storage_url, migrate_schema=settings.db_migrate)
     reports = ReportRenderer(settings.cards_dir)
     verifier = (
@@ -345,7 +345,7 @@ def create_app(
         lifespan=lifespan,
         redoc_url=None,
     )
-    app.state.engine = engine
+    app.state.pipeline = pipeline
     app.state.settings = settings
     app.state.storage = store
     app.add_middleware(CatchAll)  # added first: inside CORS, so a 500 keeps its CORS headers
@@ -368,7 +368,7 @@ def create_app(
             evaluation_pool(), contextvars.copy_context().run, fn, *args
         )
 
-    services = [s["id"] for s in engine.discovery()["services"]]
+    services = [s["id"] for s in pipeline.discovery()["services"]]
     if settings.cors_origins:  # CDS Hooks 2.0: browser-based clients need CORS
         app.add_middleware(
             CORSMiddleware,
@@ -398,7 +398,7 @@ def create_app(
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         return _problem(400, f"{loc or '(body)'}: {err.get('msg')}")
 
-    discovery_body = orjson.dumps(engine.discovery())
+    discovery_body = orjson.dumps(pipeline.discovery())
 
     @app.get(
         "/cds-services",
@@ -411,7 +411,7 @@ def create_app(
 
     def evaluate_and_record(service_id: str, body: bytes, state: Any) -> HookResponse:
         state.hook_instance = hook_instance(body)  # for the access line
-        answer = engine.answer(service_id, body, reports=True)
+        answer = pipeline.answer(service_id, body, reports=True)
         if answer.evaluation is not None:
             store.record(answer.evaluation)  # before the response: feedback can find its cards
             metrics.DETERMINATIONS.labels(service_id, answer.evaluation.outcome).inc()
@@ -425,7 +425,7 @@ def create_app(
         responses=openapi.responses(200, 400, 401, 404, 412, 413, 415),
     )
     async def call_service(service_id: str, request: Request) -> Response:
-        engine.service(service_id)  # 404 before reading the body
+        pipeline.service(service_id)  # 404 before reading the body
         body = await read_body(request, settings.max_body_bytes)
         return _json(await evaluation_thread(evaluate_and_record, service_id, body, request.state))
 
@@ -463,7 +463,7 @@ def create_app(
         responses=openapi.responses(200, 400, 401, 404, 413, 415, feedback=True),
     )
     async def feedback(service_id: str, request: Request) -> Response:
-        engine.service(service_id)
+        pipeline.service(service_id)
         body = await read_body(request, settings.max_body_bytes)
         stored = await run_in_threadpool(store_feedback, service_id, body)
         return _json({"stored": stored})
@@ -496,7 +496,7 @@ def create_app(
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "policy": engine.kn.policy_id}
+        return {"status": "ok", "policy": pipeline.kn.policy_id}
 
     @app.get(
         "/readyz",
@@ -509,7 +509,7 @@ def create_app(
         except Exception as exc:
             log.warning("not ready: database unreachable (%s)", type(exc).__name__)
             return _json_status(503, {"status": "unavailable", "database": "unreachable"})
-        return _json({"status": "ready", "policy": engine.kn.policy_id, "database": "ok"})
+        return _json({"status": "ready", "policy": pipeline.kn.policy_id, "database": "ok"})
 
     @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
     async def metrics_endpoint() -> Response:

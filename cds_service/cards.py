@@ -23,8 +23,8 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cds_service.determination import Determination
 from cds_service.domain import Finding, Outcome, Status
-from cds_service.engine import Determination
 from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
 from cds_service.orderables import Actions, OrderContext

@@ -210,14 +210,14 @@ def _existing_storage(settings: Settings) -> Storage:
 def evaluate(request_file: Path, service_id: str, as_json: bool, cards: bool) -> None:
     """Evaluate a CDS Hooks request FILE (- for standard input) offline and print a summary:
     the criteria and the cards; --json for the determination, --cards for the response."""
-    from cds_service.app import engine_from_settings
+    from cds_service.app import pipeline_from_settings
     from cds_service.cards import DETERMINATION_KEY
 
     settings = _settings()
-    engine = engine_from_settings(settings)
+    pipeline = pipeline_from_settings(settings)
     body = sys.stdin.buffer.read() if str(request_file) == "-" else request_file.read_bytes()
     try:
-        answer = engine.answer(service_id, body)
+        answer = pipeline.answer(service_id, body)
     except CdsError as exc:
         click.echo(f"error {exc.status_code}: {exc.message}", err=True)
         sys.exit(2)

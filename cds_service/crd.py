@@ -30,8 +30,8 @@ import copy
 import datetime as dt
 from typing import Any
 
+from cds_service.determination import Determination
 from cds_service.domain import Outcome, Status
-from cds_service.engine import Determination
 from cds_service.fhir import bundle
 from cds_service.hooks.models import Action
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import crd, engine, record
+from cds_service import crd, determination, record
 from cds_service.cards import DETERMINATION_KEY, CardCall, CardRenderer
 from cds_service.errors import (
     BadRequest,
@@ -115,7 +115,7 @@ class Answer:
 
 
 @dataclass
-class Engine:
+class Pipeline:
     """Everything loaded once at start-up and shared by all requests (read-only)."""
 
     kn: Knowledge
@@ -248,7 +248,7 @@ class Engine:
                 + ", ".join(f"prefetch.{k} ({sizes[k]})" for k in largest)
             )
 
-    def evaluate(self, parsed: ParsedRequest) -> engine.Determination | None:
+    def evaluate(self, parsed: ParsedRequest) -> determination.Determination | None:
         drafts = parsed.context.draftOrders
         builder = record.RecordBuilder(
             self.kn, parsed.context.patientId, dt.date.today(), parsed.request.fhirServer
@@ -259,7 +259,7 @@ class Engine:
         rec = builder.build(resources, drafts)  # as of the order's date (reproducible)
         rec.unavailable = unreadable
         rec.empty = empty
-        return engine.evaluate(rec, self.kn, self.say)
+        return determination.evaluate(rec, self.kn, self.say)
 
     def respond(self, service_id: str, body: bytes) -> Response:
         return self.answer(service_id, body).response
@@ -332,7 +332,7 @@ class Engine:
     def _coverage_action(
         self,
         parsed: ParsedRequest,
-        det: engine.Determination,
+        det: determination.Determination,
         order: dict[str, Any] | None,
         assertion_id: str,
         hook: str,
@@ -448,7 +448,7 @@ def _with_determination(response: Response, det: dict[str, Any]) -> Response:
     return out
 
 
-def build_engine(
+def build_pipeline(
     kn: Knowledge,
     say: Wording,
     renderer: CardRenderer,
@@ -457,7 +457,7 @@ def build_engine(
     actions: Actions | None = None,
     max_resources: int = 5000,
     max_total_resources: int = 20_000,
-) -> Engine:
+) -> Pipeline:
     first = next(iter(kn.policy.sources.values()))
     source = {
         "label": label,
@@ -465,7 +465,7 @@ def build_engine(
         "policy_title": kn.policy.title,
         "policy_short": kn.policy_id,
     }
-    return Engine(
+    return Pipeline(
         kn,
         say,
         renderer,

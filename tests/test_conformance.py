@@ -240,8 +240,8 @@ def test_an_earlier_assertion_for_the_same_coverage_is_replaced(
 def _seed_determination(client: TestClient, seed: dict[str, Any]) -> Any:
     import orjson
 
-    engine = client.app.state.engine  # type: ignore[attr-defined]
-    return engine.evaluate(parse_request(orjson.dumps(seed), "order-sign"))
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    return pipeline.evaluate(parse_request(orjson.dumps(seed), "order-sign"))
 
 
 @pytest.mark.parametrize(
@@ -432,8 +432,8 @@ def test_coverage_is_queried_from_fhir_server_when_nothing_names_it(
         }
         return {"coverage": bundle}, {}
 
-    engine = client.app.state.engine  # type: ignore[attr-defined]
-    monkeypatch.setattr(engine, "fetcher", fetcher)
+    pipeline = client.app.state.pipeline  # type: ignore[attr-defined]
+    monkeypatch.setattr(pipeline, "fetcher", fetcher)
     del seed_request["context"]["draftOrders"]["entry"][0]["resource"]["insurance"]
     seed_request["fhirServer"] = "https://ehr.example.org/fhir"
     assert _ci(_post(client, SIGN, seed_request))["coverage"] == [{"reference": "Coverage/fetched"}]

@@ -324,11 +324,11 @@ def test_out_of_range_integers_go_to_the_models(frequency: Any) -> None:
 
 
 @functools.cache
-def _engine() -> Any:
+def _pipeline() -> Any:
     from cds_service.app import create_app
     from cds_service.settings import Settings
 
-    return create_app(Settings()).state.engine
+    return create_app(Settings()).state.pipeline
 
 
 SCENARIO_REQUESTS = sorted(records.ROOT.glob("fhir_fixtures/*/order-sign-request.json"))
@@ -339,12 +339,12 @@ def test_scenarios_answer_the_same_without_the_fast_path(
     path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whole responses (cards, unreadable-data lists) of every scenario, both ways."""
-    engine = _engine()
+    pipeline = _pipeline()
     body = path.read_bytes()
-    fast = _without_uuids(engine.respond("ivig-order-sign", body))
+    fast = _without_uuids(pipeline.respond("ivig-order-sign", body))
     monkeypatch.setattr(fastpath, "observation", lambda raw: None)
     monkeypatch.setattr(fastpath, "resource", lambda raw: None)
-    assert _without_uuids(engine.respond("ivig-order-sign", body)) == fast
+    assert _without_uuids(pipeline.respond("ivig-order-sign", body)) == fast
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

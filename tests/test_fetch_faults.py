@@ -547,7 +547,7 @@ def test_long_code_lists_are_split_over_several_queries_with_the_same_result(
     assert len(observation_queries) > 10
     assert all(len(fake.url_for(r.target.removeprefix("/fhir/"))) <= 400 for r in fake.requests)
     asked = {c for r in observation_queries for c in (r.param("code") or "").split(",")}
-    keys = c.app.state.engine.keys  # type: ignore[attr-defined]
+    keys = c.app.state.pipeline.keys  # type: ignore[attr-defined]
     advertised = {
         code
         for k in keys

@@ -57,7 +57,7 @@ def test_prefetch_fetch_and_mixed_agree(
     req = harness.namespace_request(scenario.request, ns)
     resources = harness.record_resources(req)
     fhir_server.load_transaction(harness.transaction(resources))
-    keys = live.app.state.engine.keys  # type: ignore[attr-defined]
+    keys = live.app.state.pipeline.keys  # type: ignore[attr-defined]
     full = {**req, "prefetch": harness.local_prefetch(resources, keys, req["context"]["patientId"])}
     fetched = {**harness.ehr_request(req, fhir_server.base_url), "fhirAuthorization": AUTH}
     names = [k.key for k in keys]

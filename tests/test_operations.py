@@ -220,11 +220,11 @@ def test_discovery_health_and_metrics_answer_while_evaluations_fill_every_slot(
     """More blocked evaluations than the shared thread pool has threads (40): the others still
     answer, because evaluations wait for one of `eval_threads` slots without holding a thread."""
     with ValidatingClient(create_app(open_settings(tmp_path, eval_threads=2))) as c:
-        engine = c.app.state.engine  # type: ignore[attr-defined]
+        pipeline = c.app.state.pipeline  # type: ignore[attr-defined]
         release = threading.Event()
         running, peak = 0, 0
         lock = threading.Lock()
-        answer = engine.answer
+        answer = pipeline.answer
 
         def blocked(*args: Any, **kw: Any) -> Any:
             nonlocal running, peak
@@ -236,7 +236,7 @@ def test_discovery_health_and_metrics_answer_while_evaluations_fill_every_slot(
                 running -= 1
             return answer(*args, **kw)
 
-        monkeypatch.setattr(engine, "answer", blocked)
+        monkeypatch.setattr(pipeline, "answer", blocked)
         results: list[int] = []
         calls = [
             threading.Thread(

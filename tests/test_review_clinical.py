@@ -189,7 +189,7 @@ def test_a_second_ig_draft_order_is_not_silently_ignored_by_the_dose_check() -> 
     """Two IG orders signed together (IVIG 30 g q4w and SCIG 10 g weekly, 70 kg): the first alone
     is 429 mg/kg per 4 weeks (in range), but 70 g per 4 weeks more is given. The dose is not
     confirmed within range on the first order alone."""
-    from cds_service import engine
+    from cds_service import determination
     from cds_service.domain import DraftOrder, Measurement
 
     loinc = "http://loinc.org"
@@ -197,13 +197,13 @@ def test_a_second_ig_draft_order_is_not_silently_ignored_by_the_dose_check() -> 
     iv = DraftOrder("MedicationRequest/iv", "Privigen", "IV", 30.0, 28.0, When(TODAY), None)
     sc = DraftOrder("MedicationRequest/sc", "Hizentra", "SC", 10.0, 7.0, When(TODAY), None)
     rec = Record(patient=None, orders=[iv, sc], measurements=[weight], today=TODAY)
-    det = engine.evaluate(rec, _kn(), wording.default())
+    det = determination.evaluate(rec, _kn(), wording.default())
     assert det is not None
     assert det.finding("dose").status is Status.INSUFFICIENT
     assert "MedicationRequest/sc" in det.finding("dose").evidence
     assert det.to_contract()["dose"]["status"] == "insufficient"
     # one order: unchanged
-    det = engine.evaluate(
+    det = determination.evaluate(
         Record(patient=None, orders=[iv], measurements=[weight], today=TODAY),
         _kn(),
         wording.default(),
@@ -263,7 +263,7 @@ def test_declined_dispense_is_not_ig_exposure() -> None:
 def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     """A start recorded as '2025-03' is not 'therapyStart: 2025-03-01' (a day nobody documented);
     reasons and the labs list show the date as recorded."""
-    from cds_service import engine
+    from cds_service import determination
     from cds_service.domain import DraftOrder
     from cds_service.fhir.models import to_when
 
@@ -273,7 +273,7 @@ def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     lab = IgGResult("Observation/x", to_when("2025-06"), 380.0, "mg/dL")
     order = DraftOrder("MedicationRequest/o", "Privigen", "IV", 40.0, 28.0, When(TODAY), None)
     rec = Record(patient=None, orders=[order], igg=[lab], exposures=[_admin(start)], today=TODAY)
-    det = engine.evaluate(rec, _kn(), wording.default())
+    det = determination.evaluate(rec, _kn(), wording.default())
     assert det is not None
     contract = det.to_contract()
     assert contract["therapyStart"] is None

@@ -498,7 +498,7 @@ class _KeyStats:
 
 
 class FhirFetcher:
-    """The Engine's `Fetcher`: (request, absent keys) -> (values by key, unreadable key -> why)."""
+    """The pipeline's `Fetcher`: (request, absent keys) -> (values by key, unreadable -> why)."""
 
     # the pool's thread executor (a subclass may run jobs in the submitter's logging context)
     executor: type[ThreadPoolExecutor] = ThreadPoolExecutor

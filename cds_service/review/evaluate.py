@@ -2,8 +2,8 @@
 
 The patient's resources are put in an order-sign request exactly as an EHR would send it: the
 latest active IG MedicationRequest as the draft order (authored on the as-of date, the date the
-engine evaluates on) and every prefetch key the service advertises filled as its search would be
-answered. `Engine.answer` then runs unchanged, so the determination is the hook's, byte for byte.
+pipeline evaluates on) and every prefetch key the service advertises filled as its search would be
+answered. `Pipeline.answer` then runs unchanged, so the determination is the hook's, byte for byte.
 Shared by the local and the Spark engine.
 """
 
@@ -23,7 +23,7 @@ from cds_service.errors import CdsError
 from cds_service.knowledge import Knowledge
 from cds_service.record import IGNORED_STATUSES, observation_key_codes
 from cds_service.report import ReportRenderer
-from cds_service.service import COVERAGE_KEY, Engine
+from cds_service.service import COVERAGE_KEY, Pipeline
 
 SERVICE_ID = "ivig-order-sign"
 REVIEW_USER = "Device/ivig-cds-review"
@@ -51,11 +51,11 @@ class PatientResult:
 
 
 class Reviewer:
-    """Per-process state: the engine (loaded once) and how Observations map to prefetch keys."""
+    """Per-process state: the pipeline (loaded once) and how Observations map to prefetch keys."""
 
-    def __init__(self, engine: Engine, reports: ReportRenderer | None = None) -> None:
-        self.engine = engine
-        self.kn: Knowledge = engine.kn
+    def __init__(self, pipeline: Pipeline, reports: ReportRenderer | None = None) -> None:
+        self.pipeline = pipeline
+        self.kn: Knowledge = pipeline.kn
         self.reports = reports
         loinc = self.kn.systems["loinc"]
         self.obs_keys = [
@@ -133,7 +133,7 @@ class Reviewer:
         order_ref = f"MedicationRequest/{order.get('id')}"
         body = orjson.dumps(self.hook_request(patient_id, order, by_type, medication, as_of))
         try:
-            answer = self.engine.answer(SERVICE_ID, body)
+            answer = self.pipeline.answer(SERVICE_ID, body)
         except CdsError as exc:  # 400/412/413 as order-sign would answer: named, not fatal
             return PatientResult(
                 {
@@ -204,7 +204,7 @@ class Reviewer:
             for key, codes in self.obs_keys:
                 if codings & codes:
                     observations[key].append(obs)
-        for spec in (*self.engine.keys, COVERAGE_KEY):
+        for spec in (*self.pipeline.keys, COVERAGE_KEY):
             if spec.is_read:
                 found = by_type.get(spec.resource_type, [])
                 out[spec.key] = found[0] if found else None

@@ -2,7 +2,7 @@
 
 Resumable: determinations.ndjson is appended one flushed batch at a time and the patients it
 already holds (and those found not on IG) are skipped on the next run; a line cut short by an
-interruption is dropped and evaluated again. Worker processes each load the engine once and read
+interruption is dropped and evaluated again. Worker processes each load the pipeline once and read
 their patients from the shared SQLite grouping.
 """
 
@@ -45,14 +45,14 @@ _WORKER: tuple[Reviewer, PatientStore, dt.date, Path | None] | None = None
 
 @functools.cache
 def make_reviewer(reports: bool) -> Reviewer:
-    """The engine as `ivig-cds serve` builds it (read-only, so one per process is kept)."""
-    from cds_service.app import engine_from_settings
+    """The pipeline as `ivig-cds serve` builds it (read-only, so one per process is kept)."""
+    from cds_service.app import pipeline_from_settings
     from cds_service.report import ReportRenderer
     from cds_service.settings import get_settings
 
     settings = get_settings()
-    engine = engine_from_settings(settings)
-    return Reviewer(engine, ReportRenderer(settings.cards_dir) if reports else None)
+    pipeline = pipeline_from_settings(settings)
+    return Reviewer(pipeline, ReportRenderer(settings.cards_dir) if reports else None)
 
 
 def _init_worker(db: Path, as_of: dt.date, reports_dir: Path | None) -> None:
@@ -144,7 +144,7 @@ def review(
     result = Outcome()
     reviewer = make_reviewer(reports) if jobs <= 1 else None
     wanted = frozenset(
-        {s.resource_type for s in (reviewer.engine.keys if reviewer else _keys())} | {"Coverage"}
+        {s.resource_type for s in (reviewer.pipeline.keys if reviewer else _keys())} | {"Coverage"}
     )
     db = work / "group.db"
     store = PatientStore(db)
