@@ -293,11 +293,11 @@ def _matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
 
 
 def record_server_routes(resources: list[dict[str, Any]], latency_s: float) -> dict[str, Any]:
-    """Routes for tests/fault_server.FaultServer that search `resources` like a FHIR server
+    """Routes for tools/fake_fhir.FaultServer that search `resources` like a FHIR server
     (patient/code/status filters, `_count` pages with next links) and answer every request,
     page or read, after `latency_s`. Answers are serialised once per URL and then cached, so
     the fake server's own work stays far below the latency it simulates."""
-    from tests.fault_server import RecordedRequest, Reply, operation_outcome, searchset
+    from tools.fake_fhir import RecordedRequest, Reply, operation_outcome, searchset
 
     by_type: dict[str, list[dict[str, Any]]] = {}
     for r in resources:
@@ -344,10 +344,10 @@ def measure_parallel(
     latency_ms: float = PARALLEL_LATENCY_MS,
     expected_cards: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Against a fake FHIR server (tests/fault_server.py, one thread per connection) that holds
+    """Against a fake FHIR server (tools/fake_fhir.py, one thread per connection) that holds
     the same record and answers every request after `latency_ms`, however many run at once: the
     service's own concurrency, not the server's, decides how close it gets to the slowest query."""
-    from tests.fault_server import FaultServer
+    from tools.fake_fhir import FaultServer
 
     request = records.order_sign_request(n)
     prefetch = request.pop("prefetch")
@@ -357,7 +357,7 @@ def measure_parallel(
         "available": False,
         "resources": n,
         "server": (
-            f"fake FHIR server (tests/fault_server.py, threaded) answering every request after "
+            f"fake FHIR server (tools/fake_fhir.py, threaded) answering every request after "
             f"{latency_ms:g} ms"
         ),
         "latency_per_request_ms": latency_ms,

@@ -26,7 +26,7 @@ from tests.conftest import (
     make_settings,
     problem,
 )
-from tests.fault_server import (
+from tools.fake_fhir import (
     FaultServer,
     RecordedRequest,
     Reply,

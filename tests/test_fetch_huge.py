@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from cds_service.app import create_app
 from cds_service.fhir_client import Unreadable, _JsonStream, _Malformed
 from tests.conftest import ValidatingClient, make_settings
-from tests.fault_server import FaultServer, RecordedRequest, Reply, _observation, searchset
+from tools.fake_fhir import FaultServer, RecordedRequest, Reply, _observation, searchset
 from tests.test_fetch_faults import PATIENT, ehr_body, seed_routes
 
 URL = "/cds-services/ivig-order-sign"

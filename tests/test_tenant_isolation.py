@@ -22,7 +22,7 @@ import uvicorn
 
 from cds_service.app import create_app
 from tests.conftest import make_settings
-from tests.fault_server import FaultServer, Reply, searchset
+from tools.fake_fhir import FaultServer, Reply, searchset
 from tests.test_fetch_faults import ehr_body, seed_routes
 
 BUDGET = 1.0
