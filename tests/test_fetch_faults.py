@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 from cds_service import logs
 from cds_service.app import create_app
 from cds_service.fhir_client import Allowlist, render_template
-from cds_service.record import PrefetchKey
 from tests.conftest import (
     DETERMINATION_KEY,
     FIXTURES,
@@ -26,37 +25,31 @@ from tests.conftest import (
     make_settings,
     problem,
 )
-from tools.fake_fhir import (
+from tests.support.fake_fhir import (
+    PATIENT,
+    SEED,
+    TOKEN,
+    TYPES,
     FaultServer,
     RecordedRequest,
     Reply,
     delayed,
+    ehr_body,
     error,
     huge_searchset,
     malformed_json,
     operation_outcome,
     paging_loop,
+    record_search,
     searchset,
+    seed_routes,
     sequence,
 )
-from tools.harness import local_prefetch, record_resources
+from tools.harness import record_resources
 
 URL = "/cds-services/ivig-order-sign"
-TOKEN = "s3cr3t-access-token-never-logged"
 BUDGET = 1.0
-SEED = load_json(FIXTURES / "seed" / "order-sign-request.json")
 EXPECTED = load_json(FIXTURES / "seed" / "expected-determination.json")
-PATIENT = SEED["context"]["patientId"]
-TYPES = (
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-    "MedicationStatement",
-    "MedicationAdministration",
-    "MedicationDispense",
-    "Immunization",
-    "Encounter",
-)
 
 
 @pytest.fixture(scope="module")
@@ -67,44 +60,10 @@ def fetch_client() -> Iterator[TestClient]:
         yield c
 
 
-def _answer_from_record(resources: list[dict[str, Any]]) -> Any:
-    """A search handler answering any `<Type>?patient=..&code=..` query from `resources`."""
-
-    def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
-        spec = PrefetchKey("q", req.path, f"{req.path}?{req.query}", False)
-        patient = (req.param("patient") or "").removeprefix("Patient/")
-        return Reply(body=local_prefetch(resources, [spec], patient)["q"])
-
-    return handle
-
-
-def seed_routes() -> dict[str, Any]:
-    resources = record_resources(SEED)
-    routes: dict[str, Any] = {f"Patient/{PATIENT}": SEED["prefetch"]["patient"]}
-    for rtype in TYPES:
-        routes[rtype] = _answer_from_record(resources)
-    return routes
-
-
 @pytest.fixture
 def fake() -> Iterator[FaultServer]:
     with FaultServer(seed_routes()) as srv:
         yield srv
-
-
-def ehr_body(server: str, keep: tuple[str, ...] = (), token: bool = True) -> dict[str, Any]:
-    body = copy.deepcopy(SEED)
-    body["prefetch"] = {k: v for k, v in body["prefetch"].items() if k in keep}
-    body["fhirServer"] = server
-    if token:
-        body["fhirAuthorization"] = {
-            "access_token": TOKEN,
-            "token_type": "Bearer",
-            "expires_in": 30,
-            "scope": "patient/*.read",
-            "subject": "ivig-cds",
-        }
-    return body
 
 
 def post(client: TestClient, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
@@ -412,7 +371,7 @@ def test_unreadable_optional_labs_never_count_as_met(
 ) -> None:
     def by_code(req: RecordedRequest, srv: FaultServer) -> Reply:
         if "2465-3" in (req.param("code") or ""):
-            return _answer_from_record(record_resources(SEED))(req, srv)
+            return record_search(record_resources(SEED))(req, srv)
         return error(500)
 
     fake.set("Observation", by_code)

@@ -28,8 +28,16 @@ from hypothesis import strategies as st
 from cds_service.app import create_app
 from cds_service.fhir_client import Unreadable, _JsonStream, _Malformed
 from tests.conftest import ValidatingClient, make_settings
-from tools.fake_fhir import FaultServer, RecordedRequest, Reply, _observation, searchset
-from tests.test_fetch_faults import PATIENT, ehr_body, seed_routes
+from tests.support.fake_fhir import (
+    PATIENT,
+    FaultServer,
+    RecordedRequest,
+    Reply,
+    ehr_body,
+    observation,
+    searchset,
+    seed_routes,
+)
 
 URL = "/cds-services/ivig-order-sign"
 BUDGET = 3.0  # the default
@@ -42,7 +50,7 @@ RSS_BOUND_MB = 64
 def _page(entries: int, pad: int) -> bytes:
     resources = []
     for i in range(entries):
-        res = _observation(i, PATIENT)
+        res = observation(i, PATIENT)
         if pad:
             res["note"] = [{"text": "x" * pad}]
         resources.append(res)

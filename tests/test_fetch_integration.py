@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
 from tests.conftest import FIXTURES, ValidatingClient, make_settings
+from tests.support import fake_fhir
 from tools import harness
 from tools.local_fhir import FhirServer
 
@@ -58,7 +59,7 @@ def test_prefetch_fetch_and_mixed_agree(
     resources = harness.record_resources(req)
     fhir_server.load_transaction(harness.transaction(resources))
     keys = live.app.state.engine.keys  # type: ignore[attr-defined]
-    full = {**req, "prefetch": harness.local_prefetch(resources, keys, req["context"]["patientId"])}
+    full = {**req, "prefetch": fake_fhir.prefetch(resources, keys, req["context"]["patientId"])}
     fetched = {**harness.ehr_request(req, fhir_server.base_url), "fhirAuthorization": AUTH}
     names = [k.key for k in keys]
     mixed = {**harness.ehr_request(full, fhir_server.base_url, keep=names[::2])}

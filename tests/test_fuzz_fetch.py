@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from cds_service.app import create_app
 from tests.conftest import ValidatingClient, make_settings
-from tools.fake_fhir import FaultServer, RecordedRequest, Reply
-from tests.test_fetch_faults import ehr_body, seed_routes
+from tests.support.fake_fhir import FaultServer, RecordedRequest, Reply, ehr_body, seed_routes
 from tests.test_fuzz_input import _slots, odd_values
 
 URL = "/cds-services/ivig-order-sign"

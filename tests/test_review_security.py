@@ -173,8 +173,7 @@ def test_overlong_override_reason_is_400(
 
 def test_an_oversized_fhir_answer_is_unreadable_not_held_in_memory(tmp_path: Path) -> None:
     from tests.conftest import make_settings
-    from tools.fake_fhir import FaultServer, Reply
-    from tests.test_fetch_faults import ehr_body, seed_routes
+    from tests.support.fake_fhir import FaultServer, Reply, ehr_body, seed_routes
 
     padding = {"resourceType": "Basic", "id": "pad", "text": {"div": "x" * 3_000_000}}
     bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": padding}]}

@@ -22,8 +22,7 @@ import uvicorn
 
 from cds_service.app import create_app
 from tests.conftest import make_settings
-from tools.fake_fhir import FaultServer, Reply, searchset
-from tests.test_fetch_faults import ehr_body, seed_routes
+from tests.support.fake_fhir import FaultServer, Reply, ehr_body, searchset, seed_routes
 
 BUDGET = 1.0
 MARGIN = 1.0  # generous: the machine running the suite may be busy

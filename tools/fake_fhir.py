@@ -1,13 +1,22 @@
-"""A controllable fake FHIR server for fault tests (stdlib ``http.server`` in a daemon thread).
+"""The one fake FHIR server of the project: tests, the benchmark and the harness tests all use it.
 
-Routes are keyed by the request path *relative to the FHIR base* (``/fhir``), matched in this
-order: exact path+query (``"Observation?patient=p1"``), path only (``"Observation"``), ``"*"``.
-Unmatched requests get 404 + OperationOutcome.  A route value is one of:
+It lives in ``tools/`` (not ``tests/``) because the benchmark imports it too and must not depend on
+the test suite; ``tests/support/fake_fhir.py`` re-exports it with the seed record's routes.
+
+The server is stdlib ``http.server`` in a daemon thread, one thread per connection.  Routes are
+keyed by the request path *relative to the FHIR base* (``/fhir``), matched in this order: exact
+path+query (``"Observation?patient=p1"``), path only (``"Observation"``), ``"*"``.  Unmatched
+requests get 404 + OperationOutcome.  A route value is one of:
 
 * a ``dict`` -- served as JSON with 200 (e.g. a searchset Bundle),
 * a :class:`Reply` -- status/body/raw bytes/headers/delay/trickle, with or without a
   Content-Length (``sized=False``: the body ends when the connection closes),
 * a callable ``(request, server) -> Reply`` -- for dynamic behaviour (paging, sequences).
+
+Searching a record (one implementation for every fake): :func:`matches` (the search parameters
+the service's templates use), :func:`search`, :func:`prefetch` (an EHR's prefetch from memory),
+:func:`record_search` (a paged, cached search route with a per-request latency) and
+:func:`record_routes` (searches and reads of a whole record).
 
 Factories for common faults: :func:`error`, :func:`malformed_json`, :func:`delayed`,
 :func:`paging_loop`, :func:`huge_searchset`, :func:`sequence`, :func:`searchset`.
@@ -29,8 +38,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from cds_service.record import PrefetchKey
 
 __all__ = [
     "FaultServer",
@@ -41,8 +53,14 @@ __all__ = [
     "error",
     "huge_searchset",
     "malformed_json",
+    "matches",
+    "observation",
     "operation_outcome",
     "paging_loop",
+    "prefetch",
+    "record_routes",
+    "record_search",
+    "search",
     "searchset",
     "sequence",
 ]
@@ -166,7 +184,7 @@ def paging_loop(resources: Sequence[Mapping[str, Any]] | None = None) -> Handler
         page = (
             list(resources)
             if resources is not None
-            else [_observation(0, req.param("patient") or "loop")]
+            else [observation(0, req.param("patient") or "loop")]
         )
         own_url = srv.url_for(req.relative)
         return Reply(body=searchset(page, total=10**6, links={"self": own_url, "next": own_url}))
@@ -190,7 +208,7 @@ def huge_searchset(
 
     def make(i: int) -> dict[str, Any]:
         if i not in cache:
-            res = _observation(i, patient)
+            res = observation(i, patient)
             res["resourceType"] = resource_type
             cache[i] = res
         return cache[i]
@@ -198,14 +216,8 @@ def huge_searchset(
     def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
         if page_size is None:
             return Reply(body=searchset([make(i) for i in range(total)], total=total))
-        offset = int(req.param("_getpagesoffset") or 0)
-        rows = [make(i) for i in range(offset, min(total, offset + page_size))]
-        keep = [(k, v) for k, v in req.params if k not in ("_getpagesoffset", "_count")]
-        links = {"self": srv.url_for(req.relative)}
-        if offset + page_size < total:
-            nxt = [*keep, ("_getpagesoffset", str(offset + page_size)), ("_count", str(page_size))]
-            links["next"] = srv.url_for(f"{req.path}?{urlencode(nxt)}")
-        return Reply(body=searchset(rows, total=total, links=links))
+        start, end, links = _page(req, srv, total, page_size)
+        return Reply(body=searchset([make(i) for i in range(start, end)], total=total, links=links))
 
     return handle
 
@@ -228,7 +240,8 @@ def sequence(replies: Iterable[Route], then: Route | None = None) -> Handler:
     return handle
 
 
-def _observation(i: int, patient: str) -> dict[str, Any]:
+def observation(i: int, patient: str) -> dict[str, Any]:
+    """The i-th generated IgG Observation of `patient` (a plausible value, distinct id)."""
     return {
         "resourceType": "Observation",
         "id": f"obs-{i}",
@@ -238,6 +251,139 @@ def _observation(i: int, patient: str) -> dict[str, Any]:
         "effectiveDateTime": "2024-01-01",
         "valueQuantity": {"value": 900 + i % 100, "unit": "mg/dL"},
     }
+
+
+# --------------------------------------------------------------------------- searching a record
+
+
+def _patient_reference(resource: Mapping[str, Any]) -> str | None:
+    """The patient a resource belongs to, as FHIR's `patient` search parameter reads it:
+    `subject`, `patient`, or (Coverage) `beneficiary`, without a version."""
+    for key in ("subject", "patient", "beneficiary"):
+        ref = resource.get(key)
+        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
+            return str(ref["reference"]).split("/_history/", 1)[0]
+    return None
+
+
+def _has_code(resource: Mapping[str, Any], tokens: str) -> bool:
+    """FHIR token OR-list: `system|code` matches both, a bare `code` any system."""
+    codings = (resource.get("code") or {}).get("coding") or []
+    have = {(c.get("system"), c.get("code")) for c in codings if isinstance(c, Mapping)}
+    for token in tokens.split(","):
+        system, bar, code = token.rpartition("|")
+        if bar and (system or None, code) in have:
+            return True
+        if not bar and any(c == code for _, c in have):
+            return True
+    return False
+
+
+def matches(resource: Mapping[str, Any], params: Iterable[tuple[str, str]]) -> bool:
+    """The search parameters the service's templates use: `patient` (id or `Patient/<id>`; only
+    a relative reference to it matches, like the service's own check), `code` (token OR-list)
+    and `status`. Other parameters (`_count`, paging) do not filter."""
+    for name, value in params:
+        if name == "patient":
+            if _patient_reference(resource) != f"Patient/{value.removeprefix('Patient/')}":
+                return False
+        elif name == "code":
+            if not _has_code(resource, value):
+                return False
+        elif name == "status" and resource.get("status") not in value.split(","):
+            return False
+    return True
+
+
+def search(resources: Iterable[dict[str, Any]], query: str) -> list[dict[str, Any]]:
+    """The resources a FHIR server would answer `<Type>?<params>` with, in the given order."""
+    rtype, _, params = query.partition("?")
+    pairs = parse_qsl(params, keep_blank_values=True)
+    return [r for r in resources if r.get("resourceType") == rtype and matches(r, pairs)]
+
+
+def prefetch(
+    resources: Iterable[dict[str, Any]], keys: Iterable[PrefetchKey], patient_id: str
+) -> dict[str, Any]:
+    """Answer each prefetch template from the given resources, as an EHR would from memory:
+    a read gives the resource (or None), a search one unpaged searchset."""
+    pool = list(resources)
+    out: dict[str, Any] = {}
+    for spec in keys:
+        if spec.is_read:
+            out[spec.key] = next(
+                (
+                    r
+                    for r in pool
+                    if r.get("resourceType") == spec.resource_type and r.get("id") == patient_id
+                ),
+                None,
+            )
+        else:
+            out[spec.key] = searchset(
+                search(pool, spec.query.replace("{{context.patientId}}", patient_id))
+            )
+    return out
+
+
+def _page(
+    req: RecordedRequest, srv: FaultServer, total: int, page_size: int
+) -> tuple[int, int, dict[str, str]]:
+    """(start, end, links) of the page asked by `_getpagesoffset`, paged like sekmet: an
+    opaque-looking link[next] that clients must follow verbatim."""
+    start = int(req.param("_getpagesoffset") or 0)
+    end = min(total, start + page_size)
+    links = {"self": srv.url_for(req.relative)}
+    if end < total:
+        keep = [(k, v) for k, v in req.params if k not in ("_getpagesoffset", "_count")]
+        nxt = [*keep, ("_getpagesoffset", str(end)), ("_count", str(page_size))]
+        links["next"] = srv.url_for(f"{req.path}?{urlencode(nxt)}")
+    return start, end, links
+
+
+def record_search(
+    resources: Iterable[dict[str, Any]], latency_s: float = 0.0, page_size: int = 100
+) -> Handler:
+    """A search route over `resources`: `<Type>?patient=..&code=..&status=..`, `_count` pages
+    (default `page_size`) with next links, every answer after `latency_s`. Each page is
+    serialised once and cached, so the fake's own work stays far below the latency it
+    simulates; the parsed page stays on the reply (`body`) for tests that alter it."""
+    pool = list(resources)
+    cache: dict[str, tuple[dict[str, Any], bytes]] = {}
+    lock = threading.Lock()
+
+    def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
+        with lock:
+            hit = cache.get(req.relative)
+        if hit is None:
+            rows = search(pool, f"{req.path}?{req.query}")
+            count = int(req.param("_count") or page_size)
+            start, end, links = _page(req, srv, len(rows), count)
+            page = searchset(rows[start:end], total=len(rows), links=links)
+            hit = (page, json.dumps(page).encode())
+            with lock:
+                cache[req.relative] = hit
+        return Reply(body=hit[0], raw=hit[1], delay=latency_s)
+
+    return handle
+
+
+def record_routes(resources: Iterable[dict[str, Any]], latency_s: float = 0.0) -> dict[str, Route]:
+    """A whole record served like a FHIR server: every search (an empty searchset for a type
+    the record lacks), reads (`Patient/{id}` and the like) and 404 for the rest, each answer
+    after `latency_s` (a hospital server's round trip, however many requests run at once)."""
+    pool = list(resources)
+    searching = record_search(pool, latency_s)
+    reads = {f"{r['resourceType']}/{r['id']}": json.dumps(r).encode() for r in pool}
+
+    def handle(req: RecordedRequest, srv: FaultServer) -> Reply:
+        if "/" not in req.path:
+            return searching(req, srv)
+        if req.path in reads:
+            return Reply(raw=reads[req.path], delay=latency_s)
+        return Reply(404, operation_outcome(f"{req.path} not found", "not-found"), delay=latency_s)
+
+    return {"*": handle}
 
 
 # --------------------------------------------------------------------------- server
