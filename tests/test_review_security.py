@@ -13,8 +13,8 @@ from cds_service.app import create_app
 from cds_service.auth import JwtVerifier
 from cds_service.errors import Unauthorized
 from cds_service.fhir_client import Allowlist
+from tests.api.test_auth import BASE, ISS, SIGN, _jwks, token
 from tests.conftest import ValidatingClient, open_settings, problem
-from tests.test_auth import BASE, ISS, SIGN, _jwks, token
 
 INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
 

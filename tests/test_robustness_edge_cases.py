@@ -219,7 +219,7 @@ def test_unreadable_titers_do_not_make_an_impaired_response_met(client: TestClie
 import pytest  # noqa: E402
 
 from cds_service import knowledge  # noqa: E402
-from tests.test_knowledge_typed import _copy_with  # noqa: E402
+from tests.unit.knowledge.test_policy import _copy_with  # noqa: E402
 
 
 @pytest.mark.parametrize(

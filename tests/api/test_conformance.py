@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from cds_service import crd
 from cds_service.domain import Status
 from cds_service.protocol import parse_request
-from tests import cds_schemas
 from tests.conftest import DETERMINATION_KEY, ValidatingClient, check_cds_response, problem
+from tests.support import cds_schemas
 
 SIGN = "/cds-services/ivig-order-sign"
 SELECT = "/cds-services/ivig-order-select"

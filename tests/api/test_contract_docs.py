@@ -14,7 +14,8 @@ SHARED = ROOT.parent / "shared" / "contract"  # the steering copy, where the che
 
 def test_docs_schema_is_the_one_the_tests_validate_against() -> None:
     docs = (DOCS / "determination.schema.json").read_bytes()
-    assert docs == (ROOT / "tests" / "schemas" / "determination.schema.json").read_bytes()
+    tested = ROOT / "tests" / "support" / "schemas" / "determination.schema.json"
+    assert docs == tested.read_bytes()
 
 
 @pytest.mark.parametrize("name", ["determination.md", "determination.schema.json"])

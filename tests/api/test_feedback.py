@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.storage import Storage
-from tests import cds_schemas
 from tests.conftest import ValidatingClient, database_url, open_settings, problem
+from tests.support import cds_schemas
 
 SIGN = "/cds-services/ivig-order-sign"
 FEEDBACK = SIGN + "/feedback"

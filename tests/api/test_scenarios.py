@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from cds_service.cards import human
 from tests.conftest import DETERMINATION_KEY, FIXTURES, ROOT, load_json
 
-SCHEMA = load_json(ROOT / "tests" / "schemas" / "determination.schema.json")
+SCHEMA = load_json(ROOT / "tests" / "support" / "schemas" / "determination.schema.json")
 EXPECTATIONS: dict[str, dict[str, Any]] = yaml.safe_load(
     (FIXTURES / "scenario-expectations.yaml").read_text(encoding="utf-8")
 )

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import DETERMINATION_KEY, FIXTURES, ROOT, load_json
 
 # verbatim copy of shared/contract/determination.schema.json (the fixed interface)
-CONTRACT_SCHEMA = ROOT / "tests" / "schemas" / "determination.schema.json"
+CONTRACT_SCHEMA = ROOT / "tests" / "support" / "schemas" / "determination.schema.json"
 
 
 def _post(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.test_auth import BASE, ISS, SIGN, _jwks, bearer, token
 from tests.conftest import ROOT, database_url, problem
-from tests.test_auth import BASE, ISS, SIGN, _jwks, bearer, token
 
 FEEDBACK = SIGN + "/feedback"
 

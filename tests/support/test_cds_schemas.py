@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests import cds_schemas as v
+from tests.support import cds_schemas as v
 
 JSON = dict[str, Any]
 

@@ -3,7 +3,7 @@
 The seed record is served by a fake FHIR server with one element of one fetched resource replaced
 by a value of another JSON type, or the answer's bytes cut short or split oddly; it reaches the
 streaming reader and the record builder through the fetch path (not the prefetch path, which
-tests/test_fuzz_input.py covers).
+tests/api/test_fuzz_input.py covers).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service.app import create_app
+from tests.api.test_fuzz_input import _slots, odd_values
 from tests.conftest import ValidatingClient, make_settings
 from tests.support.fake_fhir import FaultServer, RecordedRequest, Reply, ehr_body, seed_routes
-from tests.test_fuzz_input import _slots, odd_values
 
 URL = "/cds-services/ivig-order-sign"
 # CI runs a fixed, reproducible set; IVIG_FUZZ_EXAMPLES=1000 explores further (random seeds).

@@ -76,10 +76,10 @@ def test_rewording_a_missing_item_does_not_change_the_orders_offered(tmp_path: P
     from fastapi.testclient import TestClient
 
     from cds_service.app import create_app
-    from tests.conftest import FIXTURES, open_settings
+    from tests.conftest import FIXTURES, ROOT, open_settings
 
     cards = tmp_path / "cards"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "cards", cards)
+    shutil.copytree(ROOT / "cards", cards)
     table = yaml.safe_load((cards / "reasons.yaml").read_text(encoding="utf-8"))
 
     def reword(node: object) -> object:
