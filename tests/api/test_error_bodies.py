@@ -13,7 +13,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from cds_service.app import create_app
 from tests.conftest import open_settings, problem
-from tests.test_rule_variants import BASE
+from tests.support.scenario import BASE
 
 URL = "/cds-services/ivig-order-sign"
 
@@ -101,3 +101,22 @@ def test_an_unexpected_error_is_one_log_line_and_an_id_to_quote(
     assert errors[0].exc_info is None  # no traceback
     assert "Jane" not in caplog.text + r.text
     assert "abc" not in caplog.text + r.text
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    from cds_service.rules.criteria import age
+
+    def boom(ctx: Any) -> Any:
+        raise RuntimeError("patient Jane Doe, token abc")  # must not reach the client
+
+    monkeypatch.setitem(__import__("cds_service.criteria").criteria.RULES, "age", boom)
+    with TestClient(client.app, raise_server_exceptions=False) as c:
+        r = c.post(URL, json=BASE)
+    assert r.status_code == 500
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert "Jane" not in r.text
+    assert "abc" not in r.text
+    assert age.decide is not boom

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import problem
+from cds_service.app import create_app
+from tests.api.test_auth import SIGN
+from tests.conftest import ValidatingClient, open_settings, problem
+from tests.support.scenario import BASE
 
 URL = "/cds-services/ivig-order-sign"
 
@@ -165,3 +170,78 @@ def test_unreadable_resource_is_reported_not_a_500(
     assert "Observation/igg-2025-03" in cards[0]["detail"]
     det = cards[0]["extension"]["ivig-cds.determination"]
     assert "Observation/igg-2025-03" not in [lab["reference"] for lab in det["labs"]]
+
+
+def test_a_body_that_is_not_json_is_a_415(client: TestClient) -> None:
+    body = json.dumps(BASE).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        headers = {"Content-Type": content_type} if content_type else {}
+        r = client.post(URL, content=body, headers=headers)
+        assert r.status_code == 415, (content_type, r.status_code)
+    r = client.post(URL, content=body, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code == 200
+    r = client.post(
+        URL + "/feedback", content=b'{"feedback": []}', headers={"Content-Type": "text/plain"}
+    )
+    assert r.status_code == 415
+
+
+def test_oversized_bodies_are_413(tmp_path: Path, seed_request: dict[str, Any]) -> None:
+    settings = open_settings(tmp_path, max_body_bytes=4096)
+    with ValidatingClient(create_app(settings)) as c:
+        body = json.dumps({**seed_request, "pad": "x" * 10_000})
+        for path in (SIGN, SIGN + "/feedback"):
+            r = c.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, (path, r.status_code, r.text)
+            # a lying Content-Length does not help: the body is counted as it arrives
+            chunks = iter([body.encode()[i : i + 1000] for i in range(0, len(body), 1000)])
+            r = c.post(path, content=chunks, headers={"Content-Type": "application/json"})
+            assert r.status_code == 413, (path, r.status_code)
+        small = c.post(SIGN, json={"hook": "order-sign"})
+        assert small.status_code == 400
+
+
+def test_overlong_hook_instance_is_400(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    req = {**seed_request, "hookInstance": "h" * 129}
+    r = client.post(SIGN, json=req)
+    assert r.status_code == 400, r.text
+    assert "hookInstance" in problem(r.json())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("code", "c" * 65), ("system", "s" * 201), ("display", "d" * 201)],
+)
+def test_overlong_override_reason_is_400(
+    client: ValidatingClient, seed_request: dict[str, Any], field: str, value: str
+) -> None:
+    card = client.post(SIGN, json=seed_request).json()["cards"][0]
+    reason = {"code": "c", "system": "s", "display": "d", field: value}
+    body = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-25T10:00:00Z",
+                "overrideReason": {"reason": reason},
+            }
+        ]
+    }
+    r = client.post(SIGN + "/feedback", json=body)
+    assert r.status_code == 400, r.text
+
+
+def test_feedback_items_per_request_are_bounded(
+    client: ValidatingClient, seed_request: dict[str, Any]
+) -> None:
+    card = client.post(SIGN, json=seed_request).json()["cards"][0]
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-25T10:00:00Z",
+    }
+    r = client.post(SIGN + "/feedback", json={"feedback": [item] * 101})
+    assert r.status_code == 400, r.text
+    assert client.post(SIGN + "/feedback", json={"feedback": [item] * 100}).status_code == 200

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from cds_service.service import STORED_EVIDENCE_MAX
 from tests.conftest import DETERMINATION_KEY, problem
-from tests.test_rule_variants import BASE
+from tests.support.scenario import BASE
 
 URL = "/cds-services/ivig-order-sign"
 
@@ -64,3 +64,18 @@ def test_stored_evaluations_keep_bounded_evidence_lists(client: TestClient) -> N
     page = client.get(f"/reports/{report_id}")
     assert page.status_code == 200
     assert f"{kept['labsOmitted']} older results are not kept" in page.text
+
+
+def test_a_prefetch_key_with_more_resources_than_the_cap_is_not_read(client: TestClient) -> None:
+    """50 000 IgG results used to be read in 7-8 s and stored whole; a key over the per-query
+    cap (IVIG_CDS_FETCH_MAX_RESOURCES, 5000) is unreadable, as on the fetch path: 412 when the
+    key is required."""
+    req: dict[str, Any] = json.loads(json.dumps(BASE))
+    entries = req["prefetch"]["observations"]["entry"]
+    template = entries[0]["resource"]
+    for i in range(5001):
+        res = dict(template, id=f"igg-flood-{i}")
+        entries.append({"resource": res})
+    r = client.post(URL, json=req)
+    assert r.status_code == 412
+    assert "more than 5000 resources" in problem(r.json())

@@ -6,12 +6,13 @@ sample is read only in its window; an IgG drawn just after an infusion is a peak
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
-from tests.test_rule_variants import PID, _add, _entries, _finding, _run
+from tests.support.scenario import PID, URL, _add, _entries, _finding, _run
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -303,3 +304,18 @@ def test_igg_drawn_hours_after_an_infusion_is_a_peak_not_a_trough(client: TestCl
     response = client.post("/cds-services/ivig-order-sign", json=req)
     det = response.json()["cards"][0]["extension"][DETERMINATION_KEY]
     assert _finding(det, "trough-monitoring")["status"] == "met"
+
+
+PANELS = load_json(FIXTURES / "lab-panels" / "order-sign-request.json")
+
+
+def test_long_whitespace_in_a_panel_component_text_is_cheap(client: TestClient) -> None:
+    """`\\s*[:#-]?\\s*` backtracks O(n^2): ~20 s for a 40 KB body today, hours for 1 MB."""
+    req = copy.deepcopy(PANELS)
+    for entry in req["prefetch"]["titers"]["entry"]:
+        if entry["resource"]["id"] == "lab-panels-pn23-panel-1":
+            entry["resource"]["component"][0]["code"] = {"text": "type" + " " * 20_000 + "x"}
+    start = time.perf_counter()
+    response = client.post(URL, json=req)
+    assert response.status_code == 200
+    assert time.perf_counter() - start < 2.0

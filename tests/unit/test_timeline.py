@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service import timeline, units
-from cds_service.domain import Exposure, IgGResult, Phase, When
+from cds_service.domain import (
+    Exposure,
+    IgGResult,
+    Phase,
+    When,
+)
+from tests.support.facts import _admin
 
 DAY0 = dt.date(2024, 1, 1)
 ZONES = [dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=9))]
@@ -202,3 +208,39 @@ def test_undated_start_leaves_earlier_results_unknown() -> None:
     tl = timeline.build([exp], [early, late])
     assert _phases(tl) == {"Observation/e": Phase.UNKNOWN, "Observation/l": Phase.ON_TREATMENT}
     assert tl.therapy_start is None
+
+
+def test_instants_in_different_zones_compare_as_instants() -> None:
+    """IgG drawn 23:30 at UTC-5 on 03-04 is 04:30Z on 03-05, after an IG dose at 02:00Z on 03-05:
+    it is on treatment, not a baseline (the local calendar dates must not decide)."""
+    drawn = dt.datetime(2025, 3, 4, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    dosed = dt.datetime(2025, 3, 5, 2, 0, tzinfo=dt.UTC)
+    lab = IgGResult("Observation/x", When(drawn.date(), drawn), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dosed.date(), dosed))], [lab])
+    assert tl.labs[0].phase is Phase.ON_TREATMENT
+
+
+def test_partial_date_result_is_not_baseline_within_its_month() -> None:
+    """An IgG dated only '2025-03' may have been drawn after an IG dose on 2025-03-15: its phase is
+    unknown, never baseline (a partial date is not the first day of its month)."""
+    from cds_service.fhir_models import to_when
+
+    lab = IgGResult("Observation/x", to_when("2025-03"), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [lab])
+    assert tl.labs[0].phase is Phase.UNKNOWN
+    year = IgGResult("Observation/y", to_when("2025"), 380.0, "mg/dL")
+    assert timeline.build([_admin(When(dt.date(2025, 6, 1)))], [year]).labs[0].phase is (
+        Phase.UNKNOWN
+    )
+    earlier = IgGResult("Observation/z", to_when("2025-02"), 380.0, "mg/dL")
+    tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [earlier])
+    assert tl.labs[0].phase is Phase.BASELINE
+
+
+def test_partial_start_date_leaves_same_month_results_unknown() -> None:
+    """IG started '2025-03' (day unknown): an IgG on 2025-03-10 may be pre-treatment or not."""
+    from cds_service.fhir_models import to_when
+
+    lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 380.0, "mg/dL")
+    tl = timeline.build([_admin(to_when("2025-03"))], [lab])
+    assert tl.labs[0].phase is Phase.UNKNOWN

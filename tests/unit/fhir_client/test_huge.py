@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,7 +28,8 @@ from hypothesis import strategies as st
 
 from cds_service.app import create_app
 from cds_service.fhir_client import Unreadable, _JsonStream, _Malformed
-from tests.conftest import ValidatingClient, make_settings
+from tests.api.test_auth import SIGN
+from tests.conftest import ValidatingClient, make_settings, problem
 from tests.support.fake_fhir import (
     PATIENT,
     FaultServer,
@@ -220,3 +222,20 @@ def test_the_stream_reader_stops_at_the_nesting_limit() -> None:
         stream = _JsonStream(None)
         with pytest.raises(Unreadable, match="nested deeper"):
             stream.feed(b'{"entry":[' + b"[" * depth + b"]" * depth + b"]}", final=True)
+
+
+def test_an_oversized_fhir_answer_is_unreadable_not_held_in_memory(tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+    from tests.support.fake_fhir import FaultServer, Reply, ehr_body, seed_routes
+
+    padding = {"resourceType": "Basic", "id": "pad", "text": {"div": "x" * 3_000_000}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": padding}]}
+    settings = make_settings(demo=True, fetch_max_bytes=1_000_000)
+    with (
+        ValidatingClient(create_app(settings)) as c,
+        FaultServer({**seed_routes(), "Observation": Reply(body=bundle)}) as fake,
+    ):
+        r = c.post(SIGN, json=ehr_body(fake.base_url))
+        assert r.status_code == 412, r.text
+        assert "observations" in problem(r.json())
+        assert "1000000 bytes" in problem(r.json())

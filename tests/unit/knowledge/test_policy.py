@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,20 @@ def test_a_misspelt_fhir_element_fails_type_checking(
     )
     assert done.returncode == 1, done.stdout
     assert f'has no attribute "{typo}"' in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    min_serotypes: 4", "    min_serotypes: 0"),  # share = protective / 0
+        ("    on_therapy_min_months: 3", "    on_therapy_min_months: 0"),  # rate / 0 days
+        ("    illustrative_weights_kg: [50, 70, 90]", "    illustrative_weights_kg: [0, 70, 90]"),
+        (
+            "    post_vaccine_window_days: {min: 28, max: 56}",
+            "    post_vaccine_window_days: {min: -5, max: 56}",
+        ),
+    ],
+)
+def test_policy_numbers_that_divide_by_zero_stop_loading(tmp_path: Any, old: str, new: str) -> None:
+    with pytest.raises(knowledge.KnowledgeError):
+        knowledge.load(_copy_with(tmp_path, old, new))
