@@ -38,7 +38,7 @@ from cds_service.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from cds_service.fhir_client import Allowlist, FetchLimits, FhirFetcher
+from cds_service.fhir.client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.observe import Observe, hook_instance
 from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
@@ -185,7 +185,7 @@ class _ContextExecutor(ThreadPoolExecutor):
 
 class MeteredFetcher(FhirFetcher):
     """The FHIR fetcher with per-key latency and error metrics, its jobs in the request's
-    logging context (fhir_client.py stays as is)."""
+    logging context (fhir/client.py stays as is)."""
 
     executor = _ContextExecutor
 

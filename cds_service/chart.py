@@ -37,7 +37,9 @@ class ChartData:
 
     points: list[Point] = field(default_factory=list)
     threshold: float | None = None
-    age_limits: list[tuple[dt.date, float]] = field(default_factory=list)
+    age_limits: list[tuple[dt.date, float]] = field(default_factory=list)  # the lower limits
+    limit_sources: set[str] = field(default_factory=set)  # "age" (table), "lab" (its range)
+
     therapy_start: dt.date | None = None
     first_ig_record: dt.date | None = None
     start_unknown: bool = False
@@ -47,6 +49,12 @@ class ChartData:
 
     def count(self, phase: str) -> int:
         return sum(1 for p in self.points if p.phase == phase)
+
+    def limit_word(self) -> str:
+        """Which wording names the lower-limit line: the age table's, the lab's, or both."""
+        if self.limit_sources == {"lab"}:
+            return "lab-limit"
+        return "mixed-limit" if "lab" in self.limit_sources else "age-limit"
 
 
 def parse_day(text: Any) -> dt.date | None:
@@ -78,10 +86,12 @@ def chart_data(determination: dict[str, Any], facts: dict[str, Any] | None) -> C
         data.points.append(Point(ref, day, float(value), phase, ref in troughs))
     threshold = facts.get("thresholdMgDl")
     data.threshold = float(threshold) if isinstance(threshold, int | float) else None
-    for item in facts.get("ageLowerLimits") or ():
+    # version 1 facts (stored before the lab's own limit was charted) hold age limits only
+    for item in facts.get("lowerLimits") or facts.get("ageLowerLimits") or ():
         day = parse_day(item.get("date"))
         if day is not None and isinstance(item.get("mgDl"), int | float):
             data.age_limits.append((day, float(item["mgDl"])))
+            data.limit_sources.add("lab" if item.get("source") == "lab" else "age")
     data.therapy_start = parse_day(facts.get("therapyStart") or determination.get("therapyStart"))
     data.first_ig_record = parse_day(facts.get("firstIgRecord"))
     data.start_unknown = bool(facts.get("startUndocumented")) or (
@@ -183,7 +193,7 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
                 where="post",
                 color="#7a4fa3",
                 linewidth=1.2,
-                label=say["age-limit"],
+                label=say[data.limit_word()],
                 gid="age-limit",
             )
         for phase, colour in PHASE_COLOURS.items():
@@ -306,6 +316,7 @@ def warm() -> None:
     not pay for the import and the font cache (about 1-2 s); `serve` calls it before serving."""
     point = Point("warm-up", dt.date(2025, 1, 1), 500.0, "baseline")
     words = {k: k for k in ("threshold", "age-limit", "start", "ylabel", "lane-ig", "order")}
+    words |= {"lab-limit": "", "mixed-limit": ""}
     words |= {"lane-weight": "", "weight-label": "{kg}", "weight-missing": "", "trough": ""}
     words |= {f"phase-{k}": k for k in PHASE_COLOURS}
     render_svg(ChartData(points=[point], threshold=500.0), words)

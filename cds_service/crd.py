@@ -32,6 +32,7 @@ from typing import Any
 
 from cds_service.domain import Outcome, Status
 from cds_service.engine import Determination
+from cds_service.fhir import bundle
 
 Json = dict[str, Any]
 EXT_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"
@@ -42,15 +43,7 @@ REASON_LIMIT = 1000
 
 def coverage_reference(prefetch_value: Any, order: Json | None) -> str | None:
     """'Coverage/id' of the patient's (primary) active coverage, or None when not known."""
-    found: list[Json] = []
-    if isinstance(prefetch_value, dict):
-        if prefetch_value.get("resourceType") == "Coverage":
-            found = [prefetch_value]
-        elif prefetch_value.get("resourceType") == "Bundle":
-            for entry in prefetch_value.get("entry") or []:
-                res = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(res, dict) and res.get("resourceType") == "Coverage":
-                    found.append(res)
+    found = [r for r in bundle.resources_of(prefetch_value) if r.get("resourceType") == "Coverage"]
     active = [
         c for c in found if isinstance(c.get("id"), str) and c.get("status", "active") == "active"
     ]
@@ -154,8 +147,7 @@ def system_action(order: Json, extension: Json) -> Json:
 def find_order(draft_orders: Json, ref: str) -> Json | None:
     """The draft order resource `ref` ('MedicationRequest/id') names, if it carries that id."""
     rtype, _, rid = ref.partition("/")
-    for entry in draft_orders.get("entry") or []:
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(res, dict) and res.get("resourceType") == rtype and res.get("id") == rid:
+    for res in bundle.resources_of(draft_orders):
+        if res.get("resourceType") == rtype and res.get("id") == rid:
             return res
     return None

@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from cds_service import fastpath, units
+from cds_service import units
 from cds_service.domain import (
     Coding,
     ConditionFact,
@@ -32,8 +32,15 @@ from cds_service.domain import (
     When,
 )
 from cds_service.errors import BadRequest
-from cds_service.fhir import views
-from cds_service.fhir_models import MODELS, ValidationError, lenient, to_when, validation_summary
+from cds_service.fhir import fastpath, views
+from cds_service.fhir.bundle import (
+    for_patient,
+    is_operation_outcome,
+    raw_codings,
+    refers_to_patient,
+    resources_of,
+)
+from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
 from cds_service.knowledge import Knowledge, Product
 
 log = logging.getLogger(__name__)
@@ -151,52 +158,6 @@ def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
 _ALWAYS_ALLOWED = frozenset({"OperationOutcome", "Medication", "Patient"})
 
 
-def is_operation_outcome(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
-
-
-_DATE_FIELDS = (
-    ("effectiveDateTime",),
-    ("effectivePeriod", "start"),
-    ("effectiveInstant",),
-    ("onsetDateTime",),
-    ("onsetPeriod", "start"),
-    ("occurrenceDateTime",),
-    ("authoredOn",),
-    ("whenHandedOver",),
-    ("whenPrepared",),
-    ("period", "start"),
-    ("recordedDate",),
-    ("dateAsserted",),
-    ("issued",),
-)
-
-
-def canonical_key(res: dict[str, Any]) -> tuple[str, str, str]:
-    """Sort key that makes a record independent of the order its sources returned it in:
-    resource type, then the clinical date (oldest first, undated last), then id."""
-    when = "~"  # after every date
-    for path in _DATE_FIELDS:
-        node: Any = res
-        for step in path:
-            node = node.get(step) if isinstance(node, dict) else None
-        if isinstance(node, str) and node:
-            when = node
-            break
-    return str(res.get("resourceType")), when, str(res.get("id"))
-
-
-def has_next_page(value: Any) -> bool:
-    """A search Bundle that says more pages follow (link with relation `next`)."""
-    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
-        return False
-    links = value.get("link")
-    return isinstance(links, list) and any(
-        isinstance(link, dict) and link.get("relation") == "next" and link.get("url")
-        for link in links
-    )
-
-
 def check_prefetch_value(spec: PrefetchKey, value: Any) -> None:
     """Reject a prefetch value of the wrong shape with a 400 naming the field."""
     where = f"prefetch.{spec.key}"
@@ -225,80 +186,6 @@ def check_prefetch_value(spec: PrefetchKey, value: Any) -> None:
                 f"{where}.entry[{i}].resource.resourceType",
                 f"expected {spec.resource_type}, got {etype}",
             )
-
-
-def resources_of(value: Any) -> Iterator[dict[str, Any]]:
-    """The resources in a prefetch/search value (a single resource or a Bundle's entries)."""
-    if not isinstance(value, dict):
-        return
-    if value.get("resourceType") == "Bundle":
-        for entry in value.get("entry", []) or []:
-            res = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(res, dict):
-                yield res
-    elif value.get("resourceType") != "OperationOutcome":
-        yield value
-
-
-# ---------------------------------------------------------------------------------------------
-# raw-dict helpers (filtering before validation)
-
-
-def _raw_codings(cc: Any) -> list[Coding]:
-    if not isinstance(cc, dict):
-        return []
-    return [
-        (c.get("system"), c.get("code")) for c in cc.get("coding", []) or [] if isinstance(c, dict)
-    ]
-
-
-def refers_to_patient(target: str, patient_id: str, server: str | None = None) -> bool:
-    """A reference names this patient: `Patient/<id>` (optionally `/_history/<v>`), or the same
-    path under this request's own fhirServer. `http://elsewhere/fhir/Patient/<id>` is another
-    server's patient who happens to share the id: not this one."""
-    own = f"Patient/{patient_id}"
-    if target == own:
-        return True
-    target = target.split("/_history/", 1)[0]
-    if target == own:
-        return True
-    if server and "://" in target:
-        return target == f"{server.rstrip('/')}/Patient/{patient_id}"
-    return False
-
-
-def subject_of(res: dict[str, Any]) -> str | None:
-    """The patient reference of a resource (`subject` or `patient`), None when it has none."""
-    for key in ("subject", "patient"):
-        ref = res.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            return str(ref["reference"])
-    return None
-
-
-def _for_patient(res: dict[str, Any], patient_id: str, server: str | None = None) -> bool:
-    """True when the resource's subject/patient reference points at this patient."""
-    if res.get("resourceType") == "Patient":
-        return bool(res.get("id") == patient_id)
-    target = subject_of(res)
-    return target is not None and refers_to_patient(target, patient_id, server)
-
-
-def foreign_resources(value: Any, patient_id: str, server: str | None) -> list[str]:
-    """Resource types in a prefetch value that belong to another patient (or to no patient).
-
-    A key holding someone else's data is not this patient's record: the key is unreadable, like a
-    fetched search that returns another patient (never silently filtered into a confident answer).
-    Medication and OperationOutcome entries name no patient and are allowed.
-    """
-    foreign: list[str] = []
-    for res in resources_of(value):
-        rtype = res.get("resourceType")
-        if rtype in ("Medication", "OperationOutcome"):
-            continue
-        if not _for_patient(res, patient_id, server):
-            foreign.append(str(rtype))
-    return foreign
 
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -455,7 +342,7 @@ class RecordBuilder:
             if rtype == "Medication":
                 self._medications[str(res.get("id"))] = res
                 continue
-            if not _for_patient(res, self.patient_id, self.server):
+            if not for_patient(res, self.patient_id, self.server):
                 continue
             by_type.setdefault(rtype, {})[str(res.get("id"))] = res  # de-duplicate by id
         draft_ids = {
@@ -529,7 +416,7 @@ class RecordBuilder:
         for raw in raws:
             if raw.get("status") in IGNORED_STATUSES:
                 continue
-            codings = _raw_codings(raw.get("code"))
+            codings = raw_codings(raw.get("code"))
             known = self._obs_filter.any_match(codings)
             components = raw.get("component")
             panel = self._pneumo_panel.any_match(codings) or (
@@ -561,7 +448,7 @@ class RecordBuilder:
 
     def _known_component(self, components: Any) -> bool:
         return isinstance(components, list) and any(
-            isinstance(c, dict) and self._obs_filter.any_match(_raw_codings(c.get("code")))
+            isinstance(c, dict) and self._obs_filter.any_match(raw_codings(c.get("code")))
             for c in components
         )
 
@@ -674,7 +561,7 @@ class RecordBuilder:
             member = self._observations_by_id.get(target.split("/", 1)[1])
             if member is None or member.get("status") in IGNORED_STATUSES:
                 continue
-            codings = _raw_codings(member.get("code"))
+            codings = raw_codings(member.get("code"))
             if self._obs_filter.any_match(codings):
                 continue  # read on its own
             serotype = self._serotype(codings, member, True)
@@ -723,10 +610,10 @@ class RecordBuilder:
 
     def _conditions(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         for raw in raws:
-            codings = _raw_codings(raw.get("code"))
+            codings = raw_codings(raw.get("code"))
             if not self._condition_filter.any_match(codings):
                 continue
-            verification = {c for _, c in _raw_codings(raw.get("verificationStatus"))}
+            verification = {c for _, c in raw_codings(raw.get("verificationStatus"))}
             if verification & {"refuted", "entered-in-error"}:
                 continue
             cond: views.Condition | None = self.parse(raw)
@@ -754,7 +641,7 @@ class RecordBuilder:
         for raw in raws:
             if raw.get("status") in IGNORED_STATUSES:
                 continue
-            codings = [c for cc in raw.get("reasonCode", []) or [] for c in _raw_codings(cc)]
+            codings = [c for cc in raw.get("reasonCode", []) or [] for c in raw_codings(cc)]
             if not infections.any_match(codings):
                 continue
             enc: views.Encounter | None = self.parse(raw)
@@ -776,7 +663,7 @@ class RecordBuilder:
         for raw in raws:
             if raw.get("status") != "completed":
                 continue
-            codings = _raw_codings(raw.get("vaccineCode"))
+            codings = raw_codings(raw.get("vaccineCode"))
             kind = next((k for k, vs in kinds if vs.any_match(codings)), None)
             if kind is None:
                 continue
@@ -851,26 +738,7 @@ class RecordBuilder:
             )
             record.no_medications = NoMedications(_ref(raw), when)
             return
-        start: When | None
-        asserted: When | None = None
-        if rtype == "MedicationAdministration":
-            given = cast(views.MedicationAdministration, model)
-            start = to_when(
-                given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
-            )
-        elif rtype == "MedicationRequest":
-            start = to_when(cast(views.MedicationRequest, model).authoredOn)
-        elif rtype == "MedicationStatement":
-            taken = cast(views.MedicationStatement, model)
-            start = to_when(
-                taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
-            )
-            asserted = to_when(taken.dateAsserted)
-        else:
-            handed = cast(views.MedicationDispense, model)
-            start = to_when(handed.whenHandedOver or handed.whenPrepared)
-        period: views.Period | None = getattr(model, "effectivePeriod", None)
-        last = to_when(period.end) if period is not None and period.end else None
+        start, asserted, last = _use_dates(model, rtype)
         if product is not None:
             record.exposures.append(
                 Exposure(
@@ -884,40 +752,53 @@ class RecordBuilder:
             )
             return
         record.other_medications.append(_ref(raw))
-        drugs = self.kn.vs("causative-drugs")
-        names = self.kn.drug_names
-        hit = drugs.first_match(codings)
+        drug = self._causative_drug(raw, model, codings, texts, (start, asserted, last))
+        if drug is not None:
+            record.drugs.append(drug)
+
+    def _causative_drug(
+        self,
+        raw: dict[str, Any],
+        model: views.MedicationConcept,
+        codings: tuple[Coding, ...],
+        texts: list[str | None],
+        dates: tuple[When | None, When | None, When | None],
+    ) -> DrugExposure | None:
+        """A non-IG medication that can cause secondary hypogammaglobulinemia (by code, else by
+        a drug name in its text), with its course as the record states it; None otherwise."""
+        rtype, status = raw["resourceType"], raw.get("status")
+        start, asserted, last = dates
+        hit = self.kn.vs("causative-drugs").first_match(codings)
         lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
-        name = next((n for t in lowered for n in names if n in t), None)
-        if hit is not None or name is not None:
-            if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
-                return  # a proposal or plan is not an order: nothing was given
-            label = name or next((t for t in texts if t), None) or "medication"
-            dosages = _dosages(model, rtype)
-            if rtype == "MedicationRequest" and last is None:
-                last = _bounds_end(dosages, start)  # the order's own course end, if stated
-            ongoing = last is None and status in {"active", "in-progress", "on-hold"}
-            rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
-                self.kn.drug_rules.get(name) if name else None
-            )
-            first = start.date if start is not None else None
-            end = last.date if last is not None else (self.today if ongoing else None)
-            record.drugs.append(
-                DrugExposure(
-                    _ref(raw),
-                    codings,
-                    label,
-                    last or start or asserted,
-                    ongoing,
-                    ingredient=rule.name if rule else label,
-                    route=self._route_class(dosages, texts),
-                    days=_course_days(model, rtype, dosages, first, end),
-                    daily_mg=_daily_mg(dosages),
-                    single_dose=rtype == "MedicationAdministration",
-                    start=start,
-                    uncertain=rtype == "MedicationRequest" and status == "stopped",
-                )
-            )
+        name = next((n for t in lowered for n in self.kn.drug_names if n in t), None)
+        if hit is None and name is None:
+            return None
+        if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
+            return None  # a proposal or plan is not an order: nothing was given
+        label = name or next((t for t in texts if t), None) or "medication"
+        dosages = _dosages(model, rtype)
+        if rtype == "MedicationRequest" and last is None:
+            last = _bounds_end(dosages, start)  # the order's own course end, if stated
+        ongoing = last is None and status in {"active", "in-progress", "on-hold"}
+        rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
+            self.kn.drug_rules.get(name) if name else None
+        )
+        first = start.date if start is not None else None
+        end = last.date if last is not None else (self.today if ongoing else None)
+        return DrugExposure(
+            _ref(raw),
+            codings,
+            label,
+            last or start or asserted,
+            ongoing,
+            ingredient=rule.name if rule else label,
+            route=self._route_class(dosages, texts),
+            days=_course_days(model, rtype, dosages, first, end),
+            daily_mg=_daily_mg(dosages),
+            single_dose=rtype == "MedicationAdministration",
+            start=start,
+            uncertain=rtype == "MedicationRequest" and status == "stopped",
+        )
 
     def _route_class(self, dosages: list[Dosages], texts: list[str | None]) -> str | None:
         """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
@@ -980,13 +861,13 @@ class RecordBuilder:
                 *(c.get("display") for c in cc.get("coding", []) or [] if isinstance(c, dict)),
             ]
         ref = raw.get("medicationReference")
-        codings = _raw_codings(cc)
+        codings = raw_codings(cc)
         if isinstance(ref, dict):
             texts.append(ref.get("display"))
             target = str(ref.get("reference", ""))
             for contained in raw.get("contained", []) or []:
                 if isinstance(contained, dict) and f"#{contained.get('id')}" == target:
-                    codings += _raw_codings(contained.get("code"))
+                    codings += raw_codings(contained.get("code"))
                     texts.append((contained.get("code") or {}).get("text"))
             if not target.startswith("#") and target:
                 return True  # a reference to a Medication resource: decide after reading it
@@ -1007,7 +888,7 @@ class RecordBuilder:
                 code.get("text"),
                 *(c.get("display") for c in code.get("coding", []) or [] if isinstance(c, dict)),
             ]
-        return self.kn.product_index.identify(_raw_codings(code), texts) is not None
+        return self.kn.product_index.identify(raw_codings(code), texts) is not None
 
     def _draft_orders(self, draft_orders: Any) -> list[DraftOrder]:
         orders: list[DraftOrder] = []
@@ -1145,6 +1026,33 @@ def _bounds_end(dosages: list[Dosages], start: When | None) -> When | None:
             if days is not None:  # duration_to_days refuses absurd lengths
                 ends.append(When(start.date + dt.timedelta(days=round(days))))
     return max(ends, key=lambda w: w.last) if ends else None
+
+
+def _use_dates(
+    model: views.MedicationConcept, rtype: str
+) -> tuple[When | None, When | None, When | None]:
+    """(start, asserted, last) of a medication use: when it was given, taken, ordered or
+    handed over; when a statement was made; when a stated period ended."""
+    asserted: When | None = None
+    if rtype == "MedicationAdministration":
+        given = cast(views.MedicationAdministration, model)
+        start = to_when(
+            given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
+        )
+    elif rtype == "MedicationRequest":
+        start = to_when(cast(views.MedicationRequest, model).authoredOn)
+    elif rtype == "MedicationStatement":
+        taken = cast(views.MedicationStatement, model)
+        start = to_when(
+            taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
+        )
+        asserted = to_when(taken.dateAsserted)
+    else:
+        handed = cast(views.MedicationDispense, model)
+        start = to_when(handed.whenHandedOver or handed.whenPrepared)
+    period: views.Period | None = getattr(model, "effectivePeriod", None)
+    last = to_when(period.end) if period is not None and period.end else None
+    return start, asserted, last
 
 
 def _course_days(

@@ -159,7 +159,9 @@ def _caption(data: chart.ChartData, facts: dict[str, Any] | None, say: dict[str,
         )
         lines = text["lines"].format(
             threshold=f"{data.threshold:g}",
-            age=text["lines-age"].format(values=ages) if ages else "",
+            age=text["lines-age"].format(label=text["lines-label"][data.limit_word()], values=ages)
+            if ages
+            else "",
         )
     elif facts is None:
         lines = text["no-facts"]

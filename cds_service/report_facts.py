@@ -17,7 +17,7 @@ from cds_service.domain import Phase, When
 from cds_service.rules.context import Context
 from cds_service.rules.criteria import baseline_igg, trough_monitoring
 
-VERSION = 1
+VERSION = 2  # 2: "lowerLimits" (with their source) replaces "ageLowerLimits"
 
 
 def _day(when: When | None) -> str | None:
@@ -37,16 +37,25 @@ def collect(ctx: Context) -> dict[str, Any]:
         for p in tl.labs:
             if p.phase is not Phase.ON_TREATMENT or p.result.value_mg_dl is None:
                 continue
-            hit = trough_monitoring._after_infusion(ctx, p.result.when, hours)
+            hit = trough_monitoring.after_infusion(ctx, p.result.when, hours)
             (peaks if hit else troughs).append(p.result.ref)
-    limits = []
-    for when in sorted(
-        {p.result.when for p in tl.labs if p.result.when is not None} | {When(record.today)},
-        key=lambda w: w.date,
-    ):
-        low = baseline_igg._age_lower_limit(ctx, when)
+    # the limit each result was (or would be) compared with: the lab's own range where the rule
+    # uses it, else the age table; the order date carries the age limit forward to the order
+    by_day: dict[str, dict[str, Any]] = {}
+    for p in tl.labs:
+        if p.result.when is None:
+            continue
+        low, source = baseline_igg.lower_limit(ctx, p.result)
+        day = p.result.when.date.isoformat()
         if low is not None:
-            limits.append({"date": when.date.isoformat(), "mgDl": low})
+            by_day[day] = {"date": day, "mgDl": low, "source": source}
+    today = baseline_igg.age_lower_limit(ctx, When(record.today))
+    if today is not None:
+        by_day.setdefault(
+            record.today.isoformat(),
+            {"date": record.today.isoformat(), "mgDl": today, "source": "age"},
+        )
+    limits = [by_day[d] for d in sorted(by_day)]
     weight_vs = ctx.kn.vs("body-weight")
     weights = []
     for m in record.measurements:
@@ -76,7 +85,7 @@ def collect(ctx: Context) -> dict[str, Any]:
         "orderDate": _day(order.authored) if order else None,
         "evaluatedOn": record.today.isoformat(),
         "thresholdMgDl": ctx.params.baseline_igg.threshold_mg_dl,
-        "ageLowerLimits": limits,
+        "lowerLimits": limits,
         "therapyStart": _day(tl.therapy_start),
         "firstIgRecord": _day(tl.earliest_evidence),
         "startUndocumented": bool(tl.start_undocumented),

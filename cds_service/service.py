@@ -22,6 +22,7 @@ from cds_service.errors import (
     PayloadTooLarge,
     UnknownService,
 )
+from cds_service.fhir import bundle
 from cds_service.knowledge import Knowledge
 from cds_service.orderables import Actions, OrderContext
 from cds_service.protocol import ParsedRequest, parse_request
@@ -169,11 +170,11 @@ class Engine:
         absent: list[record.PrefetchKey] = []
         paged: set[str] = set()
         for spec in self.keys:
-            if spec.key not in prefetch or record.is_operation_outcome(prefetch[spec.key]):
+            if spec.key not in prefetch or bundle.is_operation_outcome(prefetch[spec.key]):
                 absent.append(spec)
                 continue
             record.check_prefetch_value(spec, prefetch[spec.key])
-            if record.has_next_page(prefetch[spec.key]):
+            if bundle.has_next_page(prefetch[spec.key]):
                 # CDS Hooks 2.0 lets a client paginate prefetch: only a first page was sent, so
                 # the whole search is run against fhirServer (never decide on part of a record)
                 paged.add(spec.key)
@@ -191,7 +192,7 @@ class Engine:
                     f"prefetch holds more than {self.max_resources} resources, too many to read"
                 )
                 continue
-            others = record.foreign_resources(values[key], patient_id, server)
+            others = bundle.foreign_resources(values[key], patient_id, server)
             if others:
                 del values[key]
                 refused[key] = (
@@ -221,13 +222,13 @@ class Engine:
         resources: list[dict[str, Any]] = []
         empty: set[str] = set()
         for key, value in values.items():
-            found = list(record.resources_of(value))
+            found = list(bundle.resources_of(value))
             if not found:
                 empty.add(key)
             resources.extend(found)
         # one canonical order, whatever order the EHR's prefetch or its FHIR server (or the
         # split of a long search into several queries) gave: the same record, the same answer
-        resources.sort(key=record.canonical_key)
+        resources.sort(key=bundle.canonical_key)
         return resources, unreadable, empty
 
     def _check_total(self, values: dict[str, Any]) -> None:
@@ -293,7 +294,7 @@ class Engine:
         else:
             cards = self.renderer.render(det, self.source, call)
         action = (
-            self._coverage_action(parsed, det, assertion_id, svc.hook)
+            self._coverage_action(parsed, det, call.draft_order, assertion_id, svc.hook)
             if config["coverage-info"]
             else None
         )
@@ -328,9 +329,15 @@ class Engine:
         return Answer(response, evaluation)
 
     def _coverage_action(
-        self, parsed: ParsedRequest, det: engine.Determination, assertion_id: str, hook: str
+        self,
+        parsed: ParsedRequest,
+        det: engine.Determination,
+        order: dict[str, Any] | None,
+        assertion_id: str,
+        hook: str,
     ) -> dict[str, Any] | None:
-        order = crd.find_order(parsed.context.draftOrders, det.order.ref)
+        """The CRD coverage-information systemAction on `order` (the draft order being
+        evaluated, as the cards found it)."""
         if order is None:
             return None  # CRD found-36: the order must carry an id the update can target
         prefetch = parsed.request.prefetch or {}

@@ -26,7 +26,7 @@ from typing import Any
 import click
 import requests
 
-from cds_service.record import resources_of
+from cds_service.fhir.bundle import resources_of
 
 FHIR_JSON = "application/fhir+json"
 REQUEST_FILE = "order-sign-request.json"

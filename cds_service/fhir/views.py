@@ -4,7 +4,7 @@ A parsed resource is either an R4B model (fhir.resources, untyped for mypy) or a
 (plain resources read without building models); both answer these attribute reads the same way
 (tests/test_fastpath.py). The builder sees them through these Protocols, so a misspelt element
 name (`authored_on` for `authoredOn`) fails `mypy --strict` instead of reading None at run time.
-Dates and instants are whatever `fhir_models.to_when` accepts (date, datetime or string).
+Dates and instants are whatever `models.to_when` accepts (date, datetime or string).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 Number = Decimal | float | int
-DateLike = Any  # date | datetime | str: normalised by fhir_models.to_when
+DateLike = Any  # date | datetime | str: normalised by models.to_when
 
 
 class Coding(Protocol):

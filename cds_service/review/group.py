@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cds_service.record import subject_of
+from cds_service.fhir.bundle import subject_of
 from cds_service.review.source import BadLine, read_lines
 
 # resources that belong to no patient but are read through references (medicationReference)

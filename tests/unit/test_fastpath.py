@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import records
-from cds_service import fastpath
-from cds_service.fhir_models import MODELS, ValidationError, lenient
+from cds_service.fhir import fastpath
+from cds_service.fhir.models import MODELS, ValidationError, lenient
 from cds_service.record import _observation_view
 
 OBSERVATIONS = [r for r in records.make_resources(1000) if r["resourceType"] == "Observation"] + [
@@ -186,6 +186,7 @@ def _build(n: int) -> Any:
     import datetime as dt
 
     from cds_service import knowledge, record
+    from cds_service.fhir import bundle
 
     request = records.order_sign_request(n)
     request["prefetch"]["medicationStatements"]["entry"].append(
@@ -200,7 +201,7 @@ def _build(n: int) -> Any:
             }
         }
     )
-    resources = [r for v in request["prefetch"].values() for r in record.resources_of(v)]
+    resources = [r for v in request["prefetch"].values() for r in bundle.resources_of(v)]
     builder = record.RecordBuilder(knowledge.default(), "seed-cvid-1", dt.date(2025, 11, 20))
     return builder.build(resources, request["context"]["draftOrders"])
 

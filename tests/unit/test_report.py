@@ -282,7 +282,7 @@ def test_report_facts_are_stored_with_the_evaluation(client: TestClient) -> None
     assert facts["thresholdMgDl"] == 500
     assert facts["therapyStart"] == "2025-01-10"
     assert facts["product"]
-    assert facts["ageLowerLimits"]
+    assert facts["lowerLimits"]
     assert all(e["date"] for e in facts["exposures"])
     assert facts["weights"][-1]["kg"] == 72.0
     on_treatment = [
@@ -450,3 +450,32 @@ def test_report_links_follow_the_port(tmp_path: Path) -> None:
         url = next(x["url"] for x in answer["cards"][0]["links"] if "/reports/" in x["url"])
         assert url.startswith("http://127.0.0.1:9137/reports/")
         assert c.get(url.removeprefix("http://127.0.0.1:9137")).status_code == 200
+
+
+def test_the_chart_draws_the_limit_the_rule_used(client: TestClient) -> None:
+    """The baseline IgG carries the lab's own range (low 610 mg/dL) and the policy prefers it:
+    the report's limit line at that result is 610 from the lab, not the age table's 700; the
+    order date, with no result, keeps the age table's limit. Old stored facts still chart."""
+    body = load_json(FIXTURES / "continuation-dated" / "order-sign-request.json")
+    for entry in body["prefetch"]["observations"]["entry"]:
+        res = entry["resource"]
+        if res.get("effectiveDateTime", "").startswith("2024-12-01"):
+            res["referenceRange"][0]["low"]["value"] = 610
+    answer = client.post(SIGN, json=body).json()
+    url = next(x["url"] for x in answer["cards"][0]["links"] if "/reports/" in x["url"])
+    store: Storage = client.app.state.storage  # type: ignore[attr-defined]
+    ev = store.evaluation(url.rsplit("/", 1)[1])
+    assert ev is not None
+    assert ev.report_facts is not None
+    limits = {x["date"]: (x["mgDl"], x["source"]) for x in ev.report_facts["lowerLimits"]}
+    assert limits["2024-12-01"] == (610.0, "lab")
+    assert limits[ev.report_facts["evaluatedOn"]] == (700.0, "age")
+    data = chart.chart_data(ev.determination, ev.report_facts)
+    assert data.limit_word() == "mixed-limit"
+    html = client.get(url).text
+    assert "Lower limit (lab&#39;s range, else for age)" in html or (
+        "Lower limit (lab's range, else for age)" in html
+    )
+    assert "610 mg/dL from" in _visible(html)
+    old = {"lowerLimits": None, "ageLowerLimits": [{"date": "2024-12-01", "mgDl": 700}]}
+    assert chart.chart_data(ev.determination, old).limit_word() == "age-limit"

@@ -223,7 +223,7 @@ def test_instants_in_different_zones_compare_as_instants() -> None:
 def test_partial_date_result_is_not_baseline_within_its_month() -> None:
     """An IgG dated only '2025-03' may have been drawn after an IG dose on 2025-03-15: its phase is
     unknown, never baseline (a partial date is not the first day of its month)."""
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     lab = IgGResult("Observation/x", to_when("2025-03"), 380.0, "mg/dL")
     tl = timeline.build([_admin(When(dt.date(2025, 3, 15)))], [lab])
@@ -239,7 +239,7 @@ def test_partial_date_result_is_not_baseline_within_its_month() -> None:
 
 def test_partial_start_date_leaves_same_month_results_unknown() -> None:
     """IG started '2025-03' (day unknown): an IgG on 2025-03-10 may be pre-treatment or not."""
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 380.0, "mg/dL")
     tl = timeline.build([_admin(to_when("2025-03"))], [lab])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cds_service.domain import (
     Finding,
+    IgGResult,
     Phase,
     Status,
     When,
@@ -27,14 +28,13 @@ def decide(ctx: Context) -> Finding:
     if baseline:
         latest = baseline[-1].result
         value = latest.value_mg_dl or 0.0
-        low = _age_lower_limit(ctx, latest.when)
-        low_label: str = say("baseline-igg.low-age-table")
-        if not ctx.kn.igg_reference.verified:
-            low_label += say("unverified")
-        if latest.reference_low_mg_dl is not None and (
-            low is None or rule.prefer_lab_reference_low
-        ):
-            low, low_label = latest.reference_low_mg_dl, say("baseline-igg.low-lab")
+        low, source = lower_limit(ctx, latest)
+        if source == "lab":
+            low_label: str = say("baseline-igg.low-lab")
+        else:
+            low_label = say("baseline-igg.low-age-table")
+            if not ctx.kn.igg_reference.verified:
+                low_label += say("unverified")
         date = str(latest.when)
         if value < threshold:
             why = say("baseline-igg.below-threshold", threshold=fmt(threshold))
@@ -104,7 +104,20 @@ def decide(ctx: Context) -> Finding:
     return Finding("baseline-igg", Status.INSUFFICIENT, reason, (), tuple(missing))
 
 
-def _age_lower_limit(ctx: Context, when: When | None) -> float | None:
+def lower_limit(ctx: Context, result: IgGResult) -> tuple[float | None, str]:
+    """The lower limit a result is compared with, and where it comes from: the lab's own
+    reference range ("lab") when the policy prefers it or the age is unknown, else the age
+    table ("age"). The report's chart draws the same limit the rule used."""
+    low = age_lower_limit(ctx, result.when)
+    lab = result.reference_low_mg_dl
+    if lab is not None and (low is None or ctx.params.baseline_igg.prefer_lab_reference_low):
+        return lab, "lab"
+    return low, "age"
+
+
+def age_lower_limit(ctx: Context, when: When | None) -> float | None:
+    """The age table's lower limit on a date (completed months of age); None without a birth
+    date or a date."""
     patient = ctx.record.patient
     if patient is None or patient.birth_date is None or when is None:
         return None

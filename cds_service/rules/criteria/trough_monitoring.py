@@ -29,7 +29,7 @@ def decide(ctx: Context) -> Finding:
         if p.phase is Phase.ON_TREATMENT and p.result.value_mg_dl is not None
     ]
     hours = ctx.params.trough_monitoring.peak_window_hours
-    peaks = {r.ref: hit for r in on_treatment if (hit := _after_infusion(ctx, r.when, hours))}
+    peaks = {r.ref: hit for r in on_treatment if (hit := after_infusion(ctx, r.when, hours))}
     troughs = [r for r in on_treatment if r.ref not in peaks]
     if not troughs and peaks:
         latest_peak = on_treatment[-1]
@@ -71,7 +71,7 @@ def decide(ctx: Context) -> Finding:
     )
 
 
-def _after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, When] | None:
+def after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, When] | None:
     """The IV IG administration a result was drawn shortly after (a peak, not a pre-infusion
     trough): timed values within `hours` after the infusion; a date-only result on a later day
     within the window. A result on the infusion's own day without times counts as drawn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cds_service.fhir_client import Allowlist
+from cds_service.fhir.client import Allowlist
 
 
 @pytest.mark.parametrize(

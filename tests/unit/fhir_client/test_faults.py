@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from cds_service import logs
 from cds_service.app import create_app
-from cds_service.fhir_client import Allowlist, render_template
+from cds_service.fhir.client import Allowlist, render_template
 from tests.conftest import (
     DETERMINATION_KEY,
     FIXTURES,

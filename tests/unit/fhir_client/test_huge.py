@@ -27,7 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_service.app import create_app
-from cds_service.fhir_client import Unreadable, _JsonStream, _Malformed
+from cds_service.fhir.client import Unreadable, _JsonStream, _Malformed
 from tests.api.test_auth import SIGN
 from tests.conftest import ValidatingClient, make_settings, problem
 from tests.support.fake_fhir import (

@@ -25,7 +25,7 @@ def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     reasons and the labs list show the date as recorded."""
     from cds_service import engine
     from cds_service.domain import DraftOrder
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     start = to_when("2025-03")
     assert str(start) == "2025-03"

@@ -16,7 +16,7 @@ def test_birth_year_only_does_not_prove_the_minimum_age() -> None:
     """Born '2024' and evaluated on 2026-06-01: 2 years old if born in January, 1 if born in
     December. The age rule (>= 2) cannot be met on that; it is insufficient, not met."""
     from cds_service.domain import PatientFact
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     born = to_when("2024")
     assert born is not None

@@ -796,7 +796,7 @@ def test_causative_drug_with_a_partial_date_overlapping_the_lookback_is_not_excl
     """Rituximab dated only '2025' on an order of 2026-01-15: it may have been given in December
     2025, inside the 12-month look-back. The exclusion cannot be met on that."""
     from cds_service.domain import DrugExposure
-    from cds_service.fhir_models import to_when
+    from cds_service.fhir.models import to_when
 
     drug = DrugExposure("MedicationStatement/r", (), "rituximab", to_when("2025"))
     rec = Record(patient=None, orders=[], drugs=[drug], today=TODAY)

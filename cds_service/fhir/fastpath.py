@@ -24,7 +24,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from cds_service.domain import Coding, When
-from cds_service.fhir_models import _NAIVE_DATETIME as NAIVE_DATETIME
+from cds_service.fhir.models import _NAIVE_DATETIME as NAIVE_DATETIME
 
 # Primitive constraints of fhir_core (R4B), anchored; where ours is narrower it only means fallback.
 _CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
@@ -98,7 +98,7 @@ def _remember(memo: set[str], v: str) -> None:
 def _str(v: Any) -> str:
     if v in _OK_STR and type(v) is str:
         return v
-    # zone-less dateTimes are rewritten by fhir_models.lenient() wherever they occur: model path
+    # zone-less dateTimes are rewritten by models.lenient() wherever they occur: model path
     if type(v) is not str or not v or v.strip() != v or NAIVE_DATETIME.match(v):
         raise _Unusual
     _remember(_OK_STR, v)

@@ -56,8 +56,9 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from cds_service import __version__
+from cds_service.fhir.bundle import for_patient, refers_to_patient
 from cds_service.protocol import MAX_JSON_DEPTH, ParsedRequest, too_deep
-from cds_service.record import PrefetchKey, _for_patient, refers_to_patient
+from cds_service.record import PrefetchKey
 
 log = logging.getLogger(__name__)
 # urllib3 logs request URLs (which carry the patient id) at DEBUG and on retries: keep it quiet
@@ -507,9 +508,7 @@ class FhirFetcher:
         self.limits = limits or FetchLimits()
         self.headers = {"Accept": FHIR_JSON, "User-Agent": f"ivig-cds/{__version__}"}
         self.pool = urllib3.PoolManager(num_pools=32, maxsize=self.limits.workers, block=False)
-        self._pool = _TenantPool(
-            self.limits.workers, self.limits.workers_per_server, self.executor
-        )
+        self._pool = _TenantPool(self.limits.workers, self.limits.workers_per_server, self.executor)
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -919,7 +918,7 @@ def _belongs_to(res: dict[str, Any], patient: str, server: str | None = None) ->
         ref = res.get("beneficiary")
         target = ref.get("reference") if isinstance(ref, dict) else None
         return isinstance(target, str) and refers_to_patient(target, patient, server)
-    return _for_patient(res, patient, server)
+    return for_patient(res, patient, server)
 
 
 def _wire_length(text: str) -> int:
