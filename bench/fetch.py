@@ -25,7 +25,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import requests
 
@@ -33,6 +32,7 @@ from bench import records
 from cds_service.app import build_fetcher
 from cds_service.fhir.bundle import resources_of
 from cds_service.settings import Settings
+from tools.fake_fhir import FaultServer, record_routes
 from tools.local_fhir import FhirServer, FhirServerError, ensure_installed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,70 +270,8 @@ def measure_sekmet(
 
 
 # --------------------------------------------------------------------------------------------
-# a FHIR server that answers concurrently, with a fixed per-request latency
-
-
-def _matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
-    """The search parameters the service's templates use: patient, code (token OR-list), status."""
-    for name, value in params:
-        if name == "patient":
-            subject = resource.get("subject") or resource.get("patient") or {}
-            ref = subject.get("reference", "") if isinstance(subject, dict) else ""
-            beneficiary = (resource.get("beneficiary") or {}).get("reference", "")
-            if value not in (ref.rpartition("/")[2], beneficiary.rpartition("/")[2]):
-                return False
-        elif name == "code":
-            wanted = set(value.split(","))
-            codings = (resource.get("code") or {}).get("coding") or []
-            if not any(f"{c.get('system')}|{c.get('code')}" in wanted for c in codings):
-                return False
-        elif name == "status" and resource.get("status") != value:
-            return False
-    return True
-
-
-def record_server_routes(resources: list[dict[str, Any]], latency_s: float) -> dict[str, Any]:
-    """Routes for tests/fault_server.FaultServer that search `resources` like a FHIR server
-    (patient/code/status filters, `_count` pages with next links) and answer every request,
-    page or read, after `latency_s`. Answers are serialised once per URL and then cached, so
-    the fake server's own work stays far below the latency it simulates."""
-    from tests.fault_server import RecordedRequest, Reply, operation_outcome, searchset
-
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for r in resources:
-        by_type.setdefault(r["resourceType"], []).append(r)
-    cache: dict[str, bytes] = {}
-    lock = threading.Lock()
-
-    def search(req: RecordedRequest, srv: Any) -> Reply:
-        with lock:
-            raw = cache.get(req.relative)
-        if raw is None:
-            params = req.params
-            count = int(req.param("_count") or 100)
-            offset = int(req.param("_getpagesoffset") or 0)
-            hits = [r for r in by_type.get(req.path, []) if _matches(r, params)]
-            links = {"self": srv.url_for(req.relative)}
-            if offset + count < len(hits):
-                keep = [(k, v) for k, v in params if k not in ("_getpagesoffset", "_count")]
-                nxt = [*keep, ("_count", str(count)), ("_getpagesoffset", str(offset + count))]
-                links["next"] = srv.url_for(f"{req.path}?{urlencode(nxt)}")
-            page = searchset(hits[offset : offset + count], total=len(hits), links=links)
-            raw = json.dumps(page).encode()
-            with lock:
-                cache[req.relative] = raw
-        return Reply(raw=raw, delay=latency_s)
-
-    reads = {f"{r['resourceType']}/{r['id']}": json.dumps(r).encode() for r in resources}
-
-    def handle(req: RecordedRequest, srv: Any) -> Reply:
-        if "/" not in req.path:  # a search (an empty searchset for a type the record lacks)
-            return search(req, srv)
-        if req.path in reads:  # a read: Patient/{id} and the like
-            return Reply(raw=reads[req.path], delay=latency_s)
-        return Reply(404, operation_outcome(f"{req.path} not found", "not-found"), delay=latency_s)
-
-    return {"*": handle}
+# a FHIR server that answers concurrently, with a fixed per-request latency: the one fake FHIR
+# server (tools/fake_fhir.py), serving the record through its search
 
 
 def measure_parallel(
@@ -344,11 +282,9 @@ def measure_parallel(
     latency_ms: float = PARALLEL_LATENCY_MS,
     expected_cards: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Against a fake FHIR server (tests/fault_server.py, one thread per connection) that holds
+    """Against a fake FHIR server (tools/fake_fhir.py, one thread per connection) that holds
     the same record and answers every request after `latency_ms`, however many run at once: the
     service's own concurrency, not the server's, decides how close it gets to the slowest query."""
-    from tests.fault_server import FaultServer
-
     request = records.order_sign_request(n)
     prefetch = request.pop("prefetch")
     resources = [r for v in prefetch.values() for r in resources_of(v)]
@@ -357,12 +293,12 @@ def measure_parallel(
         "available": False,
         "resources": n,
         "server": (
-            f"fake FHIR server (tests/fault_server.py, threaded) answering every request after "
+            f"fake FHIR server (tools/fake_fhir.py, threaded) answering every request after "
             f"{latency_ms:g} ms"
         ),
         "latency_per_request_ms": latency_ms,
     }
-    with FaultServer(record_server_routes(resources, latency_ms / 1000.0)) as fake:
+    with FaultServer(record_routes(resources, latency_ms / 1000.0)) as fake:
         log(f"  fetch: parallel fake server {fake.base_url}, {latency_ms:g} ms per request")
         reps = QUICK_QUERY_REPS if quick else QUERY_REPS
         per_query, all_urls = _time_queries(

@@ -9,7 +9,7 @@ Observation status + code, subject "Patient/<id>"), so they can also be loaded i
 
 Goldens are written from the running engine and must be reviewed by a person before they are
 committed (git diff): the clinical expectations that do not depend on the engine are in
-fhir_fixtures/scenario-expectations.yaml and are checked by tests/test_scenarios.py.
+fhir_fixtures/scenario-expectations.yaml and are checked by tests/api/test_scenarios.py.
 """
 
 from __future__ import annotations

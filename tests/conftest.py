@@ -25,12 +25,12 @@ from sqlalchemy.engine import make_url
 
 from cds_service.app import create_app
 from cds_service.settings import Settings
-from tests import cds_schemas
+from tests.support import cds_schemas
 from tools.local_fhir import FhirServer, ensure_installed
 
 # Tests that build an app from plain Settings() get client authentication off and a throw-away
-# database (tests/test_auth.py removes the first for its module). Nothing else changes: demo stays
-# off, so e.g. the FHIR server allowlist behaves as in production. Set before any Settings.
+# database (tests/api/test_auth.py removes the first for its module). Nothing else changes: demo
+# stays off, so e.g. the FHIR server allowlist behaves as in production. Set before any Settings.
 os.environ.setdefault("IVIG_CDS_JWT_REQUIRED", "false")
 os.environ.setdefault(
     "IVIG_CDS_DATABASE_PATH", str(Path(tempfile.mkdtemp(prefix="ivig-cds-test-")) / "t.db")

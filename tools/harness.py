@@ -22,13 +22,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import click
 import requests
 
-from cds_service.fhir.bundle import for_patient, resources_of
-from cds_service.record import PrefetchKey
+from cds_service.fhir.bundle import resources_of
 
 FHIR_JSON = "application/fhir+json"
 REQUEST_FILE = "order-sign-request.json"
@@ -74,62 +72,6 @@ def record_resources(request: dict[str, Any]) -> list[dict[str, Any]]:
         for res in resources_of(value):
             seen.setdefault((str(res.get("resourceType")), str(res.get("id"))), res)
     return list(seen.values())
-
-
-def _code_filter(query: str) -> set[tuple[str | None, str]] | None:
-    params = parse_qsl(urlsplit(query).query)
-    codes = [v for k, v in params if k == "code"]
-    if not codes:
-        return None
-    out: set[tuple[str | None, str]] = set()
-    for value in codes:
-        for item in value.split(","):
-            system, bar, code = item.rpartition("|")
-            out.add((system if bar else None, code))
-    return out
-
-
-def _matches_code(res: dict[str, Any], wanted: set[tuple[str | None, str]]) -> bool:
-    for coding in (res.get("code") or {}).get("coding") or []:
-        system, code = coding.get("system"), coding.get("code")
-        if (system, code) in wanted or (None, code) in wanted:
-            return True
-    return False
-
-
-def local_prefetch(
-    resources: Iterable[dict[str, Any]], keys: Iterable[PrefetchKey], patient_id: str
-) -> dict[str, Any]:
-    """Answer each prefetch template from the given resources, as an EHR would from memory
-    (type, patient and code filters only: what the service's templates use)."""
-    pool = list(resources)
-    out: dict[str, Any] = {}
-    for spec in keys:
-        if spec.is_read:
-            out[spec.key] = next(
-                (
-                    r
-                    for r in pool
-                    if r.get("resourceType") == spec.resource_type and r.get("id") == patient_id
-                ),
-                None,
-            )
-            continue
-        wanted = _code_filter(spec.query)
-        hits = [
-            r
-            for r in pool
-            if r.get("resourceType") == spec.resource_type
-            and for_patient(r, patient_id)
-            and (wanted is None or _matches_code(r, wanted))
-        ]
-        out[spec.key] = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(hits),
-            "entry": [{"fullUrl": f"{r['resourceType']}/{r['id']}", "resource": r} for r in hits],
-        }
-    return out
 
 
 # ------------------------------------------------------------------------------ namespacing

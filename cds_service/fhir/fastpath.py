@@ -9,7 +9,8 @@ elements, primitive regexes, one value[x]), and reads the facts the rules need f
 It is deliberately conservative: any element it does not know (extensions, notes, components,
 partial or zone-less dates, nulls, empty strings...) makes it return None, and the caller falls
 back to full model validation. So it can only accept resources the models accept, and it must read
-them exactly as the model path does; tests/test_fastpath.py compares the two on generated records.
+them exactly as the model path does; tests/unit/fhir/test_fastpath.py compares the two on
+generated records.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A parsed resource is either an R4B model (fhir.resources, untyped for mypy) or a fastpath view
 (plain resources read without building models); both answer these attribute reads the same way
-(tests/test_fastpath.py). The builder sees them through these Protocols, so a misspelt element
-name (`authored_on` for `authoredOn`) fails `mypy --strict` instead of reading None at run time.
+(tests/unit/fhir/test_fastpath.py). The builder sees them through these Protocols, so a misspelt
+element name (`authored_on` for `authoredOn`) fails `mypy --strict` instead of reading None at
+run time.
 Dates and instants are whatever `models.to_when` accepts (date, datetime or string).
 """
 

@@ -4,7 +4,7 @@ TypedDicts, not validating models: the cards are built once (cards.py, orderable
 and serialised with orjson as they are, so a typed dict costs nothing per request, while
 `mypy --strict` rejects a misspelt or missing field (`autoLaunchable`, a card without
 `indicator`) where the card is written. What the service emits is still validated against the
-CDS Hooks JSON Schemas and the R4B models in the tests (tests/test_schemas.py).
+CDS Hooks JSON Schemas and the R4B models in the tests (tests/support/cds_schemas.py).
 Spec: https://cds-hooks.hl7.org/2.0/#cds-service-response
 """
 
