@@ -5,6 +5,7 @@ from __future__ import annotations
 from cds_service.domain import (
     Finding,
     IgGResult,
+    Missing,
     Phase,
     Status,
     When,
@@ -13,86 +14,27 @@ from cds_service.rules.context import (
     Context,
     fmt,
 )
+from cds_service.timeline import LabPoint
+
+CID = "baseline-igg"
 
 
 def decide(ctx: Context) -> Finding:
-    rule = ctx.params.baseline_igg
-    threshold = rule.threshold_mg_dl
-    tl = ctx.timeline
-    say = ctx.say
+    tl, say = ctx.timeline, ctx.say
     missing = [say.need("baseline-igg.missing")]
     if tl.start_undocumented:
         missing.append(say.need("baseline-igg.missing-start"))
     usable = [p for p in tl.labs if p.result.value_mg_dl is not None]
     baseline = [p for p in usable if p.phase is Phase.BASELINE]
     if baseline:
-        latest = baseline[-1].result
-        value = latest.value_mg_dl or 0.0
-        low, source = lower_limit(ctx, latest)
-        if source == "lab":
-            low_label: str = say("baseline-igg.low-lab")
-        else:
-            low_label = say("baseline-igg.low-age-table")
-            if not ctx.kn.igg_reference.verified:
-                low_label += say("unverified")
-        date = str(latest.when)
-        if value < threshold:
-            why = say("baseline-igg.below-threshold", threshold=fmt(threshold))
-        elif low is not None and value <= low:
-            why = say("baseline-igg.below-age", low=fmt(low), low_label=low_label)
-        elif low is None:  # neither the lab's range nor the patient's age: the 2 SD arm is open
-            return Finding(
-                "baseline-igg",
-                Status.INSUFFICIENT,
-                say(
-                    "baseline-igg.age-unknown",
-                    value=fmt(value),
-                    date=date,
-                    threshold=fmt(threshold),
-                ),
-                (latest.ref,),
-                (say.need("age.missing"),),
-            )
-        else:
-            return Finding(
-                "baseline-igg",
-                Status.NOT_MET,
-                say(
-                    "baseline-igg.not-met",
-                    value=fmt(value),
-                    date=date,
-                    threshold=fmt(threshold),
-                    low=fmt(low),
-                    low_label=low_label,
-                ),
-                (latest.ref,),
-            )
-        return Finding(
-            "baseline-igg",
-            Status.MET,
-            say("baseline-igg.met", value=fmt(value), date=date, why=why),
-            (latest.ref,),
-        )
-    evidence = tuple(p.result.ref for p in usable) + tuple(tl.start_undocumented)
+        return _judge(ctx, baseline[-1].result)
     if usable:
-        if tl.start_undocumented:
-            why = say("baseline-igg.why-undated")
-        elif all(p.phase is Phase.ON_TREATMENT for p in usable):
-            why = say("baseline-igg.why-on-treatment", start=str(tl.first_dose))
-        elif tl.first_dose is None:  # no IG given: the results simply carry no date
-            why = say("baseline-igg.why-no-date")
-        else:  # undated, or on the day therapy began: not shown to precede it
-            why = say("baseline-igg.why-not-before", start=str(tl.first_dose))
-        values = ", ".join(f"{fmt(p.result.value_mg_dl or 0)} mg/dL" for p in usable)
-        reason = say("baseline-igg.not-baseline", count=len(usable), values=values, why=why)
-        if tl.first_dose_ref:
-            evidence += (tl.first_dose_ref,)
-        return Finding("baseline-igg", Status.INSUFFICIENT, reason, evidence, tuple(missing))
+        return _not_a_baseline(ctx, usable, tuple(missing))
     if tl.labs:
         valued = [p for p in tl.labs if p.result.has_value]
         units = ", ".join(sorted({p.result.unit or "none" for p in valued}))
         return Finding(
-            "baseline-igg",
+            CID,
             Status.INSUFFICIENT,
             say("baseline-igg.unusable", units=units) if valued else say("baseline-igg.no-value"),
             tuple(p.result.ref for p in tl.labs),
@@ -101,7 +43,60 @@ def decide(ctx: Context) -> Finding:
     reason = say("baseline-igg.none")
     if ctx.unreadable("observations"):
         reason = say("unreadable", what="Lab results", keys="observations")
-    return Finding("baseline-igg", Status.INSUFFICIENT, reason, (), tuple(missing))
+    return Finding(CID, Status.INSUFFICIENT, reason, (), tuple(missing))
+
+
+def _judge(ctx: Context, latest: IgGResult) -> Finding:
+    """The latest pre-treatment IgG against the threshold, then against the lower limit (the
+    lab's own range or the age table, see `lower_limit`); with neither limit known, the 2 SD
+    arm stays open and the age is asked for."""
+    say = ctx.say
+    threshold = ctx.params.baseline_igg.threshold_mg_dl
+    value = latest.value_mg_dl or 0.0
+    low, source = lower_limit(ctx, latest)
+    if source == "lab":
+        low_label: str = say("baseline-igg.low-lab")
+    else:
+        low_label = say("baseline-igg.low-age-table")
+        if not ctx.kn.igg_reference.verified:
+            low_label += say("unverified")
+    shown = {"value": fmt(value), "date": str(latest.when), "threshold": fmt(threshold)}
+    if value < threshold:
+        why = say("baseline-igg.below-threshold", threshold=fmt(threshold))
+    elif low is not None and value <= low:
+        why = say("baseline-igg.below-age", low=fmt(low), low_label=low_label)
+    elif low is None:
+        return Finding(
+            CID,
+            Status.INSUFFICIENT,
+            say("baseline-igg.age-unknown", **shown),
+            (latest.ref,),
+            (say.need("age.missing"),),
+        )
+    else:
+        reason = say("baseline-igg.not-met", **shown, low=fmt(low), low_label=low_label)
+        return Finding(CID, Status.NOT_MET, reason, (latest.ref,))
+    met = say("baseline-igg.met", value=shown["value"], date=shown["date"], why=why)
+    return Finding(CID, Status.MET, met, (latest.ref,))
+
+
+def _not_a_baseline(ctx: Context, usable: list[LabPoint], missing: tuple[Missing, ...]) -> Finding:
+    """IgG results on record, none shown to precede IG therapy: why each is not a baseline."""
+    tl, say = ctx.timeline, ctx.say
+    if tl.start_undocumented:
+        why = say("baseline-igg.why-undated")
+    elif all(p.phase is Phase.ON_TREATMENT for p in usable):
+        why = say("baseline-igg.why-on-treatment", start=str(tl.first_dose))
+    elif tl.first_dose is None:  # no IG given: the results simply carry no date
+        why = say("baseline-igg.why-no-date")
+    else:  # undated, or on the day therapy began: not shown to precede it
+        why = say("baseline-igg.why-not-before", start=str(tl.first_dose))
+    values = ", ".join(f"{fmt(p.result.value_mg_dl or 0)} mg/dL" for p in usable)
+    reason = say("baseline-igg.not-baseline", count=len(usable), values=values, why=why)
+    evidence = tuple(p.result.ref for p in usable) + tuple(tl.start_undocumented)
+    if tl.first_dose_ref:
+        evidence += (tl.first_dose_ref,)
+    return Finding(CID, Status.INSUFFICIENT, reason, evidence, missing)
 
 
 def lower_limit(ctx: Context, result: IgGResult) -> tuple[float | None, str]:
