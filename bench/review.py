@@ -42,7 +42,9 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_once(export: Path, out: Path, engine: str, jobs: int) -> tuple[float, float]:
+def run_once(
+    export: Path, out: Path, engine: str, jobs: int, reports: bool = True
+) -> tuple[float, float]:
     """(seconds, peak MB) of one `ivig-cds review` run."""
     cmd = [
         str(Path(sys.executable).parent / "ivig-cds"),
@@ -57,6 +59,7 @@ def run_once(export: Path, out: Path, engine: str, jobs: int) -> tuple[float, fl
         "--quiet",
     ]
     cmd += ["--jobs", str(jobs)] if engine == "local" else ["--spark-master", f"local[{jobs}]"]
+    cmd += [] if reports else ["--no-reports"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     ps = psutil.Process(proc.pid)
@@ -118,6 +121,12 @@ def main() -> None:
         default=f"local:1,local:{cores},spark:{cores}",
         help="engine:cores, comma-separated (spark runs only when pyspark is installed)",
     )
+    parser.add_argument(
+        "--no-reports",
+        action="store_true",
+        help="review --no-reports: the load and the determinations without the report pages "
+        "(their IgG chart is most of the time per patient); results go to *-no-reports.*",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = [(e, int(j)) for e, j in (r.split(":") for r in args.runs.split(","))]
@@ -135,13 +144,14 @@ def main() -> None:
             resources = sum(1 for p in export.glob("*.ndjson") for _ in p.open())
             for engine, jobs in runs:
                 out = Path(tmp) / f"out-{size}-{engine}-{jobs}"
-                seconds, peak = run_once(export, out, engine, jobs)
+                seconds, peak = run_once(export, out, engine, jobs, not args.no_reports)
                 check(out, expected, size)
                 row = {
                     "patients": size,
                     "resources": resources,
                     "engine": engine,
                     "jobs": jobs,
+                    "reports": not args.no_reports,
                     "seconds": round(seconds, 2),
                     "patients_per_s": round(size / seconds, 1),
                     "peak_mb": round(peak, 1),
@@ -152,9 +162,11 @@ def main() -> None:
                     f"{row['patients_per_s']:>12}{row['peak_mb']:>9}",
                     flush=True,
                 )
-    (HERE / "review-results.json").write_text(json.dumps({"runs": rows}, indent=2) + "\n")
-    chart(rows, HERE / "review.png")
-    print(f"wrote {HERE / 'review-results.json'} and {HERE / 'review.png'}")
+    suffix = "-no-reports" if args.no_reports else ""
+    results, png = HERE / f"review-results{suffix}.json", HERE / f"review{suffix}.png"
+    results.write_text(json.dumps({"runs": rows}, indent=2) + "\n")
+    chart(rows, png)
+    print(f"wrote {results} and {png}")
 
 
 if __name__ == "__main__":
