@@ -8,7 +8,8 @@ local mode on every core (when pyspark is installed). Timed: the whole command
 of RSS over the command's process tree, sampled every 50 ms (psutil). The expected outcome counts
 are checked against the command's determinations.
 
-Writes the table to the terminal, bench/review-results.json and bench/review.png.
+Writes the table to the terminal, bench/review-results.json and bench/review.png
+(`--no-reports`: the runs without report pages, to *-no-reports.json / .png).
 """
 
 from __future__ import annotations
