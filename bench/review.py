@@ -49,7 +49,8 @@ def run_once(
 ) -> tuple[float, float, float]:
     """(seconds, peak MB, CPU seconds) of one `ivig-cds review` run. CPU time, summed over the
     command and the children it waited for (its workers), says what the run costs whatever else
-    the machine is doing; on a busy machine the wall time mostly says how busy it was."""
+    the machine is doing; on a busy machine the wall time mostly says how busy it was. (Spark's
+    JVM and its Python workers are not waited for: their CPU time is not counted.)"""
     cmd = [
         str(Path(sys.executable).parent / "ivig-cds"),
         "review",
@@ -162,12 +163,12 @@ def main() -> None:
                     "seconds": round(seconds, 2),
                     "patients_per_s": round(size / seconds, 1),
                     "peak_mb": round(peak, 1),
-                    "cpu_s": round(cpu, 1),
+                    "cpu_s": round(cpu, 1) if engine == "local" else None,
                 }
                 rows.append(row)
                 print(
                     f"{size:>9}{resources:>11}{engine:>8}{jobs:>7}{seconds:>9.1f}"
-                    f"{row['patients_per_s']:>12}{row['peak_mb']:>9}{row['cpu_s']:>8}",
+                    f"{row['patients_per_s']:>12}{row['peak_mb']:>9}{row['cpu_s'] or '-':>8}",
                     flush=True,
                 )
     suffix = "-no-reports" if args.no_reports else ""
