@@ -2,8 +2,9 @@
 
 Resumable: determinations.ndjson is appended one flushed batch at a time and the patients it
 already holds (and those found not on IG) are skipped on the next run; a line cut short by an
-interruption is dropped and evaluated again. Worker processes each load the pipeline once and read
-their patients from the shared SQLite grouping.
+interruption is dropped and evaluated again. With more than one job, one pool of worker processes
+first parses the export into the SQLite grouping (group.py) and then evaluates, each worker loading
+the pipeline once and reading its patients from the grouping.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -40,6 +42,7 @@ class Outcome:
 
 
 # -- worker side --------------------------------------------------------------------------------
+_INIT: tuple[Path, dt.date, Path | None] | None = None
 _WORKER: tuple[Reviewer, PatientStore, dt.date, Path | None] | None = None
 
 
@@ -56,13 +59,9 @@ def make_reviewer(reports: bool) -> Reviewer:
 
 
 def _init_worker(db: Path, as_of: dt.date, reports_dir: Path | None) -> None:
-    global _WORKER
-    _WORKER = (
-        make_reviewer(reports_dir is not None),
-        PatientStore(db, readonly=True),
-        as_of,
-        reports_dir,
-    )
+    """Only remembers: the pool parses the export first, before the grouping can be opened."""
+    global _INIT
+    _INIT = (db, as_of, reports_dir)
 
 
 def review_batch(
@@ -90,7 +89,16 @@ def review_batch(
 
 
 def _work(patients: list[str]) -> list[tuple[str, bytes | None]]:
-    assert _WORKER is not None, "worker not initialised"
+    global _WORKER
+    if _WORKER is None:
+        assert _INIT is not None, "worker not initialised"
+        db, as_of, reports_dir = _INIT
+        _WORKER = (
+            make_reviewer(reports_dir is not None),
+            PatientStore(db, readonly=True),
+            as_of,
+            reports_dir,
+        )
     return review_batch(*_WORKER, patients)
 
 
@@ -148,8 +156,10 @@ def review(
     )
     db = work / "group.db"
     store = PatientStore(db)
-    try:
-        store.load(files, wanted, result.bad_lines)
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        pool = stack.enter_context(_pool(jobs, (db, as_of, reports_dir))) if jobs > 1 else None
+        store.load(files, wanted, result.bad_lines, pool=pool, workers=jobs)
         for bad in result.bad_lines:
             if on_bad_line is not None:
                 on_bad_line(bad)
@@ -181,11 +191,10 @@ def review(
                 for batch in _batches(pending, BATCH):
                     emit(review_batch(reviewer, store, as_of, reports_dir, batch))
             else:
-                _parallel(_batches(pending, BATCH), jobs, (db, as_of, reports_dir), emit)
+                assert pool is not None
+                _parallel(_batches(pending, BATCH), pool, jobs, emit)
             os.fsync(sink.fileno())
         result.not_on_ig += len(not_ig)
-    finally:
-        store.close()
     result.summary = summary.write(
         out, as_of=as_of.isoformat(), reports=reports, bad_lines=len(result.bad_lines)
     )
@@ -198,34 +207,39 @@ def _keys() -> tuple[Any, ...]:
     return record.prefetch_keys(knowledge.load())
 
 
+def _pool(jobs: int, init: tuple[Path, dt.date, Path | None]) -> ProcessPoolExecutor:
+    # spawn: workers never inherit the parent's threads (the progress bar's) or open handles
+    return ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=init,
+    )
+
+
 def _parallel(
     batches: Iterator[list[str]],
+    pool: ProcessPoolExecutor,
     jobs: int,
-    init: tuple[Path, dt.date, Path | None],
     emit: Callable[[list[tuple[str, bytes | None]]], None],
 ) -> None:
     """At most 4 batches per worker in flight: input and results stay bounded in memory."""
-    # spawn: workers never inherit the parent's threads (the progress bar's) or open handles
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_init_worker, initargs=init
-    ) as pool:
-        running: set[Future[list[tuple[str, bytes | None]]]] = set()
-        try:
-            for batch in batches:
-                running.add(pool.submit(_work, batch))
-                if len(running) >= jobs * 4:
-                    finished, running = _drain(running)
-                    for f in finished:
-                        emit(f.result())
-            while running:
+    running: set[Future[list[tuple[str, bytes | None]]]] = set()
+    try:
+        for batch in batches:
+            running.add(pool.submit(_work, batch))
+            if len(running) >= jobs * 4:
                 finished, running = _drain(running)
                 for f in finished:
                     emit(f.result())
-        except BaseException:
-            for f in running:
-                f.cancel()
-            raise
+        while running:
+            finished, running = _drain(running)
+            for f in finished:
+                emit(f.result())
+    except BaseException:
+        for f in running:
+            f.cancel()
+        raise
 
 
 def _drain(

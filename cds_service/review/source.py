@@ -95,27 +95,55 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
+class LineReader:
+    """The resources of lines [start, end) of one NDJSON file, streamed (end None: to the end).
+
+    `start` and `end` are line starts, so workers can each read a byte range of one large file.
+    Bad lines are appended to `bad` numbered from 1 at `start` (the caller, who knows how many
+    lines come before, adds them); `lines` counts every line read, blank and bad ones included.
+    """
+
+    def __init__(
+        self, path: Path, bad: list[BadLine], *, start: int = 0, end: int | None = None
+    ) -> None:
+        self.path, self.bad, self.start, self.end = path, bad, start, end
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[Line]:
+        path, bad = self.path, self.bad
+        try:
+            handle = _open(path)
+            if self.start:
+                handle.seek(self.start)
+        except OSError as exc:
+            raise SourceError(f"{path}: {exc.strerror or exc}") from exc
+        with handle:
+            pos, end = self.start, self.end
+            try:
+                for raw in handle:
+                    if end is not None and pos >= end:
+                        break
+                    pos += len(raw)
+                    self.lines += 1
+                    text = raw.strip()
+                    if not text:
+                        continue
+                    try:
+                        value = orjson.loads(text)
+                    except orjson.JSONDecodeError as exc:
+                        bad.append(BadLine(str(path), self.lines, f"not JSON ({exc})"))
+                        continue
+                    if not isinstance(value, dict) or not isinstance(
+                        value.get("resourceType"), str
+                    ):
+                        bad.append(BadLine(str(path), self.lines, "not a FHIR resource"))
+                        continue
+                    yield Line(value, text)
+            except (OSError, EOFError) as exc:  # truncated gzip, I/O error mid-file
+                where = f"{self.lines + 1}" if not self.start else f"byte {pos}"
+                raise SourceError(f"{path}:{where}: cannot read ({exc})") from exc
+
+
 def read_lines(path: Path, bad: list[BadLine]) -> Iterator[Line]:
     """The resources of one NDJSON file, streamed; bad lines are appended to `bad`."""
-    try:
-        handle = _open(path)
-    except OSError as exc:
-        raise SourceError(f"{path}: {exc.strerror or exc}") from exc
-    with handle:
-        number = 0
-        try:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007 (number used below)
-                text = raw.strip()
-                if not text:
-                    continue
-                try:
-                    value = orjson.loads(text)
-                except orjson.JSONDecodeError as exc:
-                    bad.append(BadLine(str(path), number, f"not JSON ({exc})"))
-                    continue
-                if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-                    bad.append(BadLine(str(path), number, "not a FHIR resource"))
-                    continue
-                yield Line(value, text)
-        except (OSError, EOFError) as exc:  # truncated gzip, I/O error mid-file
-            raise SourceError(f"{path}:{number + 1}: cannot read ({exc})") from exc
+    return iter(LineReader(path, bad))

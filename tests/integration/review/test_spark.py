@@ -5,66 +5,59 @@ Needs the `spark` extra and Java 17+; skipped without them on a developer's mach
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cds_service.cli import main
-from cds_service.review import run
-from cds_service.review.source import ndjson_files
-from tools import bulk_export
+from tests.support import review_population
 
 if not os.environ.get("CI"):
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("no java on PATH", allow_module_level=True)
 
-AS_OF = dt.date(2025, 11, 20)
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> review_population.Population:
+    return review_population.population(tmp_path_factory)
 
 
-def test_spark_engine_agrees_with_the_local_engine(tmp_path: Path) -> None:
-    export = tmp_path / "export"
-    counts = bulk_export.write_export(export, 45, files_per_type=2)
-    path = export / "Observation.001.ndjson"
-    rows = path.read_text().splitlines()
-    rows.insert(1, "{broken")
-    path.write_text("\n".join(rows) + "\n")
-    local = run.review(ndjson_files(export), tmp_path / "local", as_of=AS_OF, jobs=1)
-    result = CliRunner().invoke(
-        main,
-        [
-            "review",
-            str(export),
-            "--out",
-            str(tmp_path / "spark"),
-            "--engine",
-            "spark",
-            "--spark-master",
-            "local[2]",
-            "--as-of",
-            "2025-11-20",
-            "--quiet",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert f"skipped bad line {path}:2: not JSON" in result.output
-    assert [(b.path, b.line) for b in local.bad_lines] == [(str(path), 2)]
-    assert f"skipped bad line {local.bad_lines[0]}" in result.output  # the same words
+@pytest.fixture(scope="module")
+def local_review(tmp_path_factory: pytest.TempPathFactory) -> review_population.Reviewed:
+    return review_population.reviewed(tmp_path_factory, "local")
 
-    def lines(out: Path) -> dict[str, str]:
-        text = (out / "determinations.ndjson").read_text().splitlines()
-        return {json.loads(x)["patient"]: x for x in text}
 
-    spark_lines, local_lines = lines(tmp_path / "spark"), lines(tmp_path / "local")
-    assert spark_lines == local_lines  # the same bytes per patient
-    assert len(spark_lines) == 45 - counts["not-on-ig"]
-    assert sorted((tmp_path / "spark" / "summary.csv").read_text().splitlines()) == sorted(
-        (tmp_path / "local" / "summary.csv").read_text().splitlines()
-    )
-    reports = sorted(p.name for p in (tmp_path / "spark" / "reports").iterdir())
-    assert reports == sorted(p.name for p in (tmp_path / "local" / "reports").iterdir())
+@pytest.fixture(scope="module")
+def spark_review(tmp_path_factory: pytest.TempPathFactory) -> review_population.Reviewed:
+    return review_population.reviewed(tmp_path_factory, "spark")
+
+
+def test_spark_engine_gives_expected_counts(
+    population: review_population.Population, spark_review: review_population.Reviewed
+) -> None:
+    """1 000 generated patients on Spark local[2]: the outcomes their scenarios expect."""
+    assert spark_review.exit_code == 0, spark_review.output
+    assert review_population.outcome_counts(spark_review.lines()) == population.counts
+    assert f"skipped bad line {population.bad_file}:2: not JSON" in spark_review.output
+    assert "1 bad lines skipped" in spark_review.output
+
+
+def test_spark_engine_agrees_with_the_local_engine(
+    local_review: review_population.Reviewed, spark_review: review_population.Reviewed
+) -> None:
+    """The same determinations.ndjson line per patient, byte for byte; the same summary.csv
+    (its rows in the order each engine finished them); the bad line in the same words."""
+    assert local_review.exit_code == 0, local_review.output
+    assert spark_review.exit_code == 0, spark_review.output
+    spark_lines, local_lines = spark_review.lines(), local_review.lines()
+    assert len(local_lines) > 900
+    assert sorted(spark_lines.values()) == sorted(local_lines.values())
+    assert spark_lines == local_lines
+    local_csv = (local_review.out / "summary.csv").read_text().splitlines()
+    spark_csv = (spark_review.out / "summary.csv").read_text().splitlines()
+    assert spark_csv[0] == local_csv[0]  # the header
+    assert sorted(spark_csv[1:]) == sorted(local_csv[1:])
+    bad = [x for x in local_review.output.splitlines() if "skipped bad line" in x]
+    assert len(bad) == 1
+    assert bad[0] in spark_review.output.splitlines()
