@@ -31,7 +31,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cds_service import __version__, knowledge, metrics, openapi, wording
 from cds_service.auth import JwtVerifier
-from cds_service.cards import CardRenderer
 from cds_service.errors import (
     CdsError,
     PayloadTooLarge,
@@ -41,9 +40,10 @@ from cds_service.errors import (
 from cds_service.fhir.client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.hooks.models import Response as HookResponse
 from cds_service.observe import Observe, hook_instance
-from cds_service.orderables import Actions
 from cds_service.protocol import parse_feedback
-from cds_service.report import ReportRenderer, not_found_page
+from cds_service.render.cards import CardRenderer
+from cds_service.render.orderables import Actions
+from cds_service.render.report import ReportRenderer, not_found_page
 from cds_service.service import Pipeline, build_pipeline
 from cds_service.settings import Settings, get_settings
 from cds_service.storage import FeedbackItem, Storage
@@ -250,7 +250,7 @@ def prepare_process() -> None:
     import gc
     import sys
 
-    from cds_service import chart
+    from cds_service.render import chart
 
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     chart.warm()  # the report's chart library, loaded before the first report is opened

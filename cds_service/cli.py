@@ -211,7 +211,7 @@ def evaluate(request_file: Path, service_id: str, as_json: bool, cards: bool) ->
     """Evaluate a CDS Hooks request FILE (- for standard input) offline and print a summary:
     the criteria and the cards; --json for the determination, --cards for the response."""
     from cds_service.app import pipeline_from_settings
-    from cds_service.cards import DETERMINATION_KEY
+    from cds_service.render.cards import DETERMINATION_KEY
 
     settings = _settings()
     pipeline = pipeline_from_settings(settings)
@@ -244,7 +244,7 @@ def _print_summary(
     from rich.markup import escape
     from rich.table import Table
 
-    from cds_service.report import fmt_num
+    from cds_service.render.report import fmt_num
 
     with (cards_dir / "report.yaml").open(encoding="utf-8") as fh:
         say: dict[str, Any] = yaml.safe_load(fh)

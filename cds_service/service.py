@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import crd, determination, record
-from cds_service.cards import DETERMINATION_KEY, CardCall, CardRenderer
+from cds_service import determination, record
 from cds_service.errors import (
     BadRequest,
     CdsError,
@@ -23,10 +22,12 @@ from cds_service.errors import (
     UnknownService,
 )
 from cds_service.fhir import bundle
+from cds_service.hooks import crd
 from cds_service.hooks.models import Action, Card, Response
 from cds_service.knowledge import Knowledge
-from cds_service.orderables import Actions, OrderContext
 from cds_service.protocol import ParsedRequest, parse_request
+from cds_service.render.cards import DETERMINATION_KEY, CardCall, CardRenderer
+from cds_service.render.orderables import Actions, OrderContext
 from cds_service.storage import CardRecord, Evaluation
 from cds_service.wording import Wording
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import orjson
 
-from cds_service.cards import DETERMINATION_KEY
 from cds_service.errors import CdsError
 from cds_service.knowledge import Knowledge
 from cds_service.record import IGNORED_STATUSES, observation_key_codes
-from cds_service.report import ReportRenderer
+from cds_service.render.cards import DETERMINATION_KEY
+from cds_service.render.report import ReportRenderer
 from cds_service.service import COVERAGE_KEY, Pipeline
 
 SERVICE_ID = "ivig-order-sign"

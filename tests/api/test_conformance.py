@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import crd
 from cds_service.domain import Status
+from cds_service.hooks import crd
 from cds_service.protocol import parse_request
 from tests.conftest import DETERMINATION_KEY, ValidatingClient, check_cds_response, problem
 from tests.support import cds_schemas

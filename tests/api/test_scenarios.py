@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from cds_service.cards import human
+from cds_service.render.cards import human
 from tests.conftest import DETERMINATION_KEY, FIXTURES, ROOT, load_json
 
 SCHEMA = load_json(ROOT / "tests" / "support" / "schemas" / "determination.schema.json")

@@ -262,15 +262,15 @@ def test_cards_show_dates_as_dates_and_the_determination_keeps_iso(
 @pytest.mark.parametrize(
     ("module", "written", "typo", "error"),
     [
-        ("cards.py", '"autolaunchable": False', '"autoLaunchable": False', "autoLaunchable"),
-        ("cards.py", '"selectionBehavior"] = "any"', '"selectionBehavior"] = "all"', "all"),
+        ("render/cards.py", '"autolaunchable": False', '"autoLaunchable": False', "autoLaunchable"),
+        ("render/cards.py", '"selectionBehavior"] = "any"', '"selectionBehavior"] = "all"', "all"),
         (
-            "orderables.py",
+            "render/orderables.py",
             '"isRecommended": recommended',
             '"recommended": recommended',
             "recommended",
         ),
-        ("crd.py", '"type": "update"', '"type": "modify"', "modify"),
+        ("hooks/crd.py", '"type": "update"', '"type": "modify"', "modify"),
     ],
 )
 def test_a_misspelt_card_field_fails_type_checking(

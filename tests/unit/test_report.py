@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import chart
-from cds_service.report import ReportRenderer, css_string, fmt_date, fmt_num
+from cds_service.render import chart
+from cds_service.render.report import ReportRenderer, css_string, fmt_date, fmt_num
 from cds_service.storage import CardRecord, Evaluation, Storage
 from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
 

@@ -22,8 +22,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from cds_service import chart
-from cds_service.crd import EXT_URL
+from cds_service.hooks.crd import EXT_URL
+from cds_service.render import chart
 from cds_service.storage import Evaluation
 from cds_service.wording import CARDS_DIR
 

@@ -27,7 +27,7 @@ from cds_service.determination import Determination
 from cds_service.domain import Finding, Outcome, Status
 from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
-from cds_service.orderables import Actions, OrderContext
+from cds_service.render.orderables import Actions, OrderContext
 from cds_service.wording import CARDS_DIR
 
 Json = dict[str, Any]
