@@ -41,6 +41,7 @@ from cds_service.fhir.bundle import (
     resources_of,
 )
 from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
+from cds_service.fhir.query import PrefetchKey
 from cds_service.knowledge import Knowledge, Product
 
 log = logging.getLogger(__name__)
@@ -49,20 +50,6 @@ IGNORED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 # What a resource of an unexpected JSON shape raises in the raw pre-filters (a list where a string
 # belongs, a number where an object belongs): reported as unreadable data, never a 500.
 DATA_ERRORS = (TypeError, AttributeError, ValueError, KeyError)
-
-
-@dataclass(frozen=True)
-class PrefetchKey:
-    """One prefetch template the service advertises, and what it must hold."""
-
-    key: str
-    resource_type: str
-    query: str  # relative FHIR URL with CDS Hooks tokens
-    required: bool  # without it the determination cannot be made (412 if unobtainable)
-
-    @property
-    def is_read(self) -> bool:
-        return "?" not in self.query
 
 
 # Observation searches, narrowed by code. One key would carry ~210 LOINC codes (a ~5.6 KB URL, too

@@ -22,6 +22,7 @@ from cds_service.errors import (
     UnknownService,
 )
 from cds_service.fhir import bundle
+from cds_service.fhir.query import PrefetchKey
 from cds_service.hooks import crd
 from cds_service.hooks.models import Action, Card, Response
 from cds_service.knowledge import Knowledge
@@ -34,7 +35,7 @@ from cds_service.wording import Wording
 log = logging.getLogger(__name__)
 
 # Fills prefetch keys the EHR did not send: (request, missing specs) -> (values, unreadable)
-Fetcher = Callable[[ParsedRequest, list[record.PrefetchKey]], tuple[dict[str, Any], dict[str, str]]]
+Fetcher = Callable[[ParsedRequest, list[PrefetchKey]], tuple[dict[str, Any], dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ CRD_OPTIONS: tuple[dict[str, Any], ...] = (
     },
 )
 # Da Vinci CRD 2.2 standard prefetch key for the patient's coverage (CRDServices.json)
-COVERAGE_KEY = record.PrefetchKey("coverage", "Coverage", crd.COVERAGE_QUERY, False)
+COVERAGE_KEY = PrefetchKey("coverage", "Coverage", crd.COVERAGE_QUERY, False)
 
 
 @dataclass
@@ -169,7 +170,7 @@ class Pipeline:
         """Resources from prefetch (+ fetcher for absent keys); unreadable and empty keys."""
         prefetch = parsed.request.prefetch or {}
         values: dict[str, Any] = {}
-        absent: list[record.PrefetchKey] = []
+        absent: list[PrefetchKey] = []
         paged: set[str] = set()
         for spec in self.keys:
             if spec.key not in prefetch or bundle.is_operation_outcome(prefetch[spec.key]):

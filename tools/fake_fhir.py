@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 if TYPE_CHECKING:
-    from cds_service.record import PrefetchKey
+    from cds_service.fhir.query import PrefetchKey
 
 __all__ = [
     "FaultServer",

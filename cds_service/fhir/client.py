@@ -57,8 +57,8 @@ from urllib3.util.retry import Retry
 
 from cds_service import __version__
 from cds_service.fhir.bundle import for_patient, refers_to_patient
+from cds_service.fhir.query import PrefetchKey
 from cds_service.protocol import MAX_JSON_DEPTH, ParsedRequest, too_deep
-from cds_service.record import PrefetchKey
 
 log = logging.getLogger(__name__)
 # urllib3 logs request URLs (which carry the patient id) at DEBUG and on retries: keep it quiet
