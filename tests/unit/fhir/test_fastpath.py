@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bench import records
 from cds_service.fhir import fastpath
 from cds_service.fhir.models import MODELS, ValidationError, lenient
-from cds_service.record import _observation_view
+from cds_service.record.elements import observation_view as _observation_view
 
 OBSERVATIONS = [r for r in records.make_resources(1000) if r["resourceType"] == "Observation"] + [
     e["resource"] for e in records.seed_request()["prefetch"]["observations"]["entry"]

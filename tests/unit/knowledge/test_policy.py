@@ -140,21 +140,34 @@ def test_the_runtime_package_imports_no_test_tooling() -> None:
 )
 def test_a_misspelt_fhir_element_fails_type_checking(element: str, typo: str) -> None:
     """The record builder reads parsed resources through typed views (cds_service/fhir/views.py):
-    renaming an element it reads is a mypy --strict error, not a None at run time."""
+    renaming an element it reads, in any module of cds_service/record/ that reads it, is a
+    mypy --strict error, not a None at run time."""
     root = Path(knowledge.__file__).resolve().parent.parent
-    text = (root / "record.py").read_text(encoding="utf-8")
-    assert f".{element}" in text
-    # the module's text as a program (`-c`): always checked afresh, its imports from mypy's cache
-    # (a --shadow-file run can be answered from the cache of the unchanged file)
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "-c", text.replace(f".{element}", f".{typo}")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=root.parent,
-    )
-    assert done.returncode == 1, done.stdout
-    assert f'has no attribute "{typo}"' in done.stdout
+    modules = [
+        text
+        for path in sorted((root / "record").glob("*.py"))
+        if f".{element}" in (text := path.read_text(encoding="utf-8"))
+    ]
+    assert modules
+    for text in modules:
+        # the module's text as a program (`-c`): always checked afresh, its imports from mypy's
+        # cache (a --shadow-file run can be answered from the cache of the unchanged file)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--strict",
+                "-c",
+                text.replace(f".{element}", f".{typo}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=root.parent,
+        )
+        assert done.returncode == 1, done.stdout
+        assert f'has no attribute "{typo}"' in done.stdout
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """Record access: from prefetch (and, when wired, the EHR's FHIR server) to typed domain facts.
 
 Raw JSON is filtered by resourceType, patient and code first (sub-millisecond); only the survivors
-are validated with fhir.resources R4B models (about 0.3 ms each), then mapped to domain facts.
-A resource that fails validation becomes a DataIssue, never a 500 and never silent evidence.
+are validated (fhir/fastpath.py for plain resources, else the fhir.resources R4B models), then
+mapped to domain facts. A resource that fails validation becomes a DataIssue, never a 500 and
+never silent evidence.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from cds_service import units
@@ -35,14 +35,30 @@ from cds_service.errors import BadRequest
 from cds_service.fhir import fastpath, views
 from cds_service.fhir.bundle import (
     for_patient,
-    is_operation_outcome,
     raw_codings,
     refers_to_patient,
     resources_of,
 )
 from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
-from cds_service.fhir.query import PrefetchKey
 from cds_service.knowledge import Knowledge, Product
+from cds_service.record.elements import (
+    codings_of,
+    observation_view,
+    quantity_of,
+    ref_of,
+    shown_unit,
+    texts_of,
+)
+from cds_service.record.medications import (
+    Dosages,
+    bounds_end,
+    course_days,
+    daily_mg,
+    dosages_of,
+    order_dose,
+    use_dates,
+)
+from cds_service.record.prefetch import OBSERVATION_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -51,131 +67,6 @@ IGNORED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 # belongs, a number where an object belongs): reported as unreadable data, never a 500.
 DATA_ERRORS = (TypeError, AttributeError, ValueError, KeyError)
 
-
-# Observation searches, narrowed by code. One key would carry ~210 LOINC codes (a ~5.6 KB URL, too
-# close to the 8 KB request-line/header limits of common servers once a bearer token is added), so
-# the codes are split by what reads them; together they are exactly the codes the rules read.
-# No look-back date narrows them: CDS Hooks 2.0 templates have no date token (`{{today}}` is 3.0
-# STU), and a pre-treatment IgG may be many years old; the fetcher also splits any code list
-# that would still make a URL longer than `fetch_max_url`.
-OBSERVATION_KEYS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("observations", ("igg-serum", "body-weight"), True),  # timeline, baseline, trough, dose
-    (
-        "labs",  # secondary-cause work-up and the IGIV boxed-warning safety labs
-        (
-            "creatinine",
-            "bun",
-            "cbc",
-            "cbc-differential",
-            "lft",
-            "hiv-test",
-            "spep",
-            "serum-albumin",
-            "urine-protein-24h",
-            "stool-a1at",
-        ),
-        False,
-    ),
-    # vaccine response: serotype titers by current and older LOINC codes, and the panels that
-    # hold them; ~250 codes, so the search is split over two keys (`titers`, `titers2`)
-    ("titers", ("pneumococcal-titer", "pneumococcal-panel"), False),
-)
-OBSERVATION_KEY_PARTS = {"titers": 2}
-
-
-def observation_key_codes(kn: Knowledge) -> list[tuple[str, list[str], bool]]:
-    """(prefetch key, the LOINC codes its search asks for, required) for every Observation key;
-    a key with several parts is split into equal shares of its sorted codes (`titers`,
-    `titers2`, ...), so that no template nears the URL limits of common servers."""
-    loinc = kn.systems["loinc"]
-    out: list[tuple[str, list[str], bool]] = []
-    for key, sets, required in OBSERVATION_KEYS:
-        codes = sorted({c for vid in sets for (s, c) in kn.vs(vid).exact if s == loinc})
-        parts = OBSERVATION_KEY_PARTS.get(key, 1)
-        size = -(-len(codes) // parts)
-        for i in range(parts):
-            out.append(
-                (key if i == 0 else f"{key}{i + 1}", codes[i * size : (i + 1) * size], required)
-            )
-    return out
-
-
-def observation_query(kn: Knowledge, codes: Iterable[str]) -> str:
-    loinc = kn.systems["loinc"]
-    return "Observation?patient={{context.patientId}}&code=" + ",".join(
-        f"{loinc}|{c}" for c in codes
-    )
-
-
-def prefetch_keys(kn: Knowledge) -> tuple[PrefetchKey, ...]:
-    """Prefetch templates; Observation searches narrowed to the codes the rules read.
-
-    `required`: without it the determination cannot be made (412 when unobtainable). Optional
-    keys that cannot be read leave the criteria they feed `insufficient` (never met) and are
-    named in the determination's `unavailable`.
-    """
-    pid = "patient={{context.patientId}}"
-    observations = tuple(
-        PrefetchKey(key, "Observation", observation_query(kn, codes), required)
-        for key, codes, required in observation_key_codes(kn)
-    )
-    return (
-        PrefetchKey("patient", "Patient", "Patient/{{context.patientId}}", True),
-        PrefetchKey("conditions", "Condition", f"Condition?{pid}", True),
-        *observations,
-        PrefetchKey("medicationRequests", "MedicationRequest", f"MedicationRequest?{pid}", True),
-        PrefetchKey(
-            "medicationStatements", "MedicationStatement", f"MedicationStatement?{pid}", True
-        ),
-        PrefetchKey(
-            "medicationAdministrations",
-            "MedicationAdministration",
-            f"MedicationAdministration?{pid}",
-            True,
-        ),
-        PrefetchKey(
-            "medicationDispenses", "MedicationDispense", f"MedicationDispense?{pid}", False
-        ),
-        PrefetchKey("immunizations", "Immunization", f"Immunization?{pid}", False),
-        PrefetchKey("encounters", "Encounter", f"Encounter?{pid}", False),
-    )
-
-
-# Resource types a search Bundle may carry besides the one asked for (_include, outcome entries).
-_ALWAYS_ALLOWED = frozenset({"OperationOutcome", "Medication", "Patient"})
-
-
-def check_prefetch_value(spec: PrefetchKey, value: Any) -> None:
-    """Reject a prefetch value of the wrong shape with a 400 naming the field."""
-    where = f"prefetch.{spec.key}"
-    if value is None or is_operation_outcome(value):
-        return
-    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-        raise BadRequest(where, "must be a FHIR resource, a Bundle, or null")
-    rtype = value["resourceType"]
-    if spec.is_read:
-        if rtype not in (spec.resource_type, "Bundle"):
-            raise BadRequest(where, f"expected {spec.resource_type}, got {rtype}")
-        if rtype == spec.resource_type:
-            return
-    elif rtype != "Bundle":
-        raise BadRequest(where, f"expected a Bundle of {spec.resource_type}, got {rtype}")
-    entries = value.get("entry", [])
-    if not isinstance(entries, list):
-        raise BadRequest(f"{where}.entry", "must be an array")
-    for i, entry in enumerate(entries):
-        res = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
-            raise BadRequest(f"{where}.entry[{i}].resource", "must be a FHIR resource")
-        etype = res["resourceType"]
-        if etype != spec.resource_type and etype not in _ALWAYS_ALLOWED:
-            raise BadRequest(
-                f"{where}.entry[{i}].resource.resourceType",
-                f"expected {spec.resource_type}, got {etype}",
-            )
-
-
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 # a serotype named in a local code's text: "Serotype 14", "Pn 6B", "S. pneumoniae type 23F"
 # (bounded repeats: no backtracking blow-up on long runs of spaces; texts are cut to 120 chars)
 _SEROTYPE_TEXT = re.compile(
@@ -184,77 +75,6 @@ _SEROTYPE_TEXT = re.compile(
     re.IGNORECASE,
 )
 _PNEUMO_WORDS = re.compile(r"pneumo|\bpn\b|\bspn\b", re.IGNORECASE)
-_FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-
-
-_UNIT_SHAPE = re.compile(r"^[A-Za-z0-9%/.\[\]{}_*^'\-]{1,32}$")
-
-
-def _shown_unit(unit: str | None) -> str:
-    """A unit for a DataIssue shown in cards: echoed only when it is unit-shaped (UCUM-like),
-    never markup or a link from the client's record."""
-    return repr(unit) if isinstance(unit, str) and _UNIT_SHAPE.match(unit) else "(not unit-shaped)"
-
-
-def _ref(res: dict[str, Any]) -> str:
-    """'Type/id' for evidence and DataIssues; ids that are not FHIR ids are never echoed into
-    cards (they could carry markdown or HTML into the EHR's display)."""
-    rtype, rid = res.get("resourceType"), res.get("id")
-    rtype = rtype if isinstance(rtype, str) and _FHIR_TYPE.match(rtype) else "Resource"
-    rid = rid if isinstance(rid, str) and _FHIR_ID.match(rid) else "invalid-id"
-    return f"{rtype}/{rid}"
-
-
-# ---------------------------------------------------------------------------------------------
-# model -> fact helpers
-
-
-def _codings(cc: views.CodeableConcept | None) -> tuple[Coding, ...]:
-    if cc is None:
-        return ()
-    return tuple((c.system, c.code) for c in (cc.coding or []))
-
-
-def _texts(cc: views.CodeableConcept | None) -> list[str | None]:
-    if cc is None:
-        return []
-    return [cc.text, *(c.display for c in (cc.coding or []))]
-
-
-def _quantity(q: views.Quantity | None) -> tuple[float | None, str | None]:
-    if q is None or q.value is None:
-        return None, None
-    return float(q.value), (q.code or q.unit)
-
-
-def _observation_view(obs: views.Observation) -> fastpath.ObservationView:
-    """The facts read from a validated Observation model (fastpath reads the same from raw)."""
-    value, unit = _quantity(obs.valueQuantity)
-    low: tuple[float, str | None] | None = None
-    high: tuple[float, str | None] | None = None
-    for rr in obs.referenceRange or []:
-        lv, lu = _quantity(rr.low)
-        hv, hu = _quantity(rr.high)
-        if low is None and lv is not None:
-            low = (lv, lu)
-        if high is None and hv is not None:
-            high = (hv, hu)
-    return fastpath.ObservationView(
-        codings=_codings(obs.code),
-        when=to_when(
-            obs.effectiveDateTime
-            or (obs.effectivePeriod and obs.effectivePeriod.start)
-            or obs.effectiveInstant
-            or obs.issued
-        ),
-        value=value,
-        unit=unit,
-        value_code=_codings(obs.valueCodeableConcept),
-        interpretation=tuple(c for i in (obs.interpretation or []) for c in _codings(i)),
-        text=obs.valueString,
-        range_low=low,
-        range_high=high,
-    )
 
 
 class RecordBuilder:
@@ -309,11 +129,11 @@ class RecordBuilder:
             return model.model_validate(lenient(res))
         except ValidationError as exc:
             loc, msg = validation_summary(exc)
-            self.issues.append(DataIssue(_ref(res), loc, msg))
+            self.issues.append(DataIssue(ref_of(res), loc, msg))
             log.info("unreadable %s: %s: %s", res.get("resourceType"), loc, msg)
             return None
         except (KeyError, TypeError, ValueError) as exc:
-            self.issues.append(DataIssue(_ref(res), "(resource)", str(exc)))
+            self.issues.append(DataIssue(ref_of(res), "(resource)", str(exc)))
             return None
 
     # -- entry point -----------------------------------------------------------------------
@@ -384,7 +204,7 @@ class RecordBuilder:
 
     def _unreadable(self, raw: dict[str, Any], exc: Exception) -> None:
         self.issues.append(
-            DataIssue(_ref(raw), "(resource)", f"unexpected element shape ({type(exc).__name__})")
+            DataIssue(ref_of(raw), "(resource)", f"unexpected element shape ({type(exc).__name__})")
         )
         log.info("unreadable %s: %s", raw.get("resourceType"), type(exc).__name__)
 
@@ -394,7 +214,7 @@ class RecordBuilder:
             return None
         when = to_when(model.birthDate)
         return PatientFact(
-            _ref(raw), when.date if when else None, model.gender, when.end if when else None
+            ref_of(raw), when.date if when else None, model.gender, when.end if when else None
         )
 
     def _observations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
@@ -417,7 +237,7 @@ class RecordBuilder:
                 obs = self.parse(raw)
                 if obs is None:
                     continue
-                view = _observation_view(obs)
+                view = observation_view(obs)
             if known:
                 # a result of its own names its serotype by its code (text only inside a panel)
                 serotype = (
@@ -466,20 +286,22 @@ class RecordBuilder:
             if value is not None and mg_dl is None:
                 self.issues.append(
                     DataIssue(
-                        _ref(raw),
+                        ref_of(raw),
                         "valueQuantity.unit",
-                        f"unit {_shown_unit(unit)} is not a known IgG unit",
+                        f"unit {shown_unit(unit)} is not a known IgG unit",
                     )
                 )
             low = None
             if view.range_low is not None:
                 lv, lu = view.range_low
                 low = units.igg_to_mg_dl(lv, lu or unit)
-            record.igg.append(IgGResult(_ref(raw), view.when, mg_dl, unit, low, value is not None))
+            record.igg.append(
+                IgGResult(ref_of(raw), view.when, mg_dl, unit, low, value is not None)
+            )
             return
         record.measurements.append(
             Measurement(
-                ref=_ref(raw),
+                ref=ref_of(raw),
                 codings=view.codings,
                 when=view.when,
                 value=value,
@@ -504,18 +326,18 @@ class RecordBuilder:
         record: Record,
     ) -> None:
         """A panel component is a result of its own, dated and referenced by its panel."""
-        codings = _codings(comp.code)
-        texts = [t for t in _texts(comp.code) if t]
+        codings = codings_of(comp.code)
+        texts = [t for t in texts_of(comp.code) if t]
         serotype = self._serotype(codings, texts, pneumo_panel)
         if not self._obs_filter.any_match(codings) and serotype is None:
             return
-        value, unit = _quantity(comp.valueQuantity)
+        value, unit = quantity_of(comp.valueQuantity)
         view = panel_view._replace(
             codings=codings,
             value=value,
             unit=unit,
-            value_code=_codings(comp.valueCodeableConcept),
-            interpretation=tuple(c for i in (comp.interpretation or []) for c in _codings(i)),
+            value_code=codings_of(comp.valueCodeableConcept),
+            interpretation=tuple(c for i in (comp.interpretation or []) for c in codings_of(i)),
             text=comp.valueString,
             range_low=next(
                 (
@@ -534,7 +356,7 @@ class RecordBuilder:
                 None,
             ),
         )
-        self._result(raw, view, record, serotype=serotype, part_of=_ref(raw))
+        self._result(raw, view, record, serotype=serotype, part_of=ref_of(raw))
 
     def _members(
         self, raw: dict[str, Any], panel_view: fastpath.ObservationView, record: Record
@@ -559,10 +381,10 @@ class RecordBuilder:
                 obs: views.Observation | None = self.parse(member)
                 if obs is None:
                     continue
-                view = _observation_view(obs)
+                view = observation_view(obs)
             if view.when is None:
                 view = view._replace(when=panel_view.when)
-            self._result(member, view, record, serotype=serotype, part_of=_ref(raw))
+            self._result(member, view, record, serotype=serotype, part_of=ref_of(raw))
 
     def _serotype(
         self, codings: Iterable[Coding], source: dict[str, Any] | list[str], in_panel: bool
@@ -606,15 +428,15 @@ class RecordBuilder:
             cond: views.Condition | None = self.parse(raw)
             if cond is None:
                 continue
-            clinical = {c for _, c in _codings(cond.clinicalStatus)}
+            clinical = {c for _, c in codings_of(cond.clinicalStatus)}
             resolved = bool(clinical & {"resolved", "inactive", "remission"})
             active = not resolved
             confirmed = not (verification & {"unconfirmed", "provisional", "differential"})
             onset = to_when(cond.onsetDateTime or (cond.onsetPeriod and cond.onsetPeriod.start))
             record.conditions.append(
                 ConditionFact(
-                    _ref(raw),
-                    _codings(cond.code),
+                    ref_of(raw),
+                    codings_of(cond.code),
                     onset,
                     to_when(cond.recordedDate),
                     active,
@@ -634,9 +456,11 @@ class RecordBuilder:
             enc: views.Encounter | None = self.parse(raw)
             if enc is None:
                 continue
-            reasons = tuple(c for cc in (enc.reasonCode or []) for c in _codings(cc))
+            reasons = tuple(c for cc in (enc.reasonCode or []) for c in codings_of(cc))
             record.encounters.append(
-                EncounterFact(_ref(raw), reasons, to_when(enc.period.start if enc.period else None))
+                EncounterFact(
+                    ref_of(raw), reasons, to_when(enc.period.start if enc.period else None)
+                )
             )
 
     def _immunizations(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
@@ -659,7 +483,7 @@ class RecordBuilder:
                 continue
             record.immunizations.append(
                 ImmunizationFact(
-                    _ref(raw), _codings(imm.vaccineCode), to_when(imm.occurrenceDateTime), kind
+                    ref_of(raw), codings_of(imm.vaccineCode), to_when(imm.occurrenceDateTime), kind
                 )
             )
 
@@ -670,7 +494,7 @@ class RecordBuilder:
         """Codings and names of a medication[x], resolving contained or bundled Medication."""
         if model.medicationCodeableConcept is not None:
             cc = model.medicationCodeableConcept
-            return _codings(cc), _texts(cc)
+            return codings_of(cc), texts_of(cc)
         ref = model.medicationReference
         if ref is None or not ref.reference:
             return (), [ref.display if ref else None]
@@ -686,7 +510,7 @@ class RecordBuilder:
         med: views.Medication | None = self.parse(target)
         if med is None:
             return (), [ref.display]
-        return _codings(med.code), [*_texts(med.code), ref.display]
+        return codings_of(med.code), [*texts_of(med.code), ref.display]
 
     def identify(
         self, model: views.MedicationConcept, raw: dict[str, Any]
@@ -710,7 +534,7 @@ class RecordBuilder:
                 # IG use that could not be read: therapy is on record, its date is not known
                 # (never 'no IG given', which would make every IgG a baseline)
                 record.exposures.append(
-                    Exposure(_ref(raw), raw["resourceType"], "immune globulin", None, None, False)
+                    Exposure(ref_of(raw), raw["resourceType"], "immune globulin", None, None, False)
                 )
             return
         product, codings, texts = self.identify(model, raw)
@@ -723,13 +547,13 @@ class RecordBuilder:
                 or (statement.effectivePeriod and statement.effectivePeriod.start)
                 or statement.dateAsserted
             )
-            record.no_medications = NoMedications(_ref(raw), when)
+            record.no_medications = NoMedications(ref_of(raw), when)
             return
-        start, asserted, last = _use_dates(model, rtype)
+        start, asserted, last = use_dates(model, rtype)
         if product is not None:
             record.exposures.append(
                 Exposure(
-                    _ref(raw),
+                    ref_of(raw),
                     rtype,
                     product.name,
                     start,
@@ -738,7 +562,7 @@ class RecordBuilder:
                 )
             )
             return
-        record.other_medications.append(_ref(raw))
+        record.other_medications.append(ref_of(raw))
         drug = self._causative_drug(raw, model, codings, texts, (start, asserted, last))
         if drug is not None:
             record.drugs.append(drug)
@@ -763,9 +587,9 @@ class RecordBuilder:
         if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
             return None  # a proposal or plan is not an order: nothing was given
         label = name or next((t for t in texts if t), None) or "medication"
-        dosages = _dosages(model, rtype)
+        dosages = dosages_of(model, rtype)
         if rtype == "MedicationRequest" and last is None:
-            last = _bounds_end(dosages, start)  # the order's own course end, if stated
+            last = bounds_end(dosages, start)  # the order's own course end, if stated
         ongoing = last is None and status in {"active", "in-progress", "on-hold"}
         rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
             self.kn.drug_rules.get(name) if name else None
@@ -773,15 +597,15 @@ class RecordBuilder:
         first = start.date if start is not None else None
         end = last.date if last is not None else (self.today if ongoing else None)
         return DrugExposure(
-            _ref(raw),
+            ref_of(raw),
             codings,
             label,
             last or start or asserted,
             ongoing,
             ingredient=rule.name if rule else label,
             route=self._route_class(dosages, texts),
-            days=_course_days(model, rtype, dosages, first, end),
-            daily_mg=_daily_mg(dosages),
+            days=course_days(model, rtype, dosages, first, end),
+            daily_mg=daily_mg(dosages),
             single_dose=rtype == "MedicationAdministration",
             start=start,
             uncertain=rtype == "MedicationRequest" and status == "stopped",
@@ -797,11 +621,11 @@ class RecordBuilder:
         route_texts: list[str] = []
         coded_local = False
         for d in dosages:
-            codings = _codings(d.route)
+            codings = codings_of(d.route)
             if systemic.any_match(codings):
                 return "systemic"  # any systemic dosage makes the course systemic
             coded_local = coded_local or local.any_match(codings)
-            route_texts += [t for t in _texts(d.route) if t]
+            route_texts += [t for t in texts_of(d.route) if t]
         if coded_local:
             return "local"
         names = " ".join([*route_texts, *(t for t in texts if t)]).lower()
@@ -893,11 +717,11 @@ class RecordBuilder:
             product, _, _ = self.identify(model, raw)
             if product is None:
                 continue
-            dose = _dose(model, product)
+            dose = order_dose(model, product)
             route = product.route if product.route in ("IV", "SC") else self._route(model)
             orders.append(
                 DraftOrder(
-                    _ref(raw),
+                    ref_of(raw),
                     product.name,
                     route,
                     dose.grams,
@@ -918,280 +742,14 @@ class RecordBuilder:
         """IV or SC from the order's route, for products labelled for both."""
         iv, sc = self.kn.vs("route-intravenous"), self.kn.vs("route-subcutaneous")
         for di in model.dosageInstruction or []:
-            codings = _codings(di.route)
+            codings = codings_of(di.route)
             if iv.any_match(codings):
                 return "IV"
             if sc.any_match(codings):
                 return "SC"
-            text = " ".join(t for t in _texts(di.route) if t).lower()
+            text = " ".join(t for t in texts_of(di.route) if t).lower()
             if "intraven" in text:
                 return "IV"
             if "subcut" in text:
                 return "SC"
         return None
-
-
-Basis = tuple[str, tuple[tuple[str, str], ...]] | None
-# a dosage of a request or statement, or a MedicationAdministration's single dosage
-Dosages = views.Dosage | views.AdministrationDosage
-
-
-def _dosages(model: Any, rtype: str) -> list[Dosages]:
-    """The Dosage elements of a medication resource (MedicationAdministration has one `dosage`,
-    of another shape, read for its route only)."""
-    if rtype == "MedicationAdministration":
-        return [model.dosage] if getattr(model, "dosage", None) is not None else []
-    return list(getattr(model, "dosageInstruction", None) or getattr(model, "dosage", None) or [])
-
-
-def _per_day(rep: views.TimingRepeat | None) -> float | None:
-    """Administrations per day from timing.repeat (frequency per period)."""
-    if rep is None or rep.period is None:
-        return None
-    days = units.duration_to_days(float(rep.period), rep.periodUnit)
-    if not days:
-        return None
-    return float(rep.frequency or 1) / days
-
-
-def _repeat_of(d: Dosages) -> views.TimingRepeat | None:
-    """The timing.repeat of a dosage (a MedicationAdministration's dosage has no timing)."""
-    timing: views.Timing | None = getattr(d, "timing", None)
-    return timing.repeat if timing is not None else None
-
-
-def _daily_mg(dosages: list[Dosages]) -> float | None:
-    """mg of the drug per day from the first dosage with a mass dose and a frequency."""
-    for d in dosages:
-        rep = _repeat_of(d)
-        per_day = _per_day(rep)
-        for dr in getattr(d, "doseAndRate", None) or []:
-            q = dr.doseQuantity or (dr.doseRange.high if dr.doseRange else None)
-            value, unit = _quantity(q)
-            grams = units.mass_to_grams(value, unit) if value is not None else None
-            if grams is not None and per_day is not None:
-                return round(grams * 1000.0 * per_day, 3)
-    return None
-
-
-def _dosage_days(d: Dosages) -> float | None:
-    """Days one dosage instruction covers: its bounds (duration or period), or its repeat count
-    over the frequency; None when it does not say."""
-    rep = _repeat_of(d)
-    if rep is None:
-        return None
-    b = rep.boundsDuration
-    if b is not None and b.value is not None:
-        days = units.duration_to_days(float(b.value), b.code or b.unit)
-        if days is not None:
-            return days
-    if rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
-        a, b2 = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
-        if a is not None and b2 is not None:
-            return float((b2.last - a.date).days + 1)
-    per_day = _per_day(rep)
-    if rep.count is not None and per_day:
-        return float(rep.count) / per_day
-    return None
-
-
-def _bounds_end(dosages: list[Dosages], start: When | None) -> When | None:
-    """The last day an order's own timing covers (boundsPeriod.end, or its start plus a
-    boundsDuration): a course authored long ago may still run into the look-back."""
-    ends: list[When] = []
-    for d in dosages:
-        rep = _repeat_of(d)
-        if rep is None:
-            continue
-        if rep.boundsPeriod is not None and rep.boundsPeriod.end:
-            end = to_when(rep.boundsPeriod.end)
-            if end is not None:
-                ends.append(end)
-        elif start is not None and rep.boundsDuration is not None:
-            b = rep.boundsDuration
-            days = units.duration_to_days(float(b.value), b.code or b.unit) if b.value else None
-            if days is not None:  # duration_to_days refuses absurd lengths
-                ends.append(When(start.date + dt.timedelta(days=round(days))))
-    return max(ends, key=lambda w: w.last) if ends else None
-
-
-def _use_dates(
-    model: views.MedicationConcept, rtype: str
-) -> tuple[When | None, When | None, When | None]:
-    """(start, asserted, last) of a medication use: when it was given, taken, ordered or
-    handed over; when a statement was made; when a stated period ended."""
-    asserted: When | None = None
-    if rtype == "MedicationAdministration":
-        given = cast(views.MedicationAdministration, model)
-        start = to_when(
-            given.effectiveDateTime or (given.effectivePeriod and given.effectivePeriod.start)
-        )
-    elif rtype == "MedicationRequest":
-        start = to_when(cast(views.MedicationRequest, model).authoredOn)
-    elif rtype == "MedicationStatement":
-        taken = cast(views.MedicationStatement, model)
-        start = to_when(
-            taken.effectiveDateTime or (taken.effectivePeriod and taken.effectivePeriod.start)
-        )
-        asserted = to_when(taken.dateAsserted)
-    else:
-        handed = cast(views.MedicationDispense, model)
-        start = to_when(handed.whenHandedOver or handed.whenPrepared)
-    period: views.Period | None = getattr(model, "effectivePeriod", None)
-    last = to_when(period.end) if period is not None and period.end else None
-    return start, asserted, last
-
-
-def _course_days(
-    model: Any, rtype: str, dosages: list[Dosages], first: dt.date | None, end: dt.date | None
-) -> float | None:
-    """How long the documented course lasts, in days, from what the record states: timing
-    bounds (duration or period), a repeat count over its frequency, the supply duration, or the
-    resource's own start and end. None when the record does not say."""
-    if rtype == "MedicationAdministration":
-        return 1.0
-    # sequenced dosages (a taper: 60 mg x 7 d, then 50 mg x 7 d...) add up
-    total = 0.0
-    for d in dosages:
-        days = _dosage_days(d)
-        if days is not None:
-            total += days
-    if total > 0:
-        return total
-    request = getattr(model, "dispenseRequest", None)
-    supply = getattr(request, "expectedSupplyDuration", None)
-    if supply is not None and supply.value is not None:
-        days = units.duration_to_days(float(supply.value), supply.code or supply.unit)
-        if days is not None:
-            refills = getattr(request, "numberOfRepeatsAllowed", None) or 0
-            return days * (1 + int(refills))  # each refill is another supply
-    if first is not None and end is not None and end >= first:
-        return float((end - first).days + 1)
-    return None
-
-
-@dataclass(frozen=True)
-class _Dose:
-    grams: float | None
-    interval: float | None
-    text: str | None
-    basis: Basis
-    mg_per_kg: float | None = None  # a weight-based dose (g/kg or mg/kg per dose)
-    course_doses: float | None = None  # the number of doses when the order is course-limited
-
-
-def _dose(model: views.MedicationRequest, product: Product) -> _Dose:
-    """Grams per dose, interval in days, free text, how the grams were derived, a weight-based
-    dose, and the number of doses of a course-limited order.
-
-    Each dosageInstruction is read on its own (dose and interval from the same instruction);
-    with several (a loading dose, then maintenance), the maintenance one decides: the last
-    open-ended repeat, else the last with a dose. A dose in mL is converted with the product's
-    labelled concentration (never guessed); a dose per kg is kept per kg (the documented weight
-    turns it into grams); timing.repeat count or bounds make the order one course, not an
-    endless repeat; without a dose, dispenseRequest (quantity over the expected supply
-    duration) is the fallback.
-    """
-    read = [_instruction_dose(di, product) for di in _in_sequence(model.dosageInstruction or [])]
-    text = next((d.text for d in read if d.text), None)
-    dosed = [d for d in read if d.grams is not None or d.mg_per_kg is not None or d.basis]
-    maintenance = [d for d in dosed if d.interval is not None and d.course_doses is None]
-    candidates = maintenance or dosed
-    chosen = candidates[-1] if candidates else None
-    if chosen is None:
-        interval = next((d.interval for d in read if d.interval is not None), None)
-        grams, interval, basis = _dispense(model, interval)
-        return _Dose(grams, interval, text, basis)
-    interval, course = chosen.interval, chosen.course_doses
-    if course is not None and interval is None:
-        interval = 1.0  # a course without a period: its doses on consecutive days
-    return _Dose(chosen.grams, interval, text, chosen.basis, chosen.mg_per_kg, course)
-
-
-def _in_sequence(instructions: list[views.Dosage]) -> list[views.Dosage]:
-    """Dosage instructions in the order they apply (`sequence` when given, else as listed)."""
-    indexed = list(enumerate(instructions))
-    indexed.sort(key=lambda item: (item[1].sequence is None, item[1].sequence or 0, item[0]))
-    return [di for _, di in indexed]
-
-
-def _instruction_dose(di: views.Dosage, product: Product) -> _Dose:
-    """What one dosageInstruction orders: its dose (g, mL, or per kg), interval and course."""
-    grams = interval = per_kg = course = None
-    basis: Basis = None
-    for dr in di.doseAndRate or []:
-        value, unit = _quantity(dr.doseQuantity)
-        if value is None or grams is not None or per_kg is not None:
-            continue
-        per_kg = units.dose_per_kg_mg(value, unit)
-        if per_kg is not None:
-            basis = ("basis-per-kg", (("dose", f"{value:g} {unit}"),))
-            continue
-        grams = units.mass_to_grams(value, unit)
-        ml = units.volume_to_ml(value, unit) if grams is None else None
-        if ml is not None:
-            conc = product.concentration_g_per_ml
-            fields = (("ml", f"{ml:g}"), ("product", product.name))
-            if conc is None:
-                basis = ("basis-ml-unknown", fields)
-            else:
-                grams = round(ml * conc, 4)
-                basis = ("basis-ml", (*fields, ("conc", f"{conc:g}")))
-    rep = di.timing.repeat if di.timing else None
-    if rep is not None and rep.period is not None:
-        days = units.duration_to_days(float(rep.period), rep.periodUnit)
-        if days is not None:
-            interval = days / float(rep.frequency or 1)
-    if rep is not None:
-        course = _course_doses(rep, interval)
-    return _Dose(grams, interval, di.text, basis, per_kg, course)
-
-
-def _course_doses(rep: views.TimingRepeat, interval: float | None) -> float | None:
-    """Doses in a course-limited order: repeat.count, or the bounds (duration or period) over
-    the dosing interval; None for an open-ended repeat; 0 when the order states a course that
-    no calendar holds (a zero, negative, reversed or absurd bound): the dose is not read."""
-    if rep.count is not None:
-        return float(rep.count) if rep.count >= 1 else 0.0
-    days: float | None = None
-    if rep.boundsDuration is not None:
-        b = rep.boundsDuration
-        days = (
-            units.duration_to_days(float(b.value), b.code or b.unit)
-            if b.value is not None
-            else None
-        )
-    elif rep.boundsPeriod is not None and rep.boundsPeriod.start and rep.boundsPeriod.end:
-        start, end = to_when(rep.boundsPeriod.start), to_when(rep.boundsPeriod.end)
-        if start is not None and end is not None:
-            days = float((end.last - start.date).days + 1)
-    else:
-        return None
-    if days is None or days <= 0:
-        return 0.0
-    if not interval:
-        return None
-    return max(1.0, float(int(days / interval + 1e-9)))
-
-
-def _dispense(
-    model: views.MedicationRequest, interval: float | None
-) -> tuple[float | None, float | None, Basis]:
-    """Fallback: grams per dose from dispenseRequest quantity and expected supply duration."""
-    dr = model.dispenseRequest
-    if dr is None:
-        return None, interval, None
-    value, unit = _quantity(dr.quantity)
-    total = units.mass_to_grams(value, unit) if value is not None else None
-    supply = dr.expectedSupplyDuration
-    days = (
-        units.duration_to_days(float(supply.value), supply.code or supply.unit)
-        if supply is not None and supply.value is not None
-        else None
-    )
-    if total is None or days is None or days <= 0:
-        return None, interval, None
-    fields = (("grams", f"{total:g}"), ("days", f"{days:g}"))
-    if interval is None:
-        return total, days, ("basis-dispense", fields)
-    return round(total * interval / days, 4), interval, ("basis-dispense", fields)
