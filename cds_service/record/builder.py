@@ -32,20 +32,19 @@ from cds_service.domain import (
     When,
 )
 from cds_service.errors import BadRequest
-from cds_service.fhir import fastpath, views
+from cds_service.fhir import fastpath, unvalidated, views
 from cds_service.fhir.bundle import (
     for_patient,
-    raw_codings,
     refers_to_patient,
     resources_of,
 )
 from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
+from cds_service.fhir.unvalidated import ref_of
 from cds_service.knowledge import Knowledge, Product
 from cds_service.record.elements import (
     codings_of,
     observation_view,
     quantity_of,
-    ref_of,
     shown_unit,
     texts_of,
 )
@@ -124,13 +123,13 @@ class RecordBuilder:
         plain = fastpath.resource(res)  # plain, valid resources skip model validation
         if plain is not None:
             return plain
-        model = MODELS[res["resourceType"]]
+        model = MODELS[unvalidated.resource_type(res)]
         try:
             return model.model_validate(lenient(res))
         except ValidationError as exc:
             loc, msg = validation_summary(exc)
             self.issues.append(DataIssue(ref_of(res), loc, msg))
-            log.info("unreadable %s: %s: %s", res.get("resourceType"), loc, msg)
+            log.info("unreadable %s: %s: %s", unvalidated.resource_type(res), loc, msg)
             return None
         except (KeyError, TypeError, ValueError) as exc:
             self.issues.append(DataIssue(ref_of(res), "(resource)", str(exc)))
@@ -140,22 +139,22 @@ class RecordBuilder:
     def build(self, resources: Iterable[dict[str, Any]], draft_orders: Any) -> Record:
         by_type: dict[str, dict[str, dict[str, Any]]] = {}
         for res in resources_of(draft_orders):
-            if res.get("resourceType") == "Medication":
-                self._medications[str(res.get("id"))] = res
+            if unvalidated.resource_type(res) == "Medication":
+                self._medications[unvalidated.id_of(res)] = res
         for res in resources:
-            rtype = res.get("resourceType")
+            rtype = unvalidated.resource_type(res)
             if rtype not in MODELS:
                 continue
             if rtype == "Medication":
-                self._medications[str(res.get("id"))] = res
+                self._medications[unvalidated.id_of(res)] = res
                 continue
             if not for_patient(res, self.patient_id, self.server):
                 continue
-            by_type.setdefault(rtype, {})[str(res.get("id"))] = res  # de-duplicate by id
+            by_type.setdefault(rtype, {})[unvalidated.id_of(res)] = res  # de-duplicate by id
         draft_ids = {
-            str(r.get("id"))
+            unvalidated.id_of(r)
             for r in resources_of(draft_orders)
-            if r.get("resourceType") == "MedicationRequest"
+            if unvalidated.resource_type(r) == "MedicationRequest"
         }
         patient: PatientFact | None = None
         raw_patient = by_type.get("Patient", {}).get(self.patient_id)
@@ -206,7 +205,7 @@ class RecordBuilder:
         self.issues.append(
             DataIssue(ref_of(raw), "(resource)", f"unexpected element shape ({type(exc).__name__})")
         )
-        log.info("unreadable %s: %s", raw.get("resourceType"), type(exc).__name__)
+        log.info("unreadable %s: %s", unvalidated.resource_type(raw), type(exc).__name__)
 
     def _patient(self, raw: dict[str, Any]) -> PatientFact | None:
         model: views.Patient | None = self.parse(raw)
@@ -221,11 +220,11 @@ class RecordBuilder:
         """Results in the three shapes labs send: one Observation per result, a panel whose
         `component`s hold the results, and a panel whose `hasMember`s are Observations."""
         for raw in raws:
-            if raw.get("status") in IGNORED_STATUSES:
+            if unvalidated.status(raw) in IGNORED_STATUSES:
                 continue
-            codings = raw_codings(raw.get("code"))
+            codings = unvalidated.codings(raw, "code")
             known = self._obs_filter.any_match(codings)
-            components = raw.get("component")
+            components = unvalidated.components(raw)
             panel = self._pneumo_panel.any_match(codings) or (
                 bool(components) and self._names_pneumococcus(raw)
             )
@@ -254,20 +253,15 @@ class RecordBuilder:
         return any(c in serotypes for c in codings)
 
     def _known_component(self, components: Any) -> bool:
-        return isinstance(components, list) and any(
-            isinstance(c, dict) and self._obs_filter.any_match(raw_codings(c.get("code")))
-            for c in components
+        return any(
+            self._obs_filter.any_match(codings)
+            for codings in unvalidated.component_codings(components)
         )
 
     @staticmethod
     def _names_pneumococcus(raw: dict[str, Any]) -> bool:
         """A locally coded panel whose own name says it holds pneumococcal titers."""
-        code = raw.get("code")
-        if not isinstance(code, dict):
-            return False
-        texts = [code.get("text")] + [
-            c.get("display") for c in code.get("coding") or [] if isinstance(c, dict)
-        ]
+        texts = unvalidated.names(raw, "code")
         return any(isinstance(t, str) and _PNEUMO_WORDS.search(t[:120]) for t in texts)
 
     def _result(
@@ -363,14 +357,11 @@ class RecordBuilder:
     ) -> None:
         """hasMember results of a pneumococcal panel that are coded only locally (a member with a
         code the rules know is read on its own, like any other Observation)."""
-        for ref in raw.get("hasMember") or []:
-            target = ref.get("reference") if isinstance(ref, dict) else None
-            if not isinstance(target, str) or not target.startswith("Observation/"):
+        for member_id in unvalidated.member_ids(raw):
+            member = self._observations_by_id.get(member_id)
+            if member is None or unvalidated.status(member) in IGNORED_STATUSES:
                 continue
-            member = self._observations_by_id.get(target.split("/", 1)[1])
-            if member is None or member.get("status") in IGNORED_STATUSES:
-                continue
-            codings = raw_codings(member.get("code"))
+            codings = unvalidated.codings(member, "code")
             if self._obs_filter.any_match(codings):
                 continue  # read on its own
             serotype = self._serotype(codings, member, True)
@@ -399,12 +390,8 @@ class RecordBuilder:
                 return hit
         texts: list[str] = []
         if isinstance(source, dict):
-            concept = source.get("code")
-            if isinstance(concept, dict):
-                raw_texts = [concept.get("text")] + [
-                    c.get("display") for c in concept.get("coding") or [] if isinstance(c, dict)
-                ]
-                texts = [t for t in raw_texts if isinstance(t, str)]
+            names = unvalidated.names(source, "code")
+            texts = [t for t in names if isinstance(t, str)]
         else:
             texts = source
         for text in (t[:120] for t in texts):
@@ -419,10 +406,10 @@ class RecordBuilder:
 
     def _conditions(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         for raw in raws:
-            codings = raw_codings(raw.get("code"))
+            codings = unvalidated.codings(raw, "code")
             if not self._condition_filter.any_match(codings):
                 continue
-            verification = {c for _, c in raw_codings(raw.get("verificationStatus"))}
+            verification = {c for _, c in unvalidated.codings(raw, "verificationStatus")}
             if verification & {"refuted", "entered-in-error"}:
                 continue
             cond: views.Condition | None = self.parse(raw)
@@ -448,9 +435,9 @@ class RecordBuilder:
     def _encounters(self, raws: Iterable[dict[str, Any]], record: Record) -> None:
         infections = self.kn.vs("infection-bacterial")
         for raw in raws:
-            if raw.get("status") in IGNORED_STATUSES:
+            if unvalidated.status(raw) in IGNORED_STATUSES:
                 continue
-            codings = [c for cc in raw.get("reasonCode", []) or [] for c in raw_codings(cc)]
+            codings = unvalidated.list_codings(raw, "reasonCode")
             if not infections.any_match(codings):
                 continue
             enc: views.Encounter | None = self.parse(raw)
@@ -472,9 +459,9 @@ class RecordBuilder:
             ("unspecified", self.kn.vs("pneumococcal-unspecified-vaccine")),
         )
         for raw in raws:
-            if raw.get("status") != "completed":
+            if unvalidated.status(raw) != "completed":
                 continue
-            codings = raw_codings(raw.get("vaccineCode"))
+            codings = unvalidated.codings(raw, "vaccineCode")
             kind = next((k for k, vs in kinds if vs.any_match(codings)), None)
             if kind is None:
                 continue
@@ -500,9 +487,7 @@ class RecordBuilder:
             return (), [ref.display if ref else None]
         target: dict[str, Any] | None = None
         if ref.reference.startswith("#"):
-            for contained in raw.get("contained", []) or []:
-                if contained.get("id") == ref.reference[1:]:
-                    target = contained
+            target = unvalidated.contained(raw, ref.reference[1:])
         else:
             target = self._medications.get(ref.reference.rsplit("/", 1)[-1])
         if target is None:
@@ -519,7 +504,7 @@ class RecordBuilder:
         return self.kn.product_index.identify(codings, texts), codings, texts
 
     def _medication_use(self, raw: dict[str, Any], record: Record) -> None:
-        status = raw.get("status")
+        status = unvalidated.status(raw)
         if status in IGNORED_STATUSES or status in {
             "not-done",
             "not-taken",
@@ -534,11 +519,18 @@ class RecordBuilder:
                 # IG use that could not be read: therapy is on record, its date is not known
                 # (never 'no IG given', which would make every IgG a baseline)
                 record.exposures.append(
-                    Exposure(ref_of(raw), raw["resourceType"], "immune globulin", None, None, False)
+                    Exposure(
+                        ref_of(raw),
+                        unvalidated.resource_type(raw),
+                        "immune globulin",
+                        None,
+                        None,
+                        False,
+                    )
                 )
             return
         product, codings, texts = self.identify(model, raw)
-        rtype = raw["resourceType"]
+        rtype = unvalidated.resource_type(raw)
         if rtype == "MedicationStatement" and self.kn.vs("no-known-medications").any_match(codings):
             # an explicit "no known medications" statement: the list was reviewed and is empty
             statement = cast(views.MedicationStatement, model)
@@ -577,14 +569,14 @@ class RecordBuilder:
     ) -> DrugExposure | None:
         """A non-IG medication that can cause secondary hypogammaglobulinemia (by code, else by
         a drug name in its text), with its course as the record states it; None otherwise."""
-        rtype, status = raw["resourceType"], raw.get("status")
+        rtype, status = unvalidated.resource_type(raw), unvalidated.status(raw)
         start, asserted, last = dates
         hit = self.kn.vs("causative-drugs").first_match(codings)
         lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
         name = next((n for t in lowered for n in self.kn.drug_names if n in t), None)
         if hit is None and name is None:
             return None
-        if rtype == "MedicationRequest" and raw.get("intent") in {"proposal", "plan"}:
+        if rtype == "MedicationRequest" and unvalidated.intent(raw) in {"proposal", "plan"}:
             return None  # a proposal or plan is not an order: nothing was given
         label = name or next((t for t in texts if t), None) or "medication"
         dosages = dosages_of(model, rtype)
@@ -638,7 +630,7 @@ class RecordBuilder:
     def ig_draft_orders(self, draft_orders: Any) -> bool:
         """Cheap pre-check on raw JSON: does any draft MedicationRequest name an IG product?"""
         for index, raw in enumerate(resources_of(draft_orders)):
-            if raw.get("resourceType") != "MedicationRequest":
+            if unvalidated.resource_type(raw) != "MedicationRequest":
                 continue
             try:
                 if self._raw_names_ig(raw):
@@ -654,8 +646,7 @@ class RecordBuilder:
     def _check_draft_subject(self, raw: dict[str, Any], index: int) -> None:
         """A draft order for another patient is a bad request (contract: draft orders must be
         for context.patientId); evaluating it against this patient's record would be wrong."""
-        subject = raw.get("subject")
-        target = subject.get("reference") if isinstance(subject, dict) else None
+        target = unvalidated.subject_reference(raw)
         if isinstance(target, str) and not refers_to_patient(target, self.patient_id, self.server):
             raise BadRequest(
                 f"context.draftOrders.entry[{index}].resource.subject",
@@ -664,47 +655,26 @@ class RecordBuilder:
 
     def _raw_names_ig(self, raw: dict[str, Any]) -> bool:
         """Whether one raw draft MedicationRequest names an IG product (or a Medication to read)."""
-        cc = raw.get("medicationCodeableConcept")
-        texts: list[str | None] = []
-        if isinstance(cc, dict):
-            texts = [
-                cc.get("text"),
-                *(c.get("display") for c in cc.get("coding", []) or [] if isinstance(c, dict)),
-            ]
-        ref = raw.get("medicationReference")
-        codings = raw_codings(cc)
-        if isinstance(ref, dict):
-            texts.append(ref.get("display"))
-            target = str(ref.get("reference", ""))
-            for contained in raw.get("contained", []) or []:
-                if isinstance(contained, dict) and f"#{contained.get('id')}" == target:
-                    codings += raw_codings(contained.get("code"))
-                    texts.append((contained.get("code") or {}).get("text"))
-            if not target.startswith("#") and target:
-                return True  # a reference to a Medication resource: decide after reading it
+        codings, texts, target = unvalidated.medication_names(raw)
+        if target and not target.startswith("#"):
+            return True  # a reference to a Medication resource: decide after reading it
         return self.kn.product_index.identify(codings, texts) is not None
 
     def _raw_is_ig(self, raw: dict[str, Any]) -> bool:
         """Whether an unreadable medication resource names an IG product, reading a referenced
         Medication from the record (unlike _raw_names_ig, never 'maybe' for a reference)."""
-        ref = raw.get("medicationReference")
-        target = str(ref.get("reference", "")) if isinstance(ref, dict) else ""
+        target = unvalidated.reference_target(raw, "medicationReference")
         if not target or target.startswith("#"):
             return self._raw_names_ig(raw)
         med = self._medications.get(target.rsplit("/", 1)[-1])
-        code = med.get("code") if isinstance(med, dict) else None
-        texts = [ref.get("display") if isinstance(ref, dict) else None]
-        if isinstance(code, dict):
-            texts += [
-                code.get("text"),
-                *(c.get("display") for c in code.get("coding", []) or [] if isinstance(c, dict)),
-            ]
-        return self.kn.product_index.identify(raw_codings(code), texts) is not None
+        codings, names = unvalidated.concept(med, "code") if med is not None else ([], [])
+        texts = [unvalidated.reference_display(raw, "medicationReference"), *names]
+        return self.kn.product_index.identify(codings, texts) is not None
 
     def _draft_orders(self, draft_orders: Any) -> list[DraftOrder]:
         orders: list[DraftOrder] = []
         for index, raw in enumerate(resources_of(draft_orders)):
-            if raw.get("resourceType") != "MedicationRequest":
+            if unvalidated.resource_type(raw) != "MedicationRequest":
                 continue
             model: views.MedicationRequest | None = self.parse(raw)
             if model is None:

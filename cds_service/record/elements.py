@@ -1,23 +1,17 @@
-"""Small readers shared by the record builders: a resource's reference as cards may show it, and
-the facts of validated elements (codings, names, quantities; an Observation model as the view
-the fast path reads).
+"""Small readers shared by the record builders: the facts of validated elements (codings, names,
+quantities; an Observation model as the view the fast path reads), and a unit as cards may show
+it.
 
-Everything here reads models or views (cds_service.fhir), except `ref_of`, which must also name
-a resource that failed validation.
+Everything here reads validated models or views (cds_service.fhir); never resource JSON.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from cds_service.domain import Coding
 from cds_service.fhir import fastpath, views
 from cds_service.fhir.models import to_when
-
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-
 
 _UNIT_SHAPE = re.compile(r"^[A-Za-z0-9%/.\[\]{}_*^'\-]{1,32}$")
 
@@ -26,15 +20,6 @@ def shown_unit(unit: str | None) -> str:
     """A unit for a DataIssue shown in cards: echoed only when it is unit-shaped (UCUM-like),
     never markup or a link from the client's record."""
     return repr(unit) if isinstance(unit, str) and _UNIT_SHAPE.match(unit) else "(not unit-shaped)"
-
-
-def ref_of(res: dict[str, Any]) -> str:
-    """'Type/id' for evidence and DataIssues; ids that are not FHIR ids are never echoed into
-    cards (they could carry markdown or HTML into the EHR's display)."""
-    rtype, rid = res.get("resourceType"), res.get("id")
-    rtype = rtype if isinstance(rtype, str) and _FHIR_TYPE.match(rtype) else "Resource"
-    rid = rid if isinstance(rid, str) and _FHIR_ID.match(rid) else "invalid-id"
-    return f"{rtype}/{rid}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,91 @@
+"""Reads of unvalidated resource JSON (cds_service/fhir/unvalidated.py): what the record
+builder's pre-filters see, for the shapes real records send and for shapes they should not."""
+
+from __future__ import annotations
+
+import pytest
+
+from cds_service.fhir import unvalidated
+
+LOINC = "http://loinc.org"
+
+
+def test_ref_of_never_echoes_what_is_not_a_fhir_type_or_id() -> None:
+    assert unvalidated.ref_of({"resourceType": "Observation", "id": "a-1.2"}) == "Observation/a-1.2"
+    assert unvalidated.ref_of({"resourceType": "<b>x</b>", "id": "[x](http://e)"}) == (
+        "Resource/invalid-id"
+    )
+    assert unvalidated.ref_of({}) == "Resource/invalid-id"
+
+
+def test_codes_and_names_of_a_concept_skip_what_is_not_an_object() -> None:
+    res = {
+        "code": {
+            "text": "IgG",
+            "coding": [{"system": LOINC, "code": "2465-3", "display": "IgG"}, "junk"],
+        }
+    }
+    assert unvalidated.codings(res, "code") == [(LOINC, "2465-3")]
+    assert unvalidated.names(res, "code") == ["IgG", "IgG"]
+    assert unvalidated.concept(res, "code") == ([(LOINC, "2465-3")], ["IgG", "IgG"])
+    assert unvalidated.names({"code": "2465-3"}, "code") == []
+    assert unvalidated.codings({}, "code") == []
+
+
+def test_list_codings_read_every_concept_of_a_list() -> None:
+    res = {"reasonCode": [{"coding": [{"system": "s", "code": "a"}]}, {"coding": []}, None]}
+    assert unvalidated.list_codings(res, "reasonCode") == [("s", "a")]
+    assert unvalidated.list_codings({"reasonCode": None}, "reasonCode") == []
+
+
+def test_component_codings_only_of_object_components() -> None:
+    comps = [{"code": {"coding": [{"system": LOINC, "code": "x"}]}}, "junk", {}]
+    assert list(unvalidated.component_codings(comps)) == [[(LOINC, "x")], []]
+    assert list(unvalidated.component_codings({"code": {}})) == []
+    assert list(unvalidated.component_codings(None)) == []
+
+
+def test_member_ids_are_observation_references_only() -> None:
+    res = {
+        "hasMember": [
+            {"reference": "Observation/t1"},
+            {"reference": "QuestionnaireResponse/q"},
+            {"reference": 7},
+            "Observation/t2",
+            {"reference": "Observation/a/b"},
+        ]
+    }
+    assert list(unvalidated.member_ids(res)) == ["t1", "a/b"]
+
+
+def test_the_last_contained_resource_with_the_id_is_the_one_read() -> None:
+    res = {"contained": [{"id": "m", "n": 1}, {"id": "x"}, {"id": "m", "n": 2}]}
+    assert unvalidated.contained(res, "m") == {"id": "m", "n": 2}
+    assert unvalidated.contained(res, "none") is None
+    with pytest.raises(AttributeError):  # reported by the builder as an unreadable resource
+        unvalidated.contained({"contained": ["m"]}, "m")
+
+
+def test_medication_names_read_concept_reference_and_contained_medication() -> None:
+    res = {
+        "medicationCodeableConcept": {"text": "Privigen", "coding": [{"system": "s", "code": "1"}]},
+        "medicationReference": {"reference": "#med", "display": "IVIG"},
+        "contained": [
+            {"id": "med", "code": {"coding": [{"system": "s", "code": "2"}], "text": "IG"}}
+        ],
+    }
+    assert unvalidated.medication_names(res) == (
+        [("s", "1"), ("s", "2")],
+        ["Privigen", None, "IVIG", "IG"],
+        "#med",
+    )
+    assert unvalidated.medication_names({"medicationReference": "Medication/1"}) == ([], [], "")
+
+
+def test_reference_target_and_display_need_an_object() -> None:
+    res = {"medicationReference": {"reference": "Medication/9", "display": "Hizentra"}}
+    assert unvalidated.reference_target(res, "medicationReference") == "Medication/9"
+    assert unvalidated.reference_display(res, "medicationReference") == "Hizentra"
+    assert unvalidated.reference_target({"medicationReference": "x"}, "medicationReference") == ""
+    assert unvalidated.subject_reference({"subject": {"reference": "Patient/p"}}) == "Patient/p"
+    assert unvalidated.subject_reference({"subject": "Patient/p"}) is None
