@@ -30,8 +30,8 @@ import requests
 
 from bench import records
 from cds_service.app import build_fetcher
+from cds_service.core.settings import Settings
 from cds_service.fhir.bundle import resources_of
-from cds_service.settings import Settings
 from tools.fake_fhir import FaultServer, record_routes
 from tools.local_fhir import FhirServer, FhirServerError, ensure_installed
 

@@ -20,7 +20,7 @@ import orjson
 
 from bench import records
 from cds_service.app import pipeline_from_settings
-from cds_service.settings import Settings
+from cds_service.core.settings import Settings
 from cds_service.storage import Storage
 
 

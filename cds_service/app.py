@@ -20,13 +20,13 @@ from fastapi_offline import FastAPIOffline
 from cds_service import __version__, knowledge, metrics, wording
 from cds_service.api import errors, health, hooks, openapi, reports
 from cds_service.api.observe import Observe
-from cds_service.auth import JwtVerifier
+from cds_service.core.auth import JwtVerifier
+from cds_service.core.settings import Settings, get_settings
 from cds_service.fhir.client import Allowlist, FetchLimits, FhirFetcher
 from cds_service.render.cards import CardRenderer
 from cds_service.render.orderables import Actions
 from cds_service.render.report import ReportRenderer
 from cds_service.service import Pipeline, build_pipeline
-from cds_service.settings import Settings, get_settings
 from cds_service.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def prepare_process() -> None:
 def worker_app() -> FastAPI:
     """The app of one `serve --workers N` process (uvicorn's factory; settings from the
     environment, checked by the parent before it started the workers)."""
-    from cds_service import logs
+    from cds_service.core import logs
 
     settings = get_settings()
     logs.configure(settings.log_format, settings.log_level)

@@ -16,12 +16,12 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cds_service.auth import KeySetError
-from cds_service.errors import CdsError
+from cds_service.core.auth import KeySetError
+from cds_service.core.errors import CdsError
+from cds_service.core.settings import WILDCARD, Settings, get_settings
 from cds_service.knowledge import KnowledgeError
 from cds_service.migrate import SchemaOutOfDate
 from cds_service.review.command import review
-from cds_service.settings import WILDCARD, Settings, get_settings
 
 if TYPE_CHECKING:
     from cds_service.storage import Storage
@@ -87,8 +87,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     it behind a load balancer; they share everything through the database)."""
     import uvicorn
 
-    from cds_service import logs
     from cds_service.app import create_app, prepare_process
+    from cds_service.core import logs
 
     settings = _settings()
     bind = host or settings.host

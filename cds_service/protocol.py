@@ -12,7 +12,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cds_service.errors import BadRequest
+from cds_service.core.errors import BadRequest
 
 SUPPORTED_HOOKS = ("order-sign", "order-select")
 

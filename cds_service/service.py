@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cds_service import determination, record
-from cds_service.errors import (
+from cds_service.core.errors import (
     BadRequest,
     CdsError,
     DataUnavailable,

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cds_service import migrate
-from cds_service.errors import BadRequest, NotFound
+from cds_service.core.errors import BadRequest, NotFound
 
 log = logging.getLogger(__name__)
 

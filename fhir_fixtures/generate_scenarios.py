@@ -903,7 +903,7 @@ def main(argv: list[str]) -> int:
         from fastapi.testclient import TestClient
 
         from cds_service.app import create_app
-        from cds_service.settings import Settings
+        from cds_service.core.settings import Settings
 
         with TestClient(create_app(Settings())) as client:
             for name in SCENARIOS:

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
+from cds_service.core.settings import Settings
 from tests.support import cds_schemas
 from tools.local_fhir import FhirServer, ensure_installed
 

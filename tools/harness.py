@@ -319,7 +319,7 @@ def service_in_thread(fhir_server: str) -> Iterator[str]:
     import uvicorn
 
     from cds_service.app import create_app
-    from cds_service.settings import Settings
+    from cds_service.core.settings import Settings
     from tools.local_fhir import free_port
 
     port = free_port()

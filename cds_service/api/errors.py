@@ -1,5 +1,5 @@
 """Every non-2xx answer in one shape: a FHIR OperationOutcome, mapped here from the service's
-error hierarchy (cds_service.errors), from routing errors and from request validation; and the
+error hierarchy (cds_service.core.errors), from routing errors and from request validation; and the
 catch-all that turns anything else into a 500 with an id to quote and one log line."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cds_service.errors import CdsError, Unauthorized
+from cds_service.core.errors import CdsError, Unauthorized
 
 log = logging.getLogger(__name__)
 

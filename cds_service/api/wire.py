@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from cds_service.errors import PayloadTooLarge, UnsupportedMediaType
+from cds_service.core.errors import PayloadTooLarge, UnsupportedMediaType
 
 
 def json_response(content: Any, status: int = 200) -> Response:

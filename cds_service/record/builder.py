@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from cds_service import units
+from cds_service.core.errors import BadRequest
 from cds_service.domain import (
     Coding,
     ConditionFact,
@@ -31,7 +32,6 @@ from cds_service.domain import (
     Record,
     When,
 )
-from cds_service.errors import BadRequest
 from cds_service.fhir import fastpath, unvalidated, views
 from cds_service.fhir.bundle import (
     for_patient,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from cds_service.errors import BadRequest
+from cds_service.core.errors import BadRequest
 from cds_service.fhir.bundle import is_operation_outcome
 from cds_service.fhir.query import PrefetchKey
 from cds_service.knowledge import Knowledge

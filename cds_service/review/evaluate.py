@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from cds_service.errors import CdsError
+from cds_service.core.errors import CdsError
 from cds_service.knowledge import Knowledge
 from cds_service.record import IGNORED_STATUSES, observation_key_codes
 from cds_service.render.cards import DETERMINATION_KEY

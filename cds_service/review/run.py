@@ -50,8 +50,8 @@ _WORKER: tuple[Reviewer, PatientStore, dt.date, Path | None] | None = None
 def make_reviewer(reports: bool) -> Reviewer:
     """The pipeline as `ivig-cds serve` builds it (read-only, so one per process is kept)."""
     from cds_service.app import pipeline_from_settings
+    from cds_service.core.settings import get_settings
     from cds_service.render.report import ReportRenderer
-    from cds_service.settings import get_settings
 
     settings = get_settings()
     pipeline = pipeline_from_settings(settings)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.app import create_app
-from cds_service.settings import Settings
+from cds_service.core.settings import Settings
 from tests.conftest import ValidatingClient, database_url, problem
 
 BASE = "https://cds.example.org"
@@ -255,7 +255,7 @@ def test_auth_is_on_by_default_and_off_only_in_demo(tmp_path: Path) -> None:
 
 
 def test_jwks_url_must_be_https_off_loopback(jwks_file: Path) -> None:
-    from cds_service.auth import JwtVerifier, KeySetError
+    from cds_service.core.auth import JwtVerifier, KeySetError
 
     with pytest.raises(KeySetError, match="https"):
         JwtVerifier({ISS: "http://keys.example.org/jwks.json"})
@@ -358,8 +358,8 @@ def test_an_issuer_key_set_with_unknown_members_stops_start_up(jwks_file: Path) 
 
 
 def test_a_configured_jku_must_be_https(jwks_file: Path) -> None:
-    from cds_service.auth import JwtVerifier, KeySetError
-    from cds_service.settings import IssuerKeySet
+    from cds_service.core.auth import JwtVerifier, KeySetError
+    from cds_service.core.settings import IssuerKeySet
 
     with pytest.raises(KeySetError, match="https"):
         JwtVerifier({ISS: IssuerKeySet(jwks=str(jwks_file), jku="http://ehr.example.org/k")})

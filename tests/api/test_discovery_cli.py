@@ -81,7 +81,7 @@ def test_cli_evaluate_reports_bad_input_with_exit_2(tmp_path: object) -> None:
 def test_serve_refuses_a_public_bind_in_demo_mode() -> None:
     import pytest
 
-    from cds_service.settings import get_settings
+    from cds_service.core.settings import get_settings
 
     mp = pytest.MonkeyPatch()
     mp.setenv("IVIG_CDS_DEMO", "true")

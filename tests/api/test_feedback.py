@@ -163,7 +163,7 @@ def test_feedback_survives_a_restart_and_is_summarised(
         assert _send(second, _overridden(cards["dose"], "weight-elsewhere")).status_code == 200
 
     monkeypatch.setenv("IVIG_CDS_DATABASE_URL", db_url)
-    from cds_service.settings import get_settings
+    from cds_service.core.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -235,7 +235,7 @@ def test_feedback_cli_refuses_a_missing_database(
     monkeypatch.setenv("IVIG_CDS_DATABASE_PATH", str(missing))
     monkeypatch.delenv("IVIG_CDS_DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    from cds_service.settings import get_settings
+    from cds_service.core.settings import get_settings
 
     get_settings.cache_clear()
     try:

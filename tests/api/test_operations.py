@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cds_service import logs
 from cds_service.app import create_app
+from cds_service.core import logs
 from tests.conftest import ValidatingClient, open_settings
 
 SIGN = "/cds-services/ivig-order-sign"
@@ -264,7 +264,7 @@ def test_discovery_health_and_metrics_answer_while_evaluations_fill_every_slot(
 
 
 def test_the_readme_settings_table_names_every_setting() -> None:
-    from cds_service.settings import Settings
+    from cds_service.core.settings import Settings
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()

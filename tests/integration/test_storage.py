@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from cds_service import migrate
 from cds_service.app import create_app
 from cds_service.cli import main
-from cds_service.settings import get_settings
+from cds_service.core.settings import get_settings
 from cds_service.storage import Storage, evaluations, jti_seen, metadata
 from tests.conftest import ROOT, ValidatingClient, open_settings
 

@@ -326,7 +326,7 @@ def test_out_of_range_integers_go_to_the_models(frequency: Any) -> None:
 @functools.cache
 def _pipeline() -> Any:
     from cds_service.app import create_app
-    from cds_service.settings import Settings
+    from cds_service.core.settings import Settings
 
     return create_app(Settings()).state.pipeline
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import logs
 from cds_service.app import create_app
+from cds_service.core import logs
 from cds_service.fhir.client import Allowlist, render_template
 from tests.conftest import (
     DETERMINATION_KEY,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cds_service.auth import JwtVerifier
-from cds_service.errors import Unauthorized
+from cds_service.core.auth import JwtVerifier
+from cds_service.core.errors import Unauthorized
 from tests.api.test_auth import BASE, ISS, SIGN, _jwks, token
 
 
@@ -28,7 +28,7 @@ def test_alg_that_does_not_fit_the_kid_key_is_401_not_500(
 def test_jwt_max_lifetime_is_bounded() -> None:
     from pydantic import ValidationError
 
-    from cds_service.settings import Settings
+    from cds_service.core.settings import Settings
 
     assert Settings(jwt_max_lifetime_seconds=86_400).jwt_max_lifetime_seconds == 86_400
     with pytest.raises(ValidationError):

@@ -429,7 +429,7 @@ def test_css_string_removes_what_could_end_it() -> None:
 
 
 def test_base_url_is_the_configured_one_else_the_bound_address() -> None:
-    from cds_service.settings import Settings
+    from cds_service.core.settings import Settings
 
     assert Settings(public_base_url="https://cds.example.org/ivig/").base_url == (
         "https://cds.example.org/ivig"

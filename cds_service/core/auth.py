@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from cds_service.errors import Unauthorized
-from cds_service.settings import IssuerKeySet
+from cds_service.core.errors import Unauthorized
+from cds_service.core.settings import IssuerKeySet
 
 # (issuer, jti, keep until epoch seconds) -> True the first time, False for a replay
 FirstUse = Callable[[str, str, float], bool]
