@@ -20,6 +20,8 @@ PHASE_COLOURS = {"baseline": "#1f5fa8", "on-treatment": "#b34700", "unknown": "#
 PHASE_MARKERS = {"baseline": "o", "on-treatment": "s", "unknown": "^"}
 # matplotlib's font cache and text layout are not thread-safe; reports are rare, so one at a time
 _LOCK = threading.Lock()
+# a matplotlib Axes: its stubs take no dates for x, its unit converters do (Any keeps them usable)
+Panel = Any
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,6 @@ def _span(data: ChartData) -> tuple[dt.date, dt.date] | None:
 def render_svg(data: ChartData, say: dict[str, str]) -> str:
     """The chart as an inline <svg> element (no XML prolog, no fixed size: CSS sizes it)."""
     import matplotlib
-    from matplotlib import dates as mdates
     from matplotlib.figure import Figure
 
     span = _span(data)
@@ -148,158 +149,10 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
         fig.subplots_adjust(left=0.1, right=0.98, top=0.98, bottom=0.07, hspace=0.62)
         lo, hi = span
         top.set_xlim(lo, hi)
-        if data.start_unknown and data.first_ig_record is not None:
-            top.axvspan(
-                lo,
-                data.first_ig_record,
-                color="#d9d9d9",
-                alpha=0.6,
-                hatch="//",
-                label=say["start-unknown"],
-                gid="start-unknown",
-            )
-            top.axvline(
-                data.first_ig_record,
-                color="#444",
-                linestyle=":",
-                linewidth=1.2,
-                label=f"{say['first-record']} {_day(data.first_ig_record)}",
-                gid="first-ig-record",
-            )
-        elif data.therapy_start is not None:
-            top.axvline(
-                data.therapy_start,
-                color="#1b7a1b",
-                linewidth=2,
-                label=f"{say['start']} {_day(data.therapy_start)}",
-                gid="therapy-start",
-            )
-        if data.threshold is not None:
-            top.axhline(
-                data.threshold,
-                color="#a30000",
-                linestyle="--",
-                linewidth=1.4,
-                label=say["threshold"].format(value=f"{data.threshold:g}"),
-                gid="threshold",
-            )
-        if data.age_limits:
-            xs = [lo] + [d for d, _ in data.age_limits] + [hi]
-            ys = [data.age_limits[0][1]] + [v for _, v in data.age_limits]
-            ys.append(ys[-1])
-            top.step(
-                xs,
-                ys,
-                where="post",
-                color="#7a4fa3",
-                linewidth=1.2,
-                label=say[data.limit_word()],
-                gid="age-limit",
-            )
-        for phase, colour in PHASE_COLOURS.items():
-            pts = [p for p in data.points if p.phase == phase]
-            if pts:
-                top.plot(
-                    [p.day for p in pts],
-                    [p.mg_dl for p in pts],
-                    linestyle="none",
-                    marker=PHASE_MARKERS[phase],
-                    markersize=7,
-                    color=colour,
-                    label=say[f"phase-{phase}"],
-                    gid=f"igg-{phase}",
-                )
-        troughs = [p for p in data.points if p.trough]
-        if troughs:
-            top.plot(
-                [p.day for p in troughs],
-                [p.mg_dl for p in troughs],
-                linestyle="none",
-                marker="o",
-                markersize=13,
-                markerfacecolor="none",
-                markeredgecolor="#000",
-                markeredgewidth=1.2,
-                label=say["trough"],
-                gid="igg-troughs",
-            )
-        values = [p.mg_dl for p in data.points] + [v for _, v in data.age_limits]
-        values += [data.threshold] if data.threshold is not None else []
-        top.set_ylim(0, max(values + [100.0]) * 1.15)
-        top.set_ylabel(say["ylabel"])
-        top.grid(axis="y", color="#e3e3e3")
-        legend = top.legend(
-            loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False
-        )
-        legend.set_gid("legend")
-        for handle in legend.legend_handles:  # copies of the series: their ids stay unique
-            if handle is not None:
-                handle.set_gid(None)
-        top.tick_params(labelbottom=False)
-        lane.set_ylim(-0.6, 1.6)
-        lane.set_yticks([1, 0], [say["lane-ig"], say["lane-weight"]])
-        if data.exposures:
-            lane.plot(
-                [d for d, _ in data.exposures],
-                [1] * len(data.exposures),
-                linestyle="none",
-                marker="v",
-                markersize=8,
-                color="#b34700",
-                gid="lane-ig",
-            )
-        if data.order_date is not None:
-            lane.plot(
-                [data.order_date],
-                [1],
-                linestyle="none",
-                marker="*",
-                markersize=11,
-                color="#1f5fa8",
-                gid="lane-order",
-            )
-            lane.annotate(
-                say["order"],
-                (data.order_date, 1),
-                textcoords="offset points",
-                xytext=(0, 7),
-                ha="center",
-                fontsize=7,
-            )
-        if data.weights:
-            lane.plot(
-                [d for d, _ in data.weights],
-                [0] * len(data.weights),
-                linestyle="none",
-                marker="D",
-                markersize=6,
-                color="#2a6f6f",
-                gid="lane-weight",
-            )
-            for day, kg in data.weights:
-                lane.annotate(
-                    say["weight-label"].format(kg=f"{kg:g}"),
-                    (day, 0),
-                    textcoords="offset points",
-                    xytext=(0, 7),
-                    ha="center",
-                    fontsize=7,
-                )
-        if not data.weights:
-            lane.annotate(
-                say["weight-missing"],
-                (0.5, 0.0),
-                xycoords=("axes fraction", "data"),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="#555",
-            )
-        locator = mdates.AutoDateLocator(minticks=3, maxticks=6)  # type: ignore[no-untyped-call]
-        lane.xaxis.set_major_locator(locator)
-        lane.xaxis.set_major_formatter(
-            mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
-        )
+        _draw_therapy_start(top, data, say, lo)
+        _draw_limits(top, data, say, lo, hi)
+        _draw_results(top, data, say)
+        _draw_lanes(lane, data, say)
         for ax in (top, lane):
             ax.spines[["top", "right"]].set_visible(False)
         buf = io.StringIO()
@@ -309,6 +162,175 @@ def render_svg(data: ChartData, say: dict[str, str]) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
     # CSS sizes the chart to its column (a 390 px phone included); the viewBox keeps its shape
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", svg, count=1)
+
+
+def _draw_therapy_start(top: Panel, data: ChartData, say: dict[str, str], lo: dt.date) -> None:
+    """Where therapy began: its date, or (start unknown) the span before the first IG record."""
+    if data.start_unknown and data.first_ig_record is not None:
+        top.axvspan(
+            lo,
+            data.first_ig_record,
+            color="#d9d9d9",
+            alpha=0.6,
+            hatch="//",
+            label=say["start-unknown"],
+            gid="start-unknown",
+        )
+    start = data.first_ig_record if data.start_unknown else data.therapy_start
+    if start is None:
+        return
+    known = not data.start_unknown
+    top.axvline(
+        start,
+        color="#1b7a1b" if known else "#444",
+        linestyle="-" if known else ":",
+        linewidth=2 if known else 1.2,
+        label=f"{say['start' if known else 'first-record']} {_day(start)}",
+        gid="therapy-start" if known else "first-ig-record",
+    )
+
+
+def _draw_limits(
+    top: Panel, data: ChartData, say: dict[str, str], lo: dt.date, hi: dt.date
+) -> None:
+    """The policy's threshold and the lower limit each result was compared with."""
+    if data.threshold is not None:
+        top.axhline(
+            data.threshold,
+            color="#a30000",
+            linestyle="--",
+            linewidth=1.4,
+            label=say["threshold"].format(value=f"{data.threshold:g}"),
+            gid="threshold",
+        )
+    if data.age_limits:
+        xs = [lo] + [d for d, _ in data.age_limits] + [hi]
+        ys = [data.age_limits[0][1]] + [v for _, v in data.age_limits]
+        ys.append(ys[-1])
+        top.step(
+            xs,
+            ys,
+            where="post",
+            color="#7a4fa3",
+            linewidth=1.2,
+            label=say[data.limit_word()],
+            gid="age-limit",
+        )
+
+
+def _draw_results(top: Panel, data: ChartData, say: dict[str, str]) -> None:
+    """IgG results by phase, the troughs ringed, the y range and the legend."""
+    for phase, colour in PHASE_COLOURS.items():
+        pts = [p for p in data.points if p.phase == phase]
+        if pts:
+            top.plot(
+                [p.day for p in pts],
+                [p.mg_dl for p in pts],
+                linestyle="none",
+                marker=PHASE_MARKERS[phase],
+                markersize=7,
+                color=colour,
+                label=say[f"phase-{phase}"],
+                gid=f"igg-{phase}",
+            )
+    troughs = [p for p in data.points if p.trough]
+    if troughs:
+        top.plot(
+            [p.day for p in troughs],
+            [p.mg_dl for p in troughs],
+            linestyle="none",
+            marker="o",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgecolor="#000",
+            markeredgewidth=1.2,
+            label=say["trough"],
+            gid="igg-troughs",
+        )
+    values = [p.mg_dl for p in data.points] + [v for _, v in data.age_limits]
+    values += [data.threshold] if data.threshold is not None else []
+    top.set_ylim(0, max(values + [100.0]) * 1.15)
+    top.set_ylabel(say["ylabel"])
+    top.grid(axis="y", color="#e3e3e3")
+    legend = top.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.02), ncols=2, fontsize=8, frameon=False
+    )
+    legend.set_gid("legend")
+    for handle in legend.legend_handles:  # copies of the series: their ids stay unique
+        if handle is not None:
+            handle.set_gid(None)
+    top.tick_params(labelbottom=False)
+
+
+def _draw_lanes(lane: Panel, data: ChartData, say: dict[str, str]) -> None:
+    """The lanes under the results: IG given and the order being signed; weights (or a note
+    that there are none), and the date axis both panels share."""
+    from matplotlib import dates as mdates
+
+    lane.set_ylim(-0.6, 1.6)
+    lane.set_yticks([1, 0], [say["lane-ig"], say["lane-weight"]])
+    if data.exposures:
+        lane.plot(
+            [d for d, _ in data.exposures],
+            [1] * len(data.exposures),
+            linestyle="none",
+            marker="v",
+            markersize=8,
+            color="#b34700",
+            gid="lane-ig",
+        )
+    if data.order_date is not None:
+        lane.plot(
+            [data.order_date],
+            [1],
+            linestyle="none",
+            marker="*",
+            markersize=11,
+            color="#1f5fa8",
+            gid="lane-order",
+        )
+        lane.annotate(
+            say["order"],
+            (data.order_date, 1),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=7,
+        )
+    if data.weights:
+        lane.plot(
+            [d for d, _ in data.weights],
+            [0] * len(data.weights),
+            linestyle="none",
+            marker="D",
+            markersize=6,
+            color="#2a6f6f",
+            gid="lane-weight",
+        )
+        for day, kg in data.weights:
+            lane.annotate(
+                say["weight-label"].format(kg=f"{kg:g}"),
+                (day, 0),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=7,
+            )
+    else:
+        lane.annotate(
+            say["weight-missing"],
+            (0.5, 0.0),
+            xycoords=("axes fraction", "data"),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="#555",
+        )
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=6)  # type: ignore[no-untyped-call]
+    lane.xaxis.set_major_locator(locator)
+    lane.xaxis.set_major_formatter(
+        mdates.ConciseDateFormatter(locator)  # type: ignore[no-untyped-call]
+    )
 
 
 def warm() -> None:
