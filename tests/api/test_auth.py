@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,62 +12,19 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cds_service.app import create_app
 from cds_service.core.settings import Settings
 from tests.conftest import ValidatingClient, database_url, problem
-
-BASE = "https://cds.example.org"
-ISS = "https://ehr.example.org"
-SIGN = "/cds-services/ivig-order-sign"
-
-EC_KEY = ec.generate_private_key(ec.SECP384R1())
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-OTHER_EC_KEY = ec.generate_private_key(ec.SECP384R1())
-
-
-def _jwks() -> dict[str, Any]:
-    ec_jwk = ECAlgorithm.to_jwk(EC_KEY.public_key(), as_dict=True)
-    rsa_jwk = RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
-    return {
-        "keys": [
-            {**ec_jwk, "kid": "ec-1", "alg": "ES384", "use": "sig"},
-            {**rsa_jwk, "kid": "rsa-1", "alg": "RS384", "use": "sig"},
-        ]
-    }
-
-
-def token(
-    path: str = SIGN,
-    *,
-    alg: str = "ES384",
-    kid: str = "ec-1",
-    key: Any = None,
-    headers: dict[str, Any] | None = None,
-    **claims: Any,
-) -> str:
-    now = int(time.time())
-    payload: dict[str, Any] = {
-        "iss": ISS,
-        "aud": BASE + path,
-        "iat": now,
-        "exp": now + 300,
-        "jti": str(uuid.uuid4()),
-        "sub": "ehr-client",
-    }
-    payload.update(claims)
-    payload = {k: v for k, v in payload.items() if v is not None}
-    if key is None:
-        key = {"ES384": EC_KEY, "RS384": RSA_KEY, "RS256": RSA_KEY}.get(alg, EC_KEY)
-    return jwt.encode(
-        payload, key, algorithm=alg, headers={"kid": kid, "typ": "JWT", **(headers or {})}
-    )
-
-
-def bearer(tok: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tok}"}
+from tests.support.jwt import (
+    BASE,
+    ISS,
+    OTHER_EC_KEY,
+    SIGN,
+    bearer,
+    jwks,
+    token,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,7 +38,7 @@ def _secure_defaults() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("jwks") / "ehr-jwks.json"
-    path.write_text(json.dumps(_jwks()))
+    path.write_text(json.dumps(jwks()))
     return path
 
 
@@ -266,7 +222,7 @@ def test_jwks_url_must_be_https_off_loopback(jwks_file: Path) -> None:
 
 class _JwksHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps(_jwks()).encode()
+        body = json.dumps(jwks()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cds_service.app import create_app
-from tests.api.test_auth import SIGN
 from tests.conftest import ValidatingClient, open_settings, problem
+from tests.support.jwt import SIGN
 from tests.support.scenario import BASE
 
 URL = "/cds-services/ivig-order-sign"

@@ -17,20 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import FIXTURES, load_json, problem
+from tests.support.fuzz import odd_values, slots
 
 SEED = load_json(FIXTURES / "seed" / "order-sign-request.json")
 URL = "/cds-services/ivig-order-sign"
-
-odd_values = st.one_of(
-    st.none(),
-    st.integers(-3, 3),
-    st.text(max_size=3),
-    st.lists(st.integers(0, 2), max_size=2),
-    st.just({}),
-    st.just({"coding": "x"}),
-    st.just([{"system": 1, "code": []}]),
-    st.just(True),
-)
 
 
 def _resources(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,19 +32,6 @@ def _resources(request: dict[str, Any]) -> list[dict[str, Any]]:
             found.append(value)
     found.extend(e["resource"] for e in request["context"]["draftOrders"]["entry"])
     return found
-
-
-def _slots(node: Any, depth: int = 0) -> list[tuple[Any, Any]]:
-    """Every (container, key) below a resource, nested objects and arrays included."""
-    slots: list[tuple[Any, Any]] = []
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    for key, value in items:
-        if key == "resourceType" and depth == 0:
-            continue
-        slots.append((node, key))
-        if isinstance(value, dict | list) and depth < 4:
-            slots.extend(_slots(value, depth + 1))
-    return slots
 
 
 # CI runs a fixed, reproducible set; IVIG_FUZZ_EXAMPLES=5000 explores further (random seeds).
@@ -71,7 +48,7 @@ EXAMPLES = int(os.environ.get("IVIG_FUZZ_EXAMPLES", "0"))
 def test_odd_element_shapes_never_give_a_500(client: TestClient, data: st.DataObject) -> None:
     request = copy.deepcopy(SEED)
     target = data.draw(st.sampled_from(_resources(request)))
-    container, key = data.draw(st.sampled_from(_slots(target)))
+    container, key = data.draw(st.sampled_from(slots(target)))
     container[key] = data.draw(odd_values)
     response = client.post(URL, json=request)
     assert response.status_code in (200, 400, 412), response.text

@@ -13,13 +13,11 @@ from fastapi.testclient import TestClient
 
 from cds_service.render.cards import human
 from tests.conftest import DETERMINATION_KEY, FIXTURES, ROOT, load_json
+from tests.support.scenario import SCENARIOS
 
 SCHEMA = load_json(ROOT / "tests" / "support" / "schemas" / "determination.schema.json")
 EXPECTATIONS: dict[str, dict[str, Any]] = yaml.safe_load(
     (FIXTURES / "scenario-expectations.yaml").read_text(encoding="utf-8")
-)
-SCENARIOS = sorted(
-    p.name for p in FIXTURES.iterdir() if p.is_dir() and (p / "order-sign-request.json").exists()
 )
 PREFETCH_KEYS = {
     "patient",

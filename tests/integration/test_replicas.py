@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_auth import BASE, ISS, SIGN, _jwks, bearer, token
 from tests.conftest import ROOT, database_url, problem
+from tests.support.jwt import BASE, ISS, SIGN, bearer, jwks, token
 
 FEEDBACK = SIGN + "/feedback"
 
@@ -76,8 +76,8 @@ class Replica:
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Replica, Replica]]:
     tmp = tmp_path_factory.mktemp("replicas")
     url = database_url("postgresql", tmp)  # empty: no tables yet
-    jwks = tmp / "jwks.json"
-    jwks.write_text(json.dumps(_jwks()))
+    jwks_file = tmp / "jwks.json"
+    jwks_file.write_text(json.dumps(jwks()))
     env = {
         k: v
         for k, v in os.environ.items()
@@ -85,7 +85,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Replica
     }
     env |= {
         "IVIG_CDS_DATABASE_URL": url,
-        "IVIG_CDS_JWT_ISSUERS": json.dumps({ISS: str(jwks)}),
+        "IVIG_CDS_JWT_ISSUERS": json.dumps({ISS: str(jwks_file)}),
         "IVIG_CDS_PUBLIC_BASE_URL": BASE,  # both behind one load balancer
         "IVIG_CDS_LOG_FORMAT": "json",
     }

@@ -11,6 +11,10 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
 
+# every golden scenario: a folder of fhir_fixtures/ with an order-sign request
+SCENARIOS = sorted(
+    p.name for p in FIXTURES.iterdir() if p.is_dir() and (p / "order-sign-request.json").exists()
+)
 BASE = load_json(FIXTURES / "initial-meets" / "order-sign-request.json")
 PID = BASE["context"]["patientId"]
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"

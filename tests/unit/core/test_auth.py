@@ -11,7 +11,7 @@ import pytest
 
 from cds_service.core.auth import JwtVerifier
 from cds_service.core.errors import Unauthorized
-from tests.api.test_auth import BASE, ISS, SIGN, _jwks, token
+from tests.support.jwt import BASE, ISS, SIGN, jwks, token
 
 
 @pytest.mark.parametrize(("alg", "kid"), [("ES384", "rsa-1"), ("RS384", "ec-1")])
@@ -19,7 +19,7 @@ def test_alg_that_does_not_fit_the_kid_key_is_401_not_500(
     tmp_path: Path, alg: str, kid: str
 ) -> None:
     path = tmp_path / "jwks.json"
-    path.write_text(json.dumps(_jwks()))
+    path.write_text(json.dumps(jwks()))
     verifier = JwtVerifier({ISS: str(path)})
     with pytest.raises(Unauthorized):
         verifier.verify("Bearer " + token(alg=alg, kid=kid), [BASE + SIGN])
@@ -49,7 +49,7 @@ class _CountingDict(dict[tuple[str, str], float]):
 
 def test_jti_cache_is_not_walked_on_every_verification(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
-    path.write_text(json.dumps(_jwks()))
+    path.write_text(json.dumps(jwks()))
     verifier = JwtVerifier({ISS: str(path)})
     verifier.verify("Bearer " + token(), [BASE + SIGN])
     seen = _CountingDict(verifier._seen)

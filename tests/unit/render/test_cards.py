@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from tests.api.test_scenarios import SCENARIOS
 from tests.conftest import FIXTURES, load_json
+from tests.support.scenario import SCENARIOS
 
 URL = "/cds-services/ivig-order-sign"
 MD = MarkdownIt("commonmark").enable("table")  # GFM tables, as EHR and sandbox UIs render them

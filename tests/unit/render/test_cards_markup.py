@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.api.test_auth import SIGN
 from tests.conftest import ValidatingClient
+from tests.support.jwt import SIGN
 
 INJECTED = "<img/src=x/onerror=alert(1)>[click](https://evil.example)"
 

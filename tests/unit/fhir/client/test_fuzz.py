@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service.app import create_app
-from tests.api.test_fuzz_input import _slots, odd_values
 from tests.conftest import ValidatingClient, make_settings
 from tests.support.fake_fhir import FaultServer, RecordedRequest, Reply, ehr_body, seed_routes
+from tests.support.fuzz import odd_values, slots
 
 URL = "/cds-services/ivig-order-sign"
 # CI runs a fixed, reproducible set; IVIG_FUZZ_EXAMPLES=1000 explores further (random seeds).
@@ -72,9 +72,9 @@ def test_odd_fetched_answers_never_give_a_5xx(
         pick = random.Random(seed)
         entries = [e["resource"] for e in (body or {}).get("entry", [])]
         if how == "element" and entries:
-            slots = _slots(pick.choice(entries))
-            if slots:
-                container, key = pick.choice(slots)
+            places = slots(pick.choice(entries))
+            if places:
+                container, key = pick.choice(places)
                 container[key] = value
         raw = json.dumps(body).encode()
         if how == "cut":

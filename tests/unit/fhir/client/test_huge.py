@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from cds_service.app import create_app
 from cds_service.fhir.client import Unreadable, _JsonStream, _Malformed
-from tests.api.test_auth import SIGN
 from tests.conftest import ValidatingClient, make_settings, problem
 from tests.support.fake_fhir import (
     PATIENT,
@@ -40,6 +39,7 @@ from tests.support.fake_fhir import (
     searchset,
     seed_routes,
 )
+from tests.support.jwt import SIGN
 
 URL = "/cds-services/ivig-order-sign"
 BUDGET = 3.0  # the default
