@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
+import string
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
@@ -177,17 +178,30 @@ class CardRenderer:
         self.wording = _load(directory)
         self.labels = self.wording.labels
         self.actions = actions
+        # numbers of the policy that card wording names ({weeks_lo}-{weeks_hi}): from the
+        # knowledge, never copied into the wording by hand
+        self.policy_words: dict[str, Any] = {}
         if actions is not None:
+            window = actions.kn.criteria.vaccine_response.post_vaccine_window_days
+            self.policy_words = {"weeks_lo": window.min // 7, "weeks_hi": window.max // 7}
             self._check(actions)
 
     def _check(self, actions: Actions) -> None:
-        """Every override code a choice names exists (a typo stops start-up, not a card)."""
+        """Every override code a choice names exists, and every {placeholder} of its wording is
+        one the renderer fills (a typo stops start-up, not a card)."""
         known = actions.overrides.reasons
+        fillable = {"product", "needs", *self.policy_words}
         for cid, choices in self.wording.criteria.items():
             for name, choice in choices.items():
                 for code in choice.overrides or []:
                     if code not in known:
                         raise KnowledgeError(f"findings.yaml: criteria.{cid}.{name}: {code!r}?")
+                for text in (choice.headline, choice.advice or ""):
+                    for _, field_name, _, _ in string.Formatter().parse(text):
+                        if field_name is not None and field_name not in fillable:
+                            raise KnowledgeError(
+                                f"findings.yaml: criteria.{cid}.{name}: {{{field_name}}}?"
+                            )
 
     # -- wording -----------------------------------------------------------------------------
     def choice(self, f: Finding, request_type: str) -> Choice:
@@ -204,9 +218,15 @@ class CardRenderer:
     def headline(self, f: Finding, det: Determination) -> str:
         needs = list(dict.fromkeys(self.wording.needs.get(m.key, "") for m in f.missing))
         text = self.choice(f, det.request_type).headline.format(
-            product=det.order.product, needs=_join([n for n in needs if n]) or "see the card"
+            product=det.order.product,
+            needs=_join([n for n in needs if n]) or "see the card",
+            **self.policy_words,
         )
         return _clip(text)
+
+    def advice(self, choice: Choice) -> str | None:
+        """The next step a choice advises, with the policy's numbers filled in."""
+        return choice.advice.format(**self.policy_words) if choice.advice else None
 
     def _render(self, name: str, **ctx: Any) -> tuple[str, str]:
         template: Template = self.env.get_template(name)
@@ -226,7 +246,12 @@ class CardRenderer:
                 continue
             choice = self.choice(f, det.request_type)
             s, d = self._render(
-                "criterion.md.j2", **base, finding=f, headline=self.headline(f, det), choice=choice
+                "criterion.md.j2",
+                **base,
+                finding=f,
+                headline=self.headline(f, det),
+                choice=choice,
+                advice=self.advice(choice),
             )
             gaps.append((f.id, "coverage-info", s, d, _indicator(f), f))
         dose = det.finding("dose")
