@@ -51,8 +51,9 @@ run: install ## install and start the service with its demo data
 test: install fhir-server ## install and run the whole test suite
 	IVIG_CDS_FHIR_VENV=$(FHIR_VENV) $(BIN)/pytest -q
 
-lint: install ## ruff + mypy --strict (the runtime package and the tools)
+lint: install ## ruff (lint and format) + mypy --strict (the runtime package and the tools)
 	$(BIN)/ruff check cds_service tools tests
+	$(BIN)/ruff format --check cds_service tools tests
 	$(BIN)/mypy --strict cds_service tools
 	$(BIN)/hadolint Dockerfile
 
