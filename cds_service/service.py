@@ -186,6 +186,7 @@ class Pipeline:
             values[spec.key] = prefetch[spec.key]
         self._check_total(values)
         refused: dict[str, str] = {}  # keys not read: too many, or not this patient's
+        walked: dict[str, list[dict[str, Any]]] = {}  # the resources of each prefetch key kept
         patient_id, server = parsed.context.patientId, parsed.request.fhirServer
         for key in list(values):
             entries = values[key].get("entry") if isinstance(values[key], dict) else None
@@ -195,13 +196,15 @@ class Pipeline:
                     f"prefetch holds more than {self.max_resources} resources, too many to read"
                 )
                 continue
-            others = bundle.foreign_resources(values[key], patient_id, server)
+            found, others = bundle.patient_resources(values[key], patient_id, server)
             if others:
                 del values[key]
                 refused[key] = (
                     f"prefetch holds {len(others)} resource(s) ({', '.join(sorted(set(others)))}) "
                     "of another patient or of no patient"
                 )
+            else:
+                walked[key] = found
         unreadable: dict[str, str] = {}
         if absent:
             if self.fetcher is not None and parsed.request.fhirServer:
@@ -225,7 +228,8 @@ class Pipeline:
         resources: list[dict[str, Any]] = []
         empty: set[str] = set()
         for key, value in values.items():
-            found = list(bundle.resources_of(value))
+            # fetched keys (never prefetch keys: those were absent) are walked here
+            found = walked[key] if key in walked else list(bundle.resources_of(value))
             if not found:
                 empty.add(key)
             resources.extend(found)

@@ -60,15 +60,21 @@ def has_next_page(value: Any) -> bool:
 
 def resources_of(value: Any) -> Iterator[dict[str, Any]]:
     """The resources in a prefetch/search value (a single resource or a Bundle's entries)."""
+    return iter(_resources(value))
+
+
+def _resources(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, dict):
-        return
+        return []
     if value.get("resourceType") == "Bundle":
-        for entry in value.get("entry", []) or []:
-            res = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(res, dict):
-                yield res
-    elif value.get("resourceType") != "OperationOutcome":
-        yield value
+        return [
+            res
+            for entry in value.get("entry", []) or []
+            if isinstance(entry, dict) and isinstance(res := entry.get("resource"), dict)
+        ]
+    if value.get("resourceType") != "OperationOutcome":
+        return [value]
+    return []
 
 
 def raw_codings(cc: Any) -> list[Coding]:
@@ -119,11 +125,34 @@ def foreign_resources(value: Any, patient_id: str, server: str | None) -> list[s
     fetched search that returns another patient (never silently filtered into a confident answer).
     Medication and OperationOutcome entries name no patient and are allowed.
     """
+    return patient_resources(value, patient_id, server)[1]
+
+
+_NAMES_NO_PATIENT = ("Medication", "OperationOutcome")
+
+
+def patient_resources(
+    value: Any, patient_id: str, server: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The resources of a prefetch value (resources_of) and, from the same walk, the types of
+    those that are another patient's or no patient's (foreign_resources): the hook pipeline
+    reads each resource once. The test is `for_patient`'s, its common case (a subject
+    `Patient/<id>` of this patient) decided without a call."""
+    found = _resources(value)
+    own = f"Patient/{patient_id}"
     foreign: list[str] = []
-    for res in resources_of(value):
+    for res in found:
         rtype = res.get("resourceType")
-        if rtype in ("Medication", "OperationOutcome"):
+        if rtype in _NAMES_NO_PATIENT:
             continue
-        if not for_patient(res, patient_id, server):
+        if rtype == "Patient":
+            if res.get("id") != patient_id:
+                foreign.append("Patient")
+            continue
+        subject = res.get("subject")
+        if isinstance(subject, dict) and subject.get("reference") == own:
+            continue
+        target = subject_of(res)
+        if target != own and (target is None or not refers_to_patient(target, patient_id, server)):
             foreign.append(str(rtype))
-    return foreign
+    return found, foreign

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,15 @@ from cds_service import migrate
 from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.core.settings import get_settings
-from cds_service.storage import Storage, evaluations, jti_seen, metadata
+from cds_service.storage import (
+    CardRecord,
+    Evaluation,
+    Storage,
+    cards,
+    evaluations,
+    jti_seen,
+    metadata,
+)
 from tests.conftest import ROOT, ValidatingClient, open_settings
 
 SIGN = "/cds-services/ivig-order-sign"
@@ -215,3 +225,81 @@ def test_purge_command(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert unset.exit_code == 2
     assert "IVIG_CDS_RETENTION_DAYS" in unset.output
     assert from_setting.output.strip() == "purged 0 evaluations older than 90 days"
+
+
+def _evaluation(eid: str, card_uuids: tuple[str, ...]) -> Evaluation:
+    det = {"policy": "pol", "outcome": "meets-criteria", "criteria": [{"id": "c", "met": True}]}
+    return Evaluation(
+        id=eid,
+        service_id="ivig-order-sign",
+        hook="order-sign",
+        hook_instance=f"h-{eid}",
+        patient_id="p",
+        order_ref="MedicationRequest/x",
+        assertion_id=f"a-{eid}",
+        policy="pol",
+        outcome="meets-criteria",
+        determination=det,
+        response={"cards": [{"uuid": u, "summary": "s"} for u in card_uuids]},
+        cards=tuple(CardRecord(u, "dose", f"summary {u}", (f"{u}-s1",)) for u in card_uuids),
+        report_facts={"thresholdMgDl": 500},
+    )
+
+
+def test_a_failed_record_writes_nothing_and_the_next_one_is_stored(db_url: str) -> None:
+    """One transaction per evaluation on either database (SQLite writes through its own
+    connection): a failure leaves no half-written evaluation behind, comes out as SQLAlchemy's
+    error, and does not break the evaluations recorded after it."""
+    store = Storage(db_url)
+    try:
+        store.record(_evaluation("one", ("c1", "c2")))
+        with pytest.raises(sa.exc.IntegrityError):
+            store.record(_evaluation("two", ("c3", "c1")))  # c1 is already a card of "one"
+        assert store.evaluation("two") is None
+        store.record(_evaluation("three", ("c3",)))
+        got = store.evaluation("three")
+        assert got is not None
+        assert got.created_at
+        assert got == replace(_evaluation("three", ("c3",)), created_at=got.created_at)
+        with store.engine.connect() as conn:
+            ids = conn.execute(sa.select(cards.c.uuid).order_by(cards.c.uuid)).scalars().all()
+        assert ids == ["c1", "c2", "c3"]
+    finally:
+        store.close()
+
+
+def test_evaluations_recorded_from_many_threads_are_all_stored(db_url: str) -> None:
+    """The service records from its evaluation threads at once (SQLite: one writer connection
+    per process, taken in turn)."""
+    store = Storage(db_url)
+
+    def write(worker: int) -> None:
+        for i in range(10):
+            store.record(_evaluation(f"{worker}-{i}", (f"{worker}-{i}-a", f"{worker}-{i}-b")))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(write, range(8)))
+        for worker in range(8):
+            for i in range(10):
+                got = store.evaluation(f"{worker}-{i}")
+                assert got is not None
+                assert [c.uuid for c in got.cards] == [f"{worker}-{i}-a", f"{worker}-{i}-b"]
+    finally:
+        store.close()
+
+
+def test_closing_sqlite_storage_closes_the_writer_and_empties_the_log(tmp_path: Path) -> None:
+    """close() gives back the connection evaluations are written on, so the last connection
+    to close checkpoints the write-ahead log into the database file (and removes the log)."""
+    path = tmp_path / "ivig-cds.db"
+    store = Storage(f"sqlite:///{path}")
+    store.record(_evaluation("one", ("c1",)))
+    assert Path(f"{path}-wal").exists()
+    store.close()
+    assert not Path(f"{path}-wal").exists()
+    again = Storage(f"sqlite:///{path}")
+    try:
+        assert again.evaluation("one") is not None
+    finally:
+        again.close()

@@ -1,0 +1,78 @@
+"""bundle.patient_resources: the hook pipeline's one walk of a prefetch value gives the same
+resources as resources_of and refuses exactly the resources for_patient says are not this
+patient's (so the key-level refusal cannot drift from the per-resource rule)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cds_service.fhir import bundle
+
+PID = "p1"
+SERVER = "http://ehr.example/fhir"
+
+
+def _obs(rid: str, **ref: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": rid, **ref}
+
+
+RESOURCES: list[dict[str, Any]] = [
+    _obs("own", subject={"reference": f"Patient/{PID}"}),
+    _obs("history", subject={"reference": f"Patient/{PID}/_history/3"}),
+    _obs("own-server", subject={"reference": f"{SERVER}/Patient/{PID}"}),
+    _obs("other-server", subject={"reference": f"http://elsewhere.example/fhir/Patient/{PID}"}),
+    _obs("other", subject={"reference": "Patient/p2"}),
+    _obs("by-patient", patient={"reference": f"Patient/{PID}"}),
+    _obs("no-reference", subject={"display": "x"}, patient={"reference": "Patient/p2"}),
+    _obs("reference-not-a-string", subject={"reference": 7}),
+    _obs("subject-not-an-object", subject=f"Patient/{PID}"),
+    _obs("no-subject"),
+    {"resourceType": "Patient", "id": PID},
+    {"resourceType": "Patient", "id": "p2"},
+    {"resourceType": "Medication", "id": "m"},
+    {"resourceType": "OperationOutcome", "id": "oo"},
+    {"resourceType": "Condition", "id": "c", "subject": {"reference": "Group/g"}},
+]
+
+
+@pytest.mark.parametrize("server", [None, SERVER])
+@pytest.mark.parametrize("res", RESOURCES, ids=lambda r: f"{r['resourceType']}-{r['id']}")
+def test_each_resource_is_refused_exactly_when_for_patient_says_so(
+    res: dict[str, Any], server: str | None
+) -> None:
+    value = {"resourceType": "Bundle", "entry": [{"resource": res}]}
+    found, foreign = bundle.patient_resources(value, PID, server)
+    assert found == [res]
+    exempt = res["resourceType"] in ("Medication", "OperationOutcome")
+    expected = [] if exempt or bundle.for_patient(res, PID, server) else [res["resourceType"]]
+    assert foreign == expected
+    assert bundle.foreign_resources(value, PID, server) == expected
+
+
+def test_a_bundle_walk_keeps_resources_in_order_and_skips_entries_without_one() -> None:
+    entries: list[Any] = [{"resource": r} for r in RESOURCES]
+    entries[3:3] = [{"fullUrl": "x"}, "not an entry", {"resource": "not a resource"}]
+    value = {"resourceType": "Bundle", "entry": entries}
+    found, foreign = bundle.patient_resources(value, PID, None)
+    assert found == RESOURCES == list(bundle.resources_of(value))
+    assert foreign == ["Observation"] * 7 + ["Patient", "Condition"]
+
+
+@pytest.mark.parametrize(
+    ("value", "resources"),
+    [
+        (_obs("single", subject={"reference": f"Patient/{PID}"}), 1),
+        ({"resourceType": "OperationOutcome"}, 0),
+        ({"resourceType": "Bundle"}, 0),
+        ({"resourceType": "Bundle", "entry": None}, 0),
+        (None, 0),
+        (["not", "a", "resource"], 0),
+    ],
+)
+def test_single_resources_and_empty_values(value: Any, resources: int) -> None:
+    found, foreign = bundle.patient_resources(value, PID, None)
+    assert found == list(bundle.resources_of(value))
+    assert len(found) == resources
+    assert foreign == []
