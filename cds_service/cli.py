@@ -20,8 +20,8 @@ from cds_service.core.auth import KeySetError
 from cds_service.core.errors import CdsError
 from cds_service.core.settings import WILDCARD, Settings, get_settings
 from cds_service.knowledge import KnowledgeError
-from cds_service.migrate import SchemaOutOfDate
 from cds_service.review.command import review
+from cds_service.storage.migrate import SchemaOutOfDate
 
 if TYPE_CHECKING:
     from cds_service.storage import Storage
@@ -153,7 +153,7 @@ def upgrade() -> None:
         store = Storage(_settings().storage_url, migrate_schema=True)
     except (SQLAlchemyError, ModuleNotFoundError, OSError) as exc:
         _database_error(exc)
-    from cds_service import migrate
+    from cds_service.storage import migrate
 
     click.echo(f"database schema at revision {migrate.current(store.engine)}")
     store.close()

@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from cds_service import migrate
 from cds_service.app import create_app
 from cds_service.cli import main
 from cds_service.core.settings import get_settings
@@ -29,6 +28,7 @@ from cds_service.storage import (
     evaluations,
     jti_seen,
     metadata,
+    migrate,
 )
 from tests.conftest import ROOT, ValidatingClient, open_settings
 

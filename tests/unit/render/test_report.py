@@ -294,7 +294,7 @@ def test_report_facts_are_stored_with_the_evaluation(client: TestClient) -> None
 def test_an_old_database_gets_the_report_facts_column(tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    from cds_service import migrate
+    from cds_service.storage import migrate
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)

@@ -1,5 +1,5 @@
-"""Alembic environment: always run by cds_service.migrate with an open connection (no URL here),
-so the same code upgrades SQLite and PostgreSQL, inside the caller's transaction and lock."""
+"""Alembic environment: always run by cds_service.storage.migrate with an open connection (no URL
+here), so the same code upgrades SQLite and PostgreSQL, inside the caller's transaction and lock."""
 
 from __future__ import annotations
 

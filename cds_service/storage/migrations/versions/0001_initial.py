@@ -1,7 +1,7 @@
 """The schema as `create_all` made it before migrations existed (evaluations, cards, feedback).
 
-A database created that way has these tables and no alembic_version: cds_service.migrate stamps
-it at this revision instead of creating them again.
+A database created that way has these tables and no alembic_version: cds_service.storage.migrate
+stamps it at this revision instead of creating them again.
 
 Revision ID: 0001
 Revises:

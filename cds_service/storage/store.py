@@ -3,7 +3,7 @@ snapshot, the report) and the feedback clinicians send about its cards.
 
 One module, SQLAlchemy Core, one URL: ``sqlite:///path`` by default (``Settings.database_path``),
 ``postgresql+psycopg://…`` through ``DATABASE_URL`` (install a driver, e.g. ``psycopg[binary]``).
-The schema is Alembic's (``cds_service/migrate.py``, ``cds_service/migrations/``). Everything that
+The schema is Alembic's (``migrate.py``, ``migrations/`` beside this module). Everything that
 replicas must share lives here: evaluations (reports), feedback, and the JWT ``jti`` values seen.
 A report is kept exactly as long as the feedback on its cards: ``purge`` deletes both together
 once they are older than the retention period and leaves a tombstone, so the link says "expired".
@@ -34,8 +34,8 @@ from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from cds_service import migrate
 from cds_service.core.errors import BadRequest, NotFound
+from cds_service.storage import migrate
 
 log = logging.getLogger(__name__)
 
