@@ -119,14 +119,20 @@ def dated_measurements(record: Record, vs: ValueSet) -> tuple[Measurement, ...]:
         for i, m in enumerate(measurements):
             if m.when is not None:
                 for coding in m.codings:
-                    positions.setdefault(coding, []).append(i)
+                    where = positions.get(coding)
+                    if where is None:
+                        positions[coding] = [i]
+                    elif where[-1] != i:  # ascending and distinct (a coding repeated in m)
+                        where.append(i)
         record.coding_index = (count, positions)
     # a measurement matches when one of its codings does: test each distinct coding once
-    found_at: set[int] = set()
-    for coding, where in record.coding_index[1].items():
-        if vs.any_match((coding,)):
-            found_at.update(where)
-    found = tuple(measurements[i] for i in sorted(found_at))
+    positions = record.coding_index[1]
+    hits = vs.matching(positions.keys())
+    if len(hits) == 1:
+        at: list[int] = positions[next(iter(hits))]
+    else:
+        at = sorted({i for coding in hits for i in positions[coding]})
+    found = tuple([measurements[i] for i in at])
     record.measurement_index[vs.id] = (count, found)
     return found
 
