@@ -9,7 +9,8 @@ are `unknown`, never baseline, because a trough drawn on treatment cannot prove 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 from cds_service.domain import Exposure, IgGResult, Phase, When
 
@@ -34,14 +35,6 @@ class Timeline:
     earliest_evidence: When | None  # earliest date on which the record shows therapy under way
     labs: tuple[LabPoint, ...]  # oldest first; undated results last
     evidence: tuple[When, ...] = ()  # every dated start or assertion of IG therapy
-    # `evidence` reduced to the few earliest values `phase` compares with (criteria ask for the
-    # phase of every titer and IgG result; each used to compare with every sign of therapy);
-    # `build` passes the ones it used, else they are worked out from `evidence`
-    bounds: _Bounds | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.bounds is None:
-            object.__setattr__(self, "bounds", _Bounds.of(self.evidence))
 
     @property
     def on_therapy(self) -> bool:
@@ -57,9 +50,14 @@ class Timeline:
         """The date that splits 'before treatment' from 'on treatment' for counting purposes."""
         return self.therapy_start or self.earliest_evidence
 
+    @cached_property
+    def bounds(self) -> _Bounds:
+        """`evidence` reduced to the few earliest values `phase` compares with: criteria ask
+        for the phase of every titer, which compared with every sign of therapy."""
+        return _Bounds.of(self.evidence)
+
     def phase(self, when: When | None) -> Phase:
         """Phase of any result dated `when` (IgG, titers) against this therapy record."""
-        assert self.bounds is not None  # set by build or __post_init__
         return self.bounds.phase(when, bool(self.start_undocumented), self.on_therapy)
 
 
@@ -175,5 +173,4 @@ def build(exposures: list[Exposure], igg: list[IgGResult]) -> Timeline:
         earliest,
         points,
         evidence,
-        bounds,
     )
