@@ -23,6 +23,7 @@ from cds_service.domain import (
     Status,
 )
 from cds_service.knowledge import Knowledge
+from cds_service.rules.context import dated_measurements
 from cds_service.wording import Wording
 
 
@@ -157,7 +158,9 @@ def evaluate(record: Record, kn: Knowledge, say: Wording) -> Determination | Non
         return None
     order = record.orders[0]
     tl = timeline.build(record.exposures, record.igg)
-    dose = dosing.check(order, record.measurements, kn, record.today)
+    # only dated body weights can be the dose's weight: the record's index hands over just those
+    weights = dated_measurements(record, kn.vs("body-weight"))
+    dose = dosing.check(order, weights, kn, record.today)
     mgkg = dose.mg_per_kg_per_4_weeks
     if len(record.orders) > 1 and mgkg is not None and mgkg <= dose.high:
         # further IG orders signed with it add IG the first order's mg/kg does not count

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cds_service import units
@@ -92,7 +93,7 @@ def mg_per_kg_per_4_weeks(
 
 
 def latest_weight(
-    measurements: list[Measurement], kn: Knowledge, today: dt.date, recency_months: int | None
+    measurements: Sequence[Measurement], kn: Knowledge, today: dt.date, recency_months: int | None
 ) -> Weight | None:
     """Most recent body weight in a convertible unit, no older than the recency window (any
     age when `recency_months` is None)."""
@@ -125,7 +126,7 @@ def policy_range(rule: DoseParams, route: str | None) -> tuple[float, float]:
 
 
 def check(
-    order: DraftOrder | None, measurements: list[Measurement], kn: Knowledge, today: dt.date
+    order: DraftOrder | None, measurements: Sequence[Measurement], kn: Knowledge, today: dt.date
 ) -> DoseCheck:
     rule = kn.criteria.dose
     route = order.route if order else None

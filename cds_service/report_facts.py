@@ -14,7 +14,7 @@ from typing import Any
 
 from cds_service import units
 from cds_service.domain import Phase, When
-from cds_service.rules.context import Context
+from cds_service.rules.context import Context, dated_measurements
 from cds_service.rules.criteria import baseline_igg, trough_monitoring
 
 VERSION = 2  # 2: "lowerLimits" (with their source) replaces "ageLowerLimits"
@@ -56,10 +56,9 @@ def collect(ctx: Context) -> dict[str, Any]:
             {"date": record.today.isoformat(), "mgDl": today, "source": "age"},
         )
     limits = [by_day[d] for d in sorted(by_day)]
-    weight_vs = ctx.kn.vs("body-weight")
     weights = []
-    for m in record.measurements:
-        if m.value is None or m.when is None or not weight_vs.any_match(m.codings):
+    for m in dated_measurements(record, ctx.kn.vs("body-weight")):
+        if m.value is None or m.when is None:
             continue
         kg = units.weight_to_kg(m.value, m.unit)
         if kg is not None and kg > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 from cds_service.domain import Exposure, IgGResult, Phase, When
 
@@ -49,9 +50,15 @@ class Timeline:
         """The date that splits 'before treatment' from 'on treatment' for counting purposes."""
         return self.therapy_start or self.earliest_evidence
 
+    @cached_property
+    def bounds(self) -> _Bounds:
+        """`evidence` reduced to the few earliest values `phase` compares with: criteria ask
+        for the phase of every titer, which compared with every sign of therapy."""
+        return _Bounds.of(self.evidence)
+
     def phase(self, when: When | None) -> Phase:
         """Phase of any result dated `when` (IgG, titers) against this therapy record."""
-        return phase_of(when, self.evidence, bool(self.start_undocumented), self.on_therapy)
+        return self.bounds.phase(when, bool(self.start_undocumented), self.on_therapy)
 
 
 def _before(a: When, b: When) -> bool | None:
@@ -72,7 +79,8 @@ def phase_of(
     when: When | None, evidence: tuple[When, ...], undated: bool, any_exposure: bool
 ) -> Phase:
     """Baseline only when strictly before every dated sign of IG therapy and none is undated;
-    on-treatment when strictly after one of them; otherwise unknown (module docstring)."""
+    on-treatment when strictly after one of them; otherwise unknown (module docstring). The rule
+    as stated; the timeline answers it through `_Bounds`, which the tests hold to this."""
     if when is None:
         return Phase.UNKNOWN
     if not any_exposure:
@@ -84,6 +92,59 @@ def phase_of(
     if all(_before(when, e) is True for e in evidence):
         return Phase.BASELINE
     return Phase.UNKNOWN
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What `phase_of` needs of the evidence, each a minimum (None when there is nothing to
+    take it over). `_before` compares two timed values by instant and otherwise by days, so
+    "some sign of therapy before `when`" and "`when` before every sign" each reduce to
+    comparisons with the earliest instant, day or last day of the timed, untimed or all values.
+    tests/unit/test_timeline.py checks the answers equal `phase_of`'s pairwise ones."""
+
+    any: bool  # there is evidence at all
+    timed_instant: dt.datetime | None  # earliest instant of the timed values
+    untimed_date: dt.date | None  # earliest first day of the untimed values
+    untimed_last: dt.date | None  # earliest last day of the untimed values
+    all_date: dt.date | None  # earliest first day of every value
+    all_last: dt.date | None  # earliest last day of every value
+
+    @classmethod
+    def of(cls, evidence: tuple[When, ...]) -> _Bounds:
+        timed = [w.instant for w in evidence if w.instant is not None]
+        untimed = [w for w in evidence if w.instant is None]
+        return cls(
+            bool(evidence),
+            min(timed, default=None),
+            min((w.date for w in untimed), default=None),
+            min((w.last for w in untimed), default=None),
+            min((w.date for w in evidence), default=None),
+            min((w.last for w in evidence), default=None),
+        )
+
+    def phase(self, when: When | None, undated: bool, any_exposure: bool) -> Phase:
+        """`phase_of(when, evidence, undated, any_exposure)` for the evidence these came from."""
+        if when is None:
+            return Phase.UNKNOWN
+        if not any_exposure:
+            return Phase.BASELINE
+        if when.instant is not None:
+            after_one = (self.timed_instant is not None and self.timed_instant < when.instant) or (
+                self.untimed_last is not None and self.untimed_last < when.date
+            )
+        else:
+            after_one = self.all_last is not None and self.all_last < when.date
+        if after_one:
+            return Phase.ON_TREATMENT
+        if undated or not self.any:
+            return Phase.UNKNOWN
+        if when.instant is not None:
+            before_all = (self.timed_instant is None or when.instant < self.timed_instant) and (
+                self.untimed_date is None or when.last < self.untimed_date
+            )
+        else:
+            before_all = self.all_date is not None and when.last < self.all_date
+        return Phase.BASELINE if before_all else Phase.UNKNOWN
 
 
 def build(exposures: list[Exposure], igg: list[IgGResult]) -> Timeline:
@@ -102,9 +163,8 @@ def build(exposures: list[Exposure], igg: list[IgGResult]) -> Timeline:
     earliest = evidence[0] if evidence else None
     first_when = first.start if first else None
     labs = sorted(igg, key=lambda r: (r.when is None, _order_key(r.when) if r.when else (), r.ref))
-    points = tuple(
-        LabPoint(r, phase_of(r.when, evidence, bool(undated), bool(exposures))) for r in labs
-    )
+    bounds = _Bounds.of(evidence)
+    points = tuple(LabPoint(r, bounds.phase(r.when, bool(undated), bool(exposures))) for r in labs)
     return Timeline(
         tuple(exposures),
         first_when,

@@ -6,7 +6,7 @@ field, so a bad deployment stops before it serves a single wrong answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -176,6 +176,15 @@ class ValueSet:
     groups: dict[tuple[str, str], str] = field(default_factory=dict)  # e.g. D83.9 -> CVID
     # the cited display of each code (and prefix), for naming what was found in clinician words
     displays: dict[tuple[str, str], str] = field(default_factory=dict)
+    # `prefixes` by system, in their order: one C-level str.startswith(tuple) per coding instead
+    # of a Python loop over every prefix of every system (the rules' hottest look-up)
+    by_system: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[str]] = {}
+        for system, prefix in self.prefixes:
+            grouped.setdefault(system, []).append(prefix)
+        object.__setattr__(self, "by_system", {s: tuple(p) for s, p in grouped.items()})
 
     def display_for(self, system: str, code: str) -> str | None:
         """The display of the entry that matches (system, code): exact, else longest prefix."""
@@ -183,7 +192,7 @@ class ValueSet:
         if hit is not None:
             return hit
         best = max(
-            (p for s, p in self.prefixes if s == system and code.startswith(p)),
+            (p for p in self.by_system.get(system, ()) if code.startswith(p)),
             key=len,
             default=None,
         )
@@ -194,19 +203,38 @@ class ValueSet:
             return False
         if (system, code) in self.exact:
             return True
-        return any(system == s and code.startswith(p) for s, p in self.prefixes)
+        prefixes = self.by_system.get(system)
+        return prefixes is not None and code.startswith(prefixes)
 
     def any_match(self, codings: Iterable[tuple[str | None, str | None]]) -> bool:
         # hot path (every coded resource, every rule): plain loop, prefixes only when there are any
-        exact, prefixes = self.exact, self.prefixes
+        exact, by_system = self.exact, self.by_system
         for coding in codings:
             if coding in exact:
                 return True
-            if prefixes:
+            if by_system:
                 system, code = coding
-                if system and code and any(system == s and code.startswith(p) for s, p in prefixes):
-                    return True
+                if system and code:
+                    prefixes = by_system.get(system)
+                    if prefixes is not None and code.startswith(prefixes):
+                        return True
         return False
+
+    def matching(
+        self, codings: Collection[tuple[str | None, str | None]]
+    ) -> set[tuple[str | None, str | None]]:
+        """Those of `codings` (distinct) that `any_match` would match alone: exact codes by one
+        C-level set intersection, prefixes only for the systems that have any."""
+        found: set[tuple[str | None, str | None]] = set(self.exact.intersection(codings))
+        by_system = self.by_system
+        if by_system:
+            for coding in codings:
+                system, code = coding
+                if system and code and coding not in found:
+                    prefixes = by_system.get(system)
+                    if prefixes is not None and code.startswith(prefixes):
+                        found.add(coding)
+        return found
 
     def union(self, *others: ValueSet) -> ValueSet:
         """One value set matching whatever any of these matches (for pre-filters)."""

@@ -13,6 +13,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from cds_service.domain import Coding, ConditionFact, Measurement, Record, When
 from cds_service.dosing import DoseCheck
@@ -41,6 +42,30 @@ class Context:
 
     def unreadable(self, *keys: str) -> list[str]:
         return [k for k in keys if k in self.record.unavailable]
+
+    @cached_property
+    def episodes(self) -> tuple[Episode, ...]:
+        """`infection_episodes`, worked out once per evaluation (two criteria read them)."""
+        return tuple(_infection_episodes(self))
+
+    @cached_property
+    def iv_infusions(self) -> tuple[tuple[str, When], ...]:
+        """(reference, start) of each IG administration a result can be the peak of, in timeline
+        order: fully dated, and not of a conventional SCIG product (weekly or more often, it keeps
+        a near-steady level). Read once per evaluation, not once per IgG result."""
+        steady = {
+            p.name
+            for p in self.kn.products.products
+            if p.route == "SC" and p.scig_ivig_conversion_factor != 1.0
+        }
+        return tuple(
+            (e.ref, e.start)
+            for e in self.timeline.exposures
+            if e.kind == "MedicationAdministration"
+            and e.start is not None
+            and e.start.end is None
+            and e.product not in steady
+        )
 
 
 def months_before(day: dt.date, months: int) -> dt.date:
@@ -94,14 +119,20 @@ def dated_measurements(record: Record, vs: ValueSet) -> tuple[Measurement, ...]:
         for i, m in enumerate(measurements):
             if m.when is not None:
                 for coding in m.codings:
-                    positions.setdefault(coding, []).append(i)
+                    where = positions.get(coding)
+                    if where is None:
+                        positions[coding] = [i]
+                    elif where[-1] != i:  # ascending and distinct (a coding repeated in m)
+                        where.append(i)
         record.coding_index = (count, positions)
     # a measurement matches when one of its codings does: test each distinct coding once
-    found_at: set[int] = set()
-    for coding, where in record.coding_index[1].items():
-        if vs.any_match((coding,)):
-            found_at.update(where)
-    found = tuple(measurements[i] for i in sorted(found_at))
+    positions = record.coding_index[1]
+    hits = vs.matching(positions.keys())
+    if len(hits) == 1:
+        at: list[int] = positions[next(iter(hits))]
+    else:
+        at = sorted({i for coding in hits for i in positions[coding]})
+    found = tuple([measurements[i] for i in at])
     record.measurement_index[vs.id] = (count, found)
     return found
 
@@ -150,6 +181,10 @@ class Episode:
 def infection_episodes(ctx: Context) -> list[Episode]:
     """Bacterial infection episodes from Conditions and Encounters, one per day (RULES.md):
     several Conditions or Encounters documenting the same day are one episode."""
+    return list(ctx.episodes)
+
+
+def _infection_episodes(ctx: Context) -> list[Episode]:
     vs = ctx.kn.vs(ctx.params.infection_history.valueset)
     episodes: list[Episode] = []
     seen_days: set[dt.date] = set()

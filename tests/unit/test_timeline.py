@@ -244,3 +244,40 @@ def test_partial_start_date_leaves_same_month_results_unknown() -> None:
     lab = IgGResult("Observation/x", When(dt.date(2025, 3, 10)), 380.0, "mg/dL")
     tl = timeline.build([_admin(to_when("2025-03"))], [lab])
     assert tl.labs[0].phase is Phase.UNKNOWN
+
+
+@st.composite
+def any_whens(draw: st.DrawFn) -> When:
+    """A day, an instant (several zones) or a partial date (a month, a year), within a few months
+    so that values often share a day, a month or an instant."""
+    day = DAY0 + dt.timedelta(days=draw(st.integers(0, 90)))
+    kind = draw(st.sampled_from(["day", "instant", "month", "year"]))
+    if kind == "day":
+        return When(day)
+    if kind == "instant":
+        zone = draw(st.sampled_from(ZONES))
+        local = dt.datetime.combine(day, dt.time(draw(st.sampled_from([0, 1, 12, 23])), 0))
+        instant = local.replace(tzinfo=zone).astimezone(dt.UTC)
+        return When(instant.date(), instant)
+    if kind == "month":
+        first = day.replace(day=1)
+        following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return When(first, end=following - dt.timedelta(days=1))
+    return When(dt.date(day.year, 1, 1), end=dt.date(day.year, 12, 31))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(any_whens(), max_size=6),
+    st.none() | any_whens(),
+    st.booleans(),
+    st.booleans(),
+)
+def test_timeline_phase_equals_the_pairwise_rule(
+    evidence: list[When], when: When | None, undated: bool, any_exposure: bool
+) -> None:
+    """The timeline answers from the earliest evidence values (timeline._Bounds); the answer is
+    the contract rule's, which phase_of states by comparing with every sign of therapy."""
+    ev = tuple(evidence)
+    fast = timeline._Bounds.of(ev).phase(when, undated, any_exposure)
+    assert fast is timeline.phase_of(when, ev, undated, any_exposure)

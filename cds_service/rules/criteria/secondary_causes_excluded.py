@@ -24,6 +24,7 @@ from cds_service.knowledge import Knowledge, ValueSet
 from cds_service.knowledge.policy import ProteinLossParams, SecondaryCausesParams
 from cds_service.rules.context import (
     Context,
+    dated_measurements,
     display,
     fmt,
     latest_measurement,
@@ -90,8 +91,8 @@ def _hiv_result(ctx: Context, rule: SecondaryCausesParams, hiv: Measurement | No
     vs = ctx.kn.vs(rule.hiv_test_valueset)
     same_day = [
         m
-        for m in ctx.record.measurements
-        if m.when is not None and m.when.date == hiv.when.date and vs.any_match(m.codings)
+        for m in dated_measurements(ctx.record, vs)
+        if m.when is not None and m.when.date == hiv.when.date
     ]
     results = {qualitative(m, ctx.kn) for m in same_day}
     if {"positive", "negative"} <= results:

@@ -78,18 +78,7 @@ def after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, 
     before it (a trough is drawn on infusion day, before the infusion)."""
     if when is None or hours <= 0:
         return None
-    # conventional SCIG (weekly or more often) keeps a near-steady level: no peak to avoid
-    steady = {
-        p.name
-        for p in ctx.kn.products.products
-        if p.route == "SC" and p.scig_ivig_conversion_factor != 1.0
-    }
-    for e in ctx.timeline.exposures:
-        start = e.start
-        if e.kind != "MedicationAdministration" or start is None or start.end is not None:
-            continue
-        if e.product in steady:
-            continue
+    for ref, start in ctx.iv_infusions:  # not conventional SCIG: no peak to avoid there
         if when.instant is not None and start.instant is not None:
             gap = (when.instant - start.instant).total_seconds() / 3600.0
         else:
@@ -98,5 +87,5 @@ def after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, 
                 continue
             gap = days * 24.0
         if 0 < gap <= hours:
-            return e.ref, start
+            return ref, start
     return None

@@ -20,6 +20,7 @@ from cds_service.knowledge.policy import VaccineResponseParams
 from cds_service.rules.context import (
     Context,
     age_years,
+    dated_measurements,
     fmt,
     unique_refs,
 )
@@ -66,12 +67,13 @@ class _Titers:
 
 
 def _titers(ctx: Context, rule: VaccineResponseParams) -> _Titers:
-    titer_vs = ctx.kn.vs(rule.titer_valueset)
     accepted_units = set(rule.titer_units)
+    # dated, and a serotype read by the record builder or a code in the titer value set
+    in_vs = {id(m) for m in dated_measurements(ctx.record, ctx.kn.vs(rule.titer_valueset))}
     coded = [
         m
         for m in ctx.record.measurements
-        if (m.serotype is not None or titer_vs.any_match(m.codings)) and m.when is not None
+        if m.when is not None and (m.serotype is not None or id(m) in in_vs)
     ]
     usable = [m for m in coded if m.value is not None and m.unit in accepted_units]
     ids = {id(m) for m in usable}  # by identity: `m not in usable` compared whole records
