@@ -87,7 +87,6 @@ def pipeline_from_settings(settings: Settings) -> Pipeline:
         CardRenderer(settings.cards_dir, actions),
         settings.source_label,
         fetcher=build_fetcher(settings),
-        actions=actions,
         max_resources=settings.fetch_max_resources,
         max_total_resources=settings.prefetch_max_resources,
     )

@@ -28,7 +28,7 @@ from cds_service.hooks.models import Action, Card, Response
 from cds_service.knowledge import Knowledge
 from cds_service.protocol import ParsedRequest, parse_request
 from cds_service.render.cards import DETERMINATION_KEY, CardCall, CardRenderer
-from cds_service.render.orderables import Actions, OrderContext
+from cds_service.render.orderables import OrderContext
 from cds_service.storage import CardRecord, Evaluation
 from cds_service.wording import Wording
 
@@ -125,7 +125,6 @@ class Pipeline:
     renderer: CardRenderer
     source: dict[str, Any]
     fetcher: Fetcher | None = None
-    actions: Actions | None = None
     base_url: str = "http://127.0.0.1:8080"  # public URL of this service, for report links
     today: Callable[[], dt.date] = field(default=lambda: dt.datetime.now(dt.UTC).date())
     # the most resources one prefetch key may hold (the fetch path's per-query cap): more is not
@@ -136,10 +135,7 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.keys = record.prefetch_keys(self.kn)
-        if self.actions is None:
-            self.actions = self.renderer.actions or Actions(self.kn)
-        if self.renderer.actions is None:  # a renderer built without actions: cards act too
-            self.renderer = CardRenderer(self.renderer.directory, self.actions)
+        self.actions = self.renderer.actions  # the same actions the cards offer
 
     def service(self, service_id: str) -> ServiceDef:
         for svc in SERVICES:
@@ -356,7 +352,6 @@ class Pipeline:
             )
         if coverage is None:
             return None  # no Coverage known: CRD requires one (see crd module docstring)
-        assert self.actions is not None
         ext = crd.coverage_extension(
             det,
             coverage_ref=coverage,
@@ -460,7 +455,6 @@ def build_pipeline(
     renderer: CardRenderer,
     label: str,
     fetcher: Fetcher | None = None,
-    actions: Actions | None = None,
     max_resources: int = 5000,
     max_total_resources: int = 20_000,
 ) -> Pipeline:
@@ -477,7 +471,6 @@ def build_pipeline(
         renderer,
         source,
         fetcher,
-        actions,
         max_resources=max_resources,
         max_total_resources=max_total_resources,
     )

@@ -16,7 +16,6 @@ import re
 import string
 import uuid
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from cds_service.domain import Finding, Outcome, Status
 from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
 from cds_service.render.orderables import Actions, OrderContext
-from cds_service.wording import CARDS_DIR
 
 Json = dict[str, Any]
 DETERMINATION_KEY = "ivig-cds.determination"
@@ -158,7 +156,7 @@ class CardCall:
 class CardRenderer:
     """Jinja2 environment over the cards/ directory and its wording data, built once."""
 
-    def __init__(self, directory: Path = CARDS_DIR, actions: Actions | None = None) -> None:
+    def __init__(self, directory: Path, actions: Actions) -> None:
         self.directory = directory
         self.env = Environment(
             loader=FileSystemLoader(directory),
@@ -180,11 +178,12 @@ class CardRenderer:
         self.actions = actions
         # numbers of the policy that card wording names ({weeks_lo}-{weeks_hi}): from the
         # knowledge, never copied into the wording by hand
-        self.policy_words: dict[str, Any] = {}
-        if actions is not None:
-            window = actions.kn.criteria.vaccine_response.post_vaccine_window_days
-            self.policy_words = {"weeks_lo": window.min // 7, "weeks_hi": window.max // 7}
-            self._check(actions)
+        window = actions.kn.criteria.vaccine_response.post_vaccine_window_days
+        self.policy_words: dict[str, Any] = {
+            "weeks_lo": window.min // 7,
+            "weeks_hi": window.max // 7,
+        }
+        self._check(actions)
 
     def _check(self, actions: Actions) -> None:
         """Every override code a choice names exists, and every {placeholder} of its wording is
@@ -380,7 +379,7 @@ class CardRenderer:
         if suggestions:
             card["suggestions"] = suggestions
             card["selectionBehavior"] = "any"
-        if self.actions is not None and (indicator != "info" or suggestions):
+        if indicator != "info" or suggestions:
             reasons = self._override_reasons(det, kind)
             if reasons:
                 card["overrideReasons"] = reasons
@@ -417,8 +416,6 @@ class CardRenderer:
 
     def _sources(self, kind: str) -> list[Any]:
         """Policy sources a card rests on (distinct urls), the policy's first for the summary."""
-        if self.actions is None:
-            return []
         kn = self.actions.kn
         try:
             found = kn.sources_for(kind)
@@ -427,7 +424,6 @@ class CardRenderer:
         return list({s.url: s for s in found}.values())[:3]
 
     def _override_reasons(self, det: Determination, kind: str) -> list[Coding]:
-        assert self.actions is not None
         codes: list[str] | None = None
         if kind not in ("summary", "dose", "safety"):
             try:
@@ -439,8 +435,6 @@ class CardRenderer:
     def _suggestions(
         self, call: CardCall, det: Determination, kind: str, already: set[str] | None
     ) -> list[Suggestion]:
-        if self.actions is None:
-            return []
         if call.hook == "order-select":
             return self.actions.all_suggestions(det, call.ctx)
         if kind == "summary" or already is None:
@@ -541,8 +535,3 @@ def _all_evidence(det: Determination) -> tuple[str, ...]:
 def _safety_evidence(det: Determination) -> tuple[str, ...]:
     refs = [i.latest.ref for i in det.safety.items if i.latest is not None]
     return tuple(dict.fromkeys([*refs, *(c.ref for c in det.safety.risks)]))
-
-
-@cache
-def default() -> CardRenderer:
-    return CardRenderer()

@@ -262,6 +262,31 @@ def _draw_results(top: Panel, data: ChartData, say: dict[str, str]) -> None:
     top.tick_params(labelbottom=False)
 
 
+def _marks(
+    lane: Panel,
+    days: list[dt.date],
+    row: int,
+    style: tuple[str, int, str, str],
+    notes: list[str] | None = None,
+) -> None:
+    """One row of markers on the lane panel (style: marker, size, colour, gid), each labelled
+    with its note when notes are given."""
+    marker, size, color, gid = style
+    lane.plot(
+        days,
+        [row] * len(days),
+        linestyle="none",
+        marker=marker,
+        markersize=size,
+        color=color,
+        gid=gid,
+    )
+    for day, note in zip(days, notes or (), strict=False):
+        lane.annotate(
+            note, (day, row), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7
+        )
+
+
 def _draw_lanes(lane: Panel, data: ChartData, say: dict[str, str]) -> None:
     """The lanes under the results: IG given and the order being signed; weights (or a note
     that there are none), and the date axis both panels share."""
@@ -270,52 +295,17 @@ def _draw_lanes(lane: Panel, data: ChartData, say: dict[str, str]) -> None:
     lane.set_ylim(-0.6, 1.6)
     lane.set_yticks([1, 0], [say["lane-ig"], say["lane-weight"]])
     if data.exposures:
-        lane.plot(
-            [d for d, _ in data.exposures],
-            [1] * len(data.exposures),
-            linestyle="none",
-            marker="v",
-            markersize=8,
-            color="#b34700",
-            gid="lane-ig",
-        )
+        _marks(lane, [d for d, _ in data.exposures], 1, ("v", 8, "#b34700", "lane-ig"))
     if data.order_date is not None:
-        lane.plot(
-            [data.order_date],
-            [1],
-            linestyle="none",
-            marker="*",
-            markersize=11,
-            color="#1f5fa8",
-            gid="lane-order",
-        )
-        lane.annotate(
-            say["order"],
-            (data.order_date, 1),
-            textcoords="offset points",
-            xytext=(0, 7),
-            ha="center",
-            fontsize=7,
-        )
+        _marks(lane, [data.order_date], 1, ("*", 11, "#1f5fa8", "lane-order"), [say["order"]])
     if data.weights:
-        lane.plot(
+        _marks(
+            lane,
             [d for d, _ in data.weights],
-            [0] * len(data.weights),
-            linestyle="none",
-            marker="D",
-            markersize=6,
-            color="#2a6f6f",
-            gid="lane-weight",
+            0,
+            ("D", 6, "#2a6f6f", "lane-weight"),
+            [say["weight-label"].format(kg=f"{kg:g}") for _, kg in data.weights],
         )
-        for day, kg in data.weights:
-            lane.annotate(
-                say["weight-label"].format(kg=f"{kg:g}"),
-                (day, 0),
-                textcoords="offset points",
-                xytext=(0, 7),
-                ha="center",
-                fontsize=7,
-            )
     else:
         lane.annotate(
             say["weight-missing"],

@@ -10,8 +10,9 @@ import pytest
 
 from cds_service import knowledge
 from cds_service.knowledge import KNOWLEDGE_DIR, KnowledgeError
-from cds_service.render.cards import CARDS_DIR, CardRenderer
+from cds_service.render.cards import CardRenderer
 from cds_service.render.orderables import Actions
+from cds_service.wording import CARDS_DIR
 
 WINDOW = "    post_vaccine_window_days: {min: 28, max: 56}"
 
