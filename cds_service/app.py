@@ -17,9 +17,10 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from cds_service import __version__, knowledge, metrics, wording
+from cds_service import __version__, knowledge, wording
 from cds_service.api import errors, health, hooks, openapi, reports
 from cds_service.api.observe import Observe
+from cds_service.core import metrics
 from cds_service.core.auth import JwtVerifier
 from cds_service.core.settings import Settings, get_settings
 from cds_service.fhir.client import Allowlist, FetchLimits, FhirFetcher

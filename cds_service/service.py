@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import determination, record
+from cds_service import record
 from cds_service.core.errors import (
     BadRequest,
     CdsError,
@@ -29,6 +29,7 @@ from cds_service.knowledge import Knowledge
 from cds_service.protocol import ParsedRequest, parse_request
 from cds_service.render.cards import DETERMINATION_KEY, CardCall, CardRenderer
 from cds_service.render.orderables import OrderContext
+from cds_service.rules import determination
 from cds_service.storage import CardRecord, Evaluation
 from cds_service.wording import Wording
 

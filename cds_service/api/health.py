@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cds_service import metrics
 from cds_service.api.wire import json_response
+from cds_service.core import metrics
 from cds_service.storage import Storage
 
 log = logging.getLogger(__name__)

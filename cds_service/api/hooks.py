@@ -19,10 +19,10 @@ from fastapi.params import Depends
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cds_service import metrics
 from cds_service.api import openapi
 from cds_service.api.observe import hook_instance
 from cds_service.api.wire import json_response, read_body
+from cds_service.core import metrics
 from cds_service.hooks.models import Response as HookResponse
 from cds_service.protocol import parse_feedback
 from cds_service.service import Pipeline

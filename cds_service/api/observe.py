@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from cds_service import metrics
+from cds_service.core import metrics
 
 log = logging.getLogger("cds_service.access")
 

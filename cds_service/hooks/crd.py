@@ -30,10 +30,10 @@ import copy
 import datetime as dt
 from typing import Any
 
-from cds_service.determination import Determination
 from cds_service.domain import Outcome, Status
 from cds_service.fhir import bundle
 from cds_service.hooks.models import Action
+from cds_service.rules.determination import Determination
 
 Json = dict[str, Any]
 EXT_URL = "http://hl7.org/fhir/us/davinci-crd/StructureDefinition/ext-coverage-information"

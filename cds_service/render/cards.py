@@ -23,11 +23,11 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cds_service.determination import Determination
 from cds_service.domain import Finding, Outcome, Status
 from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
 from cds_service.render.orderables import Actions, OrderContext
+from cds_service.rules.determination import Determination
 
 Json = dict[str, Any]
 DETERMINATION_KEY = "ivig-cds.determination"

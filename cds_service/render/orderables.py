@@ -21,10 +21,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cds_service.determination import Determination
 from cds_service.domain import Status
 from cds_service.hooks.models import Coding, Suggestion
 from cds_service.knowledge import KNOWLEDGE_DIR, Knowledge, KnowledgeError
+from cds_service.rules.determination import Determination
 from cds_service.wording import CARDS_DIR
 
 Json = dict[str, Any]

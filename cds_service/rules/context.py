@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cds_service.domain import Coding, ConditionFact, Measurement, Record, When
-from cds_service.dosing import DoseCheck
 from cds_service.knowledge import Knowledge, ValueSet
 from cds_service.knowledge.policy import Criteria
-from cds_service.timeline import Timeline
+from cds_service.rules.dosing import DoseCheck
+from cds_service.rules.timeline import Timeline
 from cds_service.wording import Wording
 
 

@@ -82,7 +82,7 @@ def test_an_unexpected_error_is_one_log_line_and_an_id_to_quote(
 ) -> None:
     """Default TestClient: it raises what the server would have logged as a traceback, so an
     exception re-raised past the 500 (as Starlette does after an `Exception` handler) fails."""
-    from cds_service import criteria
+    from cds_service.rules import registry as criteria
 
     def boom(ctx: Any) -> Any:
         raise RecursionError("patient Jane Doe, token abc")  # must not reach client or log
@@ -106,12 +106,13 @@ def test_an_unexpected_error_is_one_log_line_and_an_id_to_quote(
 def test_an_unexpected_error_is_a_json_500_without_details(
     client: TestClient, monkeypatch: Any
 ) -> None:
+    from cds_service.rules import registry
     from cds_service.rules.criteria import age
 
     def boom(ctx: Any) -> Any:
         raise RuntimeError("patient Jane Doe, token abc")  # must not reach the client
 
-    monkeypatch.setitem(__import__("cds_service.criteria").criteria.RULES, "age", boom)
+    monkeypatch.setitem(registry.RULES, "age", boom)
     with TestClient(client.app, raise_server_exceptions=False) as c:
         r = c.post(URL, json=BASE)
     assert r.status_code == 500

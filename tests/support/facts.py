@@ -6,12 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from functools import cache
 
-from cds_service import criteria, dosing, knowledge, timeline, wording
+from cds_service import knowledge, wording
 from cds_service.domain import (
     Exposure,
     Record,
     When,
 )
+from cds_service.rules import dosing, timeline
+from cds_service.rules import registry as criteria
 
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 TODAY = dt.date(2026, 1, 15)

@@ -14,7 +14,7 @@ from cds_service.rules.context import (
     Context,
     fmt,
 )
-from cds_service.timeline import LabPoint
+from cds_service.rules.timeline import LabPoint
 
 CID = "baseline-igg"
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from cds_service import criteria
 from cds_service.domain import (
     Status,
 )
+from cds_service.rules import registry as criteria
 from tests.conftest import DETERMINATION_KEY
 from tests.support.facts import TODAY, _ctx, _kn
 from tests.support.scenario import BASE, ICD, PID, _condition, _finding, _order, _run

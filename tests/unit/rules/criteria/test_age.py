@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cds_service import criteria
 from cds_service.domain import (
     Record,
     Status,
 )
+from cds_service.rules import registry as criteria
 from tests.support.facts import _ctx
 
 

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cds_service import criteria
 from cds_service.domain import (
     IgGResult,
     Record,
     Status,
     When,
 )
+from cds_service.rules import registry as criteria
 from tests.support.facts import TODAY, _admin, _ctx
 from tests.support.scenario import (
     _finding,

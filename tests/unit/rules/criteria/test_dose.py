@@ -188,8 +188,8 @@ def test_a_second_ig_draft_order_is_not_silently_ignored_by_the_dose_check() -> 
     """Two IG orders signed together (IVIG 30 g q4w and SCIG 10 g weekly, 70 kg): the first alone
     is 429 mg/kg per 4 weeks (in range), but 70 g per 4 weeks more is given. The dose is not
     confirmed within range on the first order alone."""
-    from cds_service import determination
     from cds_service.domain import DraftOrder, Measurement
+    from cds_service.rules import determination
 
     loinc = "http://loinc.org"
     weight = Measurement("Observation/w", ((loinc, "29463-7"),), When(TODAY), 70.0, "kg")

@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from cds_service import criteria
 from cds_service.domain import (
     ConditionFact,
     EncounterFact,
@@ -15,6 +14,7 @@ from cds_service.domain import (
     Status,
     When,
 )
+from cds_service.rules import registry as criteria
 from tests.support.facts import TODAY, _ctx
 from tests.support.scenario import (
     ICD,

@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from cds_service import criteria
 from cds_service.domain import (
     Record,
     Status,
 )
+from cds_service.rules import registry as criteria
 from tests.conftest import DETERMINATION_KEY, FIXTURES, load_json
 from tests.support.facts import TODAY, _ctx, _kn
 from tests.support.scenario import (

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cds_service import dosing
 from cds_service.domain import (
     Status,
     When,
 )
+from cds_service.rules import dosing
 from tests.support.facts import TODAY, _kn
 
 

@@ -23,9 +23,9 @@ def test_base_meets_criteria(client: TestClient) -> None:
 def test_partial_dates_are_not_reported_as_the_first_of_the_month() -> None:
     """A start recorded as '2025-03' is not 'therapyStart: 2025-03-01' (a day nobody documented);
     reasons and the labs list show the date as recorded."""
-    from cds_service import determination
     from cds_service.domain import DraftOrder
     from cds_service.fhir.models import to_when
+    from cds_service.rules import determination
 
     start = to_when("2025-03")
     assert str(start) == "2025-03"

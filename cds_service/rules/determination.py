@@ -11,7 +11,6 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from cds_service import criteria, dosing, report_facts, timeline
 from cds_service.domain import (
     ConditionFact,
     DataIssue,
@@ -23,6 +22,8 @@ from cds_service.domain import (
     Status,
 )
 from cds_service.knowledge import Knowledge
+from cds_service.rules import dosing, report_facts, timeline
+from cds_service.rules import registry as criteria
 from cds_service.rules.context import dated_measurements
 from cds_service.wording import Wording
 

@@ -8,13 +8,14 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service import timeline, units
+from cds_service import units
 from cds_service.domain import (
     Exposure,
     IgGResult,
     Phase,
     When,
 )
+from cds_service.rules import timeline
 from tests.support.facts import _admin
 
 DAY0 = dt.date(2024, 1, 1)
