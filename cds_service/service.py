@@ -165,7 +165,34 @@ class Pipeline:
         self, parsed: ParsedRequest
     ) -> tuple[list[dict[str, Any]], dict[str, str], set[str]]:
         """Resources from prefetch (+ fetcher for absent keys); unreadable and empty keys."""
-        prefetch = parsed.request.prefetch or {}
+        values, absent, paged = self._prefetched(parsed.request.prefetch or {})
+        self._check_total(values)
+        walked, refused = self._this_patients(
+            values, parsed.context.patientId, parsed.request.fhirServer
+        )
+        unreadable = self._fetch_absent(parsed, absent, paged, values) | refused
+        required = {s.key for s in self.keys if s.required}
+        fatal = {k: v for k, v in unreadable.items() if k in required}
+        if fatal:
+            raise DataUnavailable(fatal)
+        resources: list[dict[str, Any]] = []
+        empty: set[str] = set()
+        for key, value in values.items():
+            # fetched keys (never prefetch keys: those were absent) are walked here
+            found = walked[key] if key in walked else list(bundle.resources_of(value))
+            if not found:
+                empty.add(key)
+            resources.extend(found)
+        # one canonical order, whatever order the EHR's prefetch or its FHIR server (or the
+        # split of a long search into several queries) gave: the same record, the same answer
+        resources.sort(key=bundle.canonical_key)
+        return resources, unreadable, empty
+
+    def _prefetched(
+        self, prefetch: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[PrefetchKey], set[str]]:
+        """The prefetch values to read (checked: a malformed one is a 400), the keys to fetch
+        instead (absent, an OperationOutcome, or only a first page) and which were paged."""
         values: dict[str, Any] = {}
         absent: list[PrefetchKey] = []
         paged: set[str] = set()
@@ -181,10 +208,15 @@ class Pipeline:
                 absent.append(spec)
                 continue
             values[spec.key] = prefetch[spec.key]
-        self._check_total(values)
-        refused: dict[str, str] = {}  # keys not read: too many, or not this patient's
-        walked: dict[str, list[dict[str, Any]]] = {}  # the resources of each prefetch key kept
-        patient_id, server = parsed.context.patientId, parsed.request.fhirServer
+        return values, absent, paged
+
+    def _this_patients(
+        self, values: dict[str, Any], patient_id: str, server: str | None
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        """Each prefetch key's resources when all are this patient's and not too many; the
+        others are taken out of `values` and said why (a key is read whole or not at all)."""
+        refused: dict[str, str] = {}
+        walked: dict[str, list[dict[str, Any]]] = {}
         for key in list(values):
             entries = values[key].get("entry") if isinstance(values[key], dict) else None
             if isinstance(entries, list) and len(entries) > self.max_resources:
@@ -202,38 +234,32 @@ class Pipeline:
                 )
             else:
                 walked[key] = found
-        unreadable: dict[str, str] = {}
-        if absent:
-            if self.fetcher is not None and parsed.request.fhirServer:
-                fetched, unreadable = self.fetcher(parsed, absent)
-                values.update(fetched)
-            else:
-                unreadable = {
-                    spec.key: (
-                        "prefetch holds only the first page of results and there is no "
-                        "fhirServer to read the rest from"
-                        if spec.key in paged
-                        else "not in prefetch and no fhirServer to fetch from"
-                    )
-                    for spec in absent
-                }
-        unreadable |= refused
-        required = {s.key for s in self.keys if s.required}
-        fatal = {k: v for k, v in unreadable.items() if k in required}
-        if fatal:
-            raise DataUnavailable(fatal)
-        resources: list[dict[str, Any]] = []
-        empty: set[str] = set()
-        for key, value in values.items():
-            # fetched keys (never prefetch keys: those were absent) are walked here
-            found = walked[key] if key in walked else list(bundle.resources_of(value))
-            if not found:
-                empty.add(key)
-            resources.extend(found)
-        # one canonical order, whatever order the EHR's prefetch or its FHIR server (or the
-        # split of a long search into several queries) gave: the same record, the same answer
-        resources.sort(key=bundle.canonical_key)
-        return resources, unreadable, empty
+        return walked, refused
+
+    def _fetch_absent(
+        self,
+        parsed: ParsedRequest,
+        absent: list[PrefetchKey],
+        paged: set[str],
+        values: dict[str, Any],
+    ) -> dict[str, str]:
+        """Fetch the absent keys from fhirServer into `values`; the keys that could not be read,
+        and why."""
+        if not absent:
+            return {}
+        if self.fetcher is not None and parsed.request.fhirServer:
+            fetched, unreadable = self.fetcher(parsed, absent)
+            values.update(fetched)
+            return unreadable
+        return {
+            spec.key: (
+                "prefetch holds only the first page of results and there is no "
+                "fhirServer to read the rest from"
+                if spec.key in paged
+                else "not in prefetch and no fhirServer to fetch from"
+            )
+            for spec in absent
+        }
 
     def _check_total(self, values: dict[str, Any]) -> None:
         """413 when the prefetch keys together hold more than `max_total_resources` (each key

@@ -73,40 +73,40 @@ def parse_day(text: Any) -> dt.date | None:
         return None
 
 
+def _dated(items: Any, number: str | None = None) -> list[tuple[dt.date, float, dict[str, Any]]]:
+    """The stored items with a readable date (and, when `number` names one, a numeric value
+    there): (day, value, item), in stored order; the others are not charted."""
+    out: list[tuple[dt.date, float, dict[str, Any]]] = []
+    for item in items or ():
+        day = parse_day(item.get("date"))
+        value = item.get(number) if number is not None else 0.0
+        if day is not None and isinstance(value, int | float):
+            out.append((day, float(value), item))
+    return out
+
+
 def chart_data(determination: dict[str, Any], facts: dict[str, Any] | None) -> ChartData:
     """Map the stored objects to chart series: every IgG result with a value and a date."""
     facts = facts or {}
     troughs = set(facts.get("troughs") or ())
     data = ChartData()
-    for lab in determination.get("labs") or ():
-        day = parse_day(lab.get("date"))
-        value = lab.get("valueMgDl")
-        if day is None or not isinstance(value, int | float):
-            continue
-        phase = lab.get("phase") if lab.get("phase") in PHASE_COLOURS else "unknown"
+    for day, value, lab in _dated(determination.get("labs"), "valueMgDl"):
+        phase = str(lab["phase"]) if lab.get("phase") in PHASE_COLOURS else "unknown"
         ref = str(lab.get("reference", ""))
-        data.points.append(Point(ref, day, float(value), phase, ref in troughs))
+        data.points.append(Point(ref, day, value, phase, ref in troughs))
     threshold = facts.get("thresholdMgDl")
     data.threshold = float(threshold) if isinstance(threshold, int | float) else None
     # version 1 facts (stored before the lab's own limit was charted) hold age limits only
-    for item in facts.get("lowerLimits") or facts.get("ageLowerLimits") or ():
-        day = parse_day(item.get("date"))
-        if day is not None and isinstance(item.get("mgDl"), int | float):
-            data.age_limits.append((day, float(item["mgDl"])))
-            data.limit_sources.add("lab" if item.get("source") == "lab" else "age")
+    for day, mg_dl, item in _dated(facts.get("lowerLimits") or facts.get("ageLowerLimits"), "mgDl"):
+        data.age_limits.append((day, mg_dl))
+        data.limit_sources.add("lab" if item.get("source") == "lab" else "age")
     data.therapy_start = parse_day(facts.get("therapyStart") or determination.get("therapyStart"))
     data.first_ig_record = parse_day(facts.get("firstIgRecord"))
     data.start_unknown = bool(facts.get("startUndocumented")) or (
         data.therapy_start is None and data.first_ig_record is not None
     )
-    for e in facts.get("exposures") or ():
-        day = parse_day(e.get("date"))
-        if day is not None:
-            data.exposures.append((day, str(e.get("kind", ""))))
-    for w in facts.get("weights") or ():
-        day = parse_day(w.get("date"))
-        if day is not None and isinstance(w.get("kg"), int | float):
-            data.weights.append((day, float(w["kg"])))
+    data.exposures = [(day, str(e.get("kind", ""))) for day, _, e in _dated(facts.get("exposures"))]
+    data.weights = [(day, kg) for day, kg, _ in _dated(facts.get("weights"), "kg")]
     data.order_date = parse_day(facts.get("orderDate"))
     return data
 
