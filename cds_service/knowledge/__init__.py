@@ -320,91 +320,90 @@ def _parse(model: type[M], path: Path) -> M:
 
 def _compile(codes: CodesFile, flags: Iterable[str] = ()) -> dict[str, ValueSet]:
     """Compile every value set, plus 'id|flag' subsets (entries whose boolean flag is true)."""
-    compiled: dict[str, ValueSet] = {}
     wanted: list[tuple[str, str, str | None]] = [(vid, vid, None) for vid in codes.valuesets]
     for ref in flags:
         base, _, wanted_flag = ref.partition("|")
         if base in codes.valuesets:
             wanted.append((ref, base, wanted_flag))
-    for key, vid, flag in wanted:
-        vs = codes.valuesets[vid]
-        exact: set[tuple[str, str]] = set()
-        prefixes: list[tuple[str, str]] = []
-        serotypes: dict[tuple[str, str], str] = {}
-        groups: dict[tuple[str, str], str] = {}
-        displays: dict[tuple[str, str], str] = {}
+    return {key: _ValueSetParts(codes, vid).compile(key, flag) for key, vid, flag in wanted}
+
+
+class _ValueSetParts:
+    """One value set's entries gathered into the lookups a ValueSet answers from."""
+
+    def __init__(self, codes: CodesFile, vid: str) -> None:
+        self.codes, self.vid, self.vs = codes, vid, codes.valuesets[vid]
+        self.extra = self.vs.model_extra or {}
+        self.exact: set[tuple[str, str]] = set()
+        self.prefixes: list[tuple[str, str]] = []
+        self.serotypes: dict[tuple[str, str], str] = {}
+        self.groups: dict[tuple[str, str], str] = {}
+        self.displays: dict[tuple[str, str], str] = {}
+
+    def compile(self, key: str, flag: str | None) -> ValueSet:
         # a value set may name which specimens it reads (titers: not the pre-vaccination
         # sample, not a post/pre ratio)
-        specimens = (vs.model_extra or {}).get("match_specimens")
-        for entry in vs.matchable():
+        specimens = self.extra.get("match_specimens")
+        for entry in self.vs.matchable():
             if entry.exclude or (flag is not None and not entry.flag(flag)):
                 continue
             specimen = (entry.model_extra or {}).get("specimen")
             if specimens and specimen is not None and specimen not in specimens:
                 continue
-            try:
-                system = codes.systems[entry.system]
-            except KeyError as exc:
-                raise KnowledgeError(
-                    f"codes.yaml: valuesets.{vid}: unknown system alias {entry.system!r}"
-                ) from exc
-            # ICD-10-CM is sent dotted (D83.9) by most EHRs and undotted (D839) by some
-            # billing-derived feeds: both forms match
-            undotted = system == codes.systems.get("icd10cm")
-            for form in (entry.code, entry.prefix):
-                if form is not None and entry.display:
-                    displays[(system, form)] = entry.display
-                    if undotted:
-                        displays[(system, form.replace(".", ""))] = entry.display
-            if entry.code is not None:
-                exact.add((system, entry.code))
-                if undotted and "." in entry.code:
-                    exact.add((system, entry.code.replace(".", "")))
-                if entry.serotype_danish:
-                    named = (vs.model_extra or {}).get("serotype_aliases") or {}
-                    serotype = str(named.get(entry.serotype_danish, entry.serotype_danish))
-                    serotypes[(system, entry.code)] = serotype
-                group = (entry.model_extra or {}).get("group")
-                if isinstance(group, str):
-                    groups[(system, entry.code)] = group
-            elif entry.prefix is not None:
-                prefixes.append((system, entry.prefix))
-                if undotted and "." in entry.prefix:
-                    prefixes.append((system, entry.prefix.replace(".", "")))
-        aliases = {
-            str(k): str(v)
-            for k, v in ((vs.model_extra or {}).get("serotype_aliases") or {}).items()
-        }
-        compiled[key] = ValueSet(
+            self._add(entry)
+        aliases = {str(k): str(v) for k, v in (self.extra.get("serotype_aliases") or {}).items()}
+        return ValueSet(
             key,
-            frozenset(exact),
-            tuple(prefixes),
-            serotypes=serotypes,
-            groups=groups,
+            frozenset(self.exact),
+            tuple(self.prefixes),
+            serotypes=self.serotypes,
+            groups=self.groups,
             serotype_aliases=aliases,
-            displays=displays,
+            displays=self.displays,
         )
-    return compiled
+
+    def _system(self, entry: CodeEntry) -> str:
+        try:
+            return self.codes.systems[entry.system]
+        except KeyError as exc:
+            raise KnowledgeError(
+                f"codes.yaml: valuesets.{self.vid}: unknown system alias {entry.system!r}"
+            ) from exc
+
+    def _add(self, entry: CodeEntry) -> None:
+        system = self._system(entry)
+        # ICD-10-CM is sent dotted (D83.9) by most EHRs and undotted (D839) by some
+        # billing-derived feeds: both forms match
+        undotted = system == self.codes.systems.get("icd10cm")
+
+        def forms(code: str) -> tuple[str, ...]:
+            return (code, code.replace(".", "")) if undotted and "." in code else (code,)
+
+        for form in (entry.code, entry.prefix):
+            if form is not None and entry.display:
+                self.displays[(system, form)] = entry.display
+                if undotted:
+                    self.displays[(system, form.replace(".", ""))] = entry.display
+        if entry.code is not None:
+            self.exact.update((system, f) for f in forms(entry.code))
+            if entry.serotype_danish:
+                named = self.extra.get("serotype_aliases") or {}
+                serotype = str(named.get(entry.serotype_danish, entry.serotype_danish))
+                self.serotypes[(system, entry.code)] = serotype
+            group = (entry.model_extra or {}).get("group")
+            if isinstance(group, str):
+                self.groups[(system, entry.code)] = group
+        elif entry.prefix is not None:
+            self.prefixes.extend((system, f) for f in forms(entry.prefix))
 
 
-def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yaml") -> Knowledge:
-    """Load and cross-check the knowledge files; raises KnowledgeError on any defect."""
-    policy = _parse(PolicyFile, directory / policy_file)
-    codes = _parse(CodesFile, directory / "codes.yaml")
-    products = _parse(ProductsFile, directory / "ig-products.yaml")
-    reference = _parse(IgGReferenceFile, directory / "igg-reference-by-age.yaml")
-    if reference.policy_source not in policy.sources:
-        raise KnowledgeError(
-            f"igg-reference-by-age.yaml: policy_source {reference.policy_source!r} unknown"
-        )
-    refs = [name for _, name in policy.valueset_refs()]
-    valuesets = _compile(codes, [r for r in refs if "|" in r])
-    index = ProductIndex.build(products, codes.systems)
+def _drug_rules(codes: CodesFile) -> tuple[dict[str, DrugRule], tuple[str, ...]]:
+    """The causative-drug rules by 'system|code' and by lower-case name, and every drug name
+    longest first (a name found in free text: the longest match wins)."""
     drugs = codes.valuesets.get("causative-drugs")
+    entries = [e for e in (drugs.codes if drugs else []) if not e.exclude]
     rules: dict[str, DrugRule] = {}
-    for entry in drugs.codes if drugs else []:
-        if entry.exclude:
-            continue
+    for entry in entries:
         if entry.exposure is None:
             raise KnowledgeError(f"codes.yaml: causative-drugs: {entry.display!r} has no exposure")
         if entry.exposure == "corticosteroid" and not entry.prednisone_equivalent:
@@ -422,19 +421,24 @@ def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yam
             rules[f"{codes.systems[entry.system]}|{entry.code}"] = rule
         for name in (entry.display, *entry.match_names):
             rules[name.lower()] = rule
-    drug_names = tuple(
-        sorted(
-            {
-                n.lower()
-                for c in (drugs.codes if drugs else [])
-                if not c.exclude
-                for n in (c.display, *c.match_names)
-                if n
-            },
-            key=len,
-            reverse=True,
+    names = {n.lower() for c in entries for n in (c.display, *c.match_names) if n}
+    return rules, tuple(sorted(names, key=len, reverse=True))
+
+
+def load(directory: Path = KNOWLEDGE_DIR, policy_file: str = "policy-cvid-ig.yaml") -> Knowledge:
+    """Load and cross-check the knowledge files; raises KnowledgeError on any defect."""
+    policy = _parse(PolicyFile, directory / policy_file)
+    codes = _parse(CodesFile, directory / "codes.yaml")
+    products = _parse(ProductsFile, directory / "ig-products.yaml")
+    reference = _parse(IgGReferenceFile, directory / "igg-reference-by-age.yaml")
+    if reference.policy_source not in policy.sources:
+        raise KnowledgeError(
+            f"igg-reference-by-age.yaml: policy_source {reference.policy_source!r} unknown"
         )
-    )
+    refs = [name for _, name in policy.valueset_refs()]
+    valuesets = _compile(codes, [r for r in refs if "|" in r])
+    index = ProductIndex.build(products, codes.systems)
+    rules, drug_names = _drug_rules(codes)
     knowledge = Knowledge(
         policy, codes.systems, valuesets, products, reference, index, drug_names, rules
     )
