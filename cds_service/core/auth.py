@@ -89,6 +89,14 @@ class _Keys:
             raise Unauthorized(f"issuer key set unavailable or has no kid {kid!r}") from exc
 
 
+def _bearer(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <JWT>` header."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a JWT bearer token is required (Authorization: Bearer <JWT>)")
+    return token.strip()
+
+
 class JwtVerifier:
     """Verifies CDS client tokens; thread-safe (the jti cache is guarded by a lock)."""
 
@@ -114,10 +122,25 @@ class JwtVerifier:
 
     def verify(self, authorization: str | None, audience: Sequence[str]) -> dict[str, Any]:
         """The verified claims of the bearer token, or Unauthorized saying what was wrong."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("a JWT bearer token is required (Authorization: Bearer <JWT>)")
-        token = token.strip()
+        token = _bearer(authorization)
+        alg, kid, iss, keys = self._trusted_header(token)
+        now = self._clock()
+        claims = self._decode(token, keys, alg, kid, iss, audience)
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+        if exp - iat > self._max_lifetime:
+            raise Unauthorized(f"JWT lifetime exceeds {self._max_lifetime} s")
+        if iat > now + self._leeway:
+            raise Unauthorized("JWT iat is in the future")
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise Unauthorized("JWT jti must be a non-empty string")
+        if not self._first_use(iss, jti, exp + self._leeway):
+            raise Unauthorized("JWT jti has already been used (replay)")
+        return claims
+
+    def _trusted_header(self, token: str) -> tuple[str, str, str, _Keys]:
+        """(alg, kid, iss, the issuer's keys) read before the signature is checked: an accepted
+        algorithm, a kid, a trusted issuer and, when named, that issuer's own key set URL."""
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -138,7 +161,12 @@ class JwtVerifier:
         jku = header.get("jku")
         if jku is not None and jku != keys.url:
             raise Unauthorized(f"JWT jku {jku!r} is not the key set configured for this issuer")
-        now = self._clock()
+        return str(alg), kid, iss, keys
+
+    def _decode(
+        self, token: str, keys: _Keys, alg: str, kid: str, iss: str, audience: Sequence[str]
+    ) -> dict[str, Any]:
+        """The claims once signature, audience, issuer, times and required claims are checked."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -159,16 +187,6 @@ class JwtVerifier:
             raise Unauthorized(f"JWT rejected: {exc}") from exc
         except (TypeError, ValueError) as exc:  # e.g. ES384 with the kid of an RSA key
             raise Unauthorized(f"JWT alg {alg} does not fit the key with kid {kid!r}") from exc
-        exp, iat = float(claims["exp"]), float(claims["iat"])
-        if exp - iat > self._max_lifetime:
-            raise Unauthorized(f"JWT lifetime exceeds {self._max_lifetime} s")
-        if iat > now + self._leeway:
-            raise Unauthorized("JWT iat is in the future")
-        jti = claims["jti"]
-        if not isinstance(jti, str) or not jti:
-            raise Unauthorized("JWT jti must be a non-empty string")
-        if not self._first_use(iss, jti, exp + self._leeway):
-            raise Unauthorized("JWT jti has already been used (replay)")
         return claims
 
     def _first_use_here(self, iss: str, jti: str, until: float) -> bool:
