@@ -296,58 +296,66 @@ class _JsonStream:
                 return
             if self._state == "done":
                 raise _Malformed  # text after the object
-            char = text[pos]
-            mark = pos
             try:
                 if self._state == "start":
-                    if char != "{":
+                    if text[pos] != "{":
                         raise _Malformed("JSON that is not a FHIR resource")
                     self._pos, self._state = pos + 1, "member"
                 elif self._state == "member":
-                    if char == "}":
-                        self._pos, self._state = pos + 1, "done"
-                        continue
-                    if self._after_item:
-                        if char != ",":
-                            raise _Malformed
-                        pos = _ws_end(text, pos + 1)
-                    key, pos = _SCANNER.raw_decode(text, pos)
-                    pos = _ws_end(text, pos)
-                    if pos >= len(text):
-                        raise _Incomplete
-                    if not isinstance(key, str) or text[pos] != ":":
-                        raise _Malformed
-                    pos = _ws_end(text, pos + 1)
-                    if pos >= len(text):
-                        raise _Incomplete
-                    if key == "entry" and text[pos] == "[":
-                        self._pos, self._state, self._after_item = pos + 1, "entries", False
-                        if self._on_entry is None:
-                            self._entries = []
-                        continue
-                    self.members[key], self._pos = self._value(pos, MAX_JSON_DEPTH - 1)
-                    self._after_item = True
-                else:  # entries
-                    if char == "]":
-                        self._pos, self._state, self._after_item = pos + 1, "member", True
-                        continue
-                    if self._after_item:
-                        if char != ",":
-                            raise _Malformed
-                        pos = _ws_end(text, pos + 1)
-                    item, self._pos = self._value(pos, MAX_JSON_DEPTH - 2)
-                    self._after_item = True
-                    if self._entries is not None:
-                        self._entries.append(item)
-                    else:
-                        assert self._on_entry is not None
-                        self._on_entry(item)
+                    self._member(text, pos)
+                else:
+                    self._entry(text, pos)
             except (_Incomplete, json.JSONDecodeError):
                 if final:
                     raise _Malformed from None
-                self._pos = mark  # this member or entry again once more text has come
-                self._retry_at = max(2 * (len(text) - mark), 65536)
+                self._pos = pos  # this member or entry again once more text has come
+                self._retry_at = max(2 * (len(text) - pos), 65536)
                 return
+
+    def _after_comma(self, text: str, pos: int) -> int:
+        """Where the next item starts: after the comma that must follow a previous item."""
+        if not self._after_item:
+            return pos
+        if text[pos] != ",":
+            raise _Malformed
+        return _ws_end(text, pos + 1)
+
+    def _member(self, text: str, pos: int) -> None:
+        """One member of the top-level object (or its end); `entry` opens the entries state."""
+        if text[pos] == "}":
+            self._pos, self._state = pos + 1, "done"
+            return
+        pos = self._after_comma(text, pos)
+        key, pos = _SCANNER.raw_decode(text, pos)
+        pos = _ws_end(text, pos)
+        if pos >= len(text):
+            raise _Incomplete
+        if not isinstance(key, str) or text[pos] != ":":
+            raise _Malformed
+        pos = _ws_end(text, pos + 1)
+        if pos >= len(text):
+            raise _Incomplete
+        if key == "entry" and text[pos] == "[":
+            self._pos, self._state, self._after_item = pos + 1, "entries", False
+            if self._on_entry is None:
+                self._entries = []
+            return
+        self.members[key], self._pos = self._value(pos, MAX_JSON_DEPTH - 1)
+        self._after_item = True
+
+    def _entry(self, text: str, pos: int) -> None:
+        """One item of `entry` (kept, or handed to on_entry), or the end of the array."""
+        if text[pos] == "]":
+            self._pos, self._state, self._after_item = pos + 1, "member", True
+            return
+        pos = self._after_comma(text, pos)
+        item, self._pos = self._value(pos, MAX_JSON_DEPTH - 2)
+        self._after_item = True
+        if self._entries is not None:
+            self._entries.append(item)
+        else:
+            assert self._on_entry is not None
+            self._on_entry(item)
 
 
 # ------------------------------------------------------------------------------ HTTP
