@@ -382,20 +382,26 @@ def _open_hiv_inconclusive(
             )
 
 
-def _open_protein_loss(
-    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
-) -> list[tuple[str, tuple[str, ...]]]:
-    """IBD, celiac disease and malabsorption lose protein only sometimes: the evidence decides.
-    Elevated stool alpha-1-antitrypsin (flagged, or above the lab's upper limit) or
-    nephrotic-range urine protein: protein loss is shown, review. A normal stool A1AT, or a
-    normal albumin with nothing that could not be read beside it: no protein loss (cleared, said
-    in the met reason). A low albumin: the test that decides is asked for; none: the evidence."""
-    spec = rule.protein_loss_conditional
-    kn, rec, say, cid = ctx.kn, ctx.record, ctx.say, "secondary-causes-excluded"
-    vs = kn.vs(spec.valueset)
-    conds = [c for c in active if vs.any_match(c.codings)]
-    if not conds:
-        return []
+@dataclass(frozen=True)
+class _ProteinLoss:
+    """The protein-losing conditions on record and the latest tests that decide them, read once
+    so each step below judges the same evidence."""
+
+    spec: ProteinLossParams
+    names: str  # the conditions, as named in every sentence
+    refs: tuple[str, ...]  # the conditions' records, cited by every outcome
+    a1at: Measurement | None
+    a1at_state: str | None  # see _a1at_state; None without a stool A1AT
+    urine: Measurement | None
+    per_day: float | None  # urine protein in g/day; None if absent or in an unknown unit
+    albumin: Measurement | None
+
+
+def _protein_loss(
+    ctx: Context, spec: ProteinLossParams, vs: ValueSet, conds: list[ConditionFact]
+) -> _ProteinLoss:
+    """The latest stool A1AT, urine protein and albumin in the look-back, beside the conditions."""
+    kn, rec = ctx.kn, ctx.record
     names = ", ".join(sorted({display(kn, vs, c) for c in conds}))
     refs = tuple(c.ref for c in conds)
     since = months_before(rec.today, spec.lookback_months)
@@ -408,82 +414,120 @@ def _open_protein_loss(
         if urine is not None and urine.value is not None
         else None
     )
-    if a1at is not None and a1at_state == "elevated":
-        open_.add(
-            say(
-                f"{cid}.gap-protein-loss-shown",
-                names=names,
-                test=say(f"{cid}.test-a1at"),
-                date=str(a1at.when),
-            ),
-            say.need(f"{cid}.missing-protein-loss-review", names=names),
-            (*refs, a1at.ref),
-        )
+    return _ProteinLoss(spec, names, refs, a1at, a1at_state, urine, per_day, albumin)
+
+
+def _open_protein_loss(
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact], open_: _Open
+) -> list[tuple[str, tuple[str, ...]]]:
+    """IBD, celiac disease and malabsorption lose protein only sometimes: the evidence decides.
+    Elevated stool alpha-1-antitrypsin (flagged, or above the lab's upper limit) or
+    nephrotic-range urine protein: protein loss is shown, review. A normal stool A1AT, or a
+    normal albumin with nothing that could not be read beside it: no protein loss (cleared, said
+    in the met reason). A low albumin: the test that decides is asked for; none: the evidence."""
+    spec = rule.protein_loss_conditional
+    vs = ctx.kn.vs(spec.valueset)
+    conds = [c for c in active if vs.any_match(c.codings)]
+    if not conds:
         return []
+    pl = _protein_loss(ctx, spec, vs, conds)
+    if _open_protein_loss_shown(ctx, pl, open_):
+        return []
+    if pl.a1at is not None and pl.a1at_state == "normal":
+        text = ctx.say(f"{CID}.protein-loss-cleared-a1at", names=pl.names, date=str(pl.a1at.when))
+        return [(text, (*pl.refs, pl.a1at.ref))]
+    if _open_protein_loss_unreadable(ctx, pl, open_):
+        return []
+    return _protein_loss_by_albumin(ctx, pl, open_)
+
+
+def _open_protein_loss_shown(ctx: Context, pl: _ProteinLoss, open_: _Open) -> bool:
+    """An elevated stool A1AT, else nephrotic-range urine protein, shows protein loss: a review
+    is asked for (True) and nothing else is weighed."""
+    say = ctx.say
+    if pl.a1at is not None and pl.a1at_state == "elevated":
+        _add_protein_loss_shown(ctx, pl, open_, say(f"{CID}.test-a1at"), pl.a1at)
+        return True
+    urine, per_day = pl.urine, pl.per_day
     if (
         urine is not None
         and per_day is not None
-        and per_day >= spec.urine_protein_nephrotic_g_per_day
+        and per_day >= pl.spec.urine_protein_nephrotic_g_per_day
     ):
-        open_.add(
-            say(
-                f"{cid}.gap-protein-loss-shown",
-                names=names,
-                test=say(f"{cid}.test-urine", value=fmt(round(per_day, 2))),
-                date=str(urine.when),
-            ),
-            say.need(f"{cid}.missing-protein-loss-review", names=names),
-            (*refs, urine.ref),
-        )
-        return []
-    if a1at is not None and a1at_state == "normal":
-        text = say(f"{cid}.protein-loss-cleared-a1at", names=names, date=str(a1at.when))
-        return [(text, (*refs, a1at.ref))]
-    unreadable = [m for m in (a1at,) if m is not None and a1at_state == "unknown"]
-    if urine is not None and per_day is None:
-        unreadable.append(urine)
-    if unreadable:
-        open_.add(
-            say(
-                f"{cid}.gap-protein-loss-unreadable",
-                names=names,
-                refs=", ".join(m.ref for m in unreadable),
-            ),
-            say.need(f"{cid}.missing-protein-loss-review", names=names),
-            (*refs, *(m.ref for m in unreadable)),
-        )
-        return []
+        test = say(f"{CID}.test-urine", value=fmt(round(per_day, 2)))
+        _add_protein_loss_shown(ctx, pl, open_, test, urine)
+        return True
+    return False
+
+
+def _add_protein_loss_shown(
+    ctx: Context, pl: _ProteinLoss, open_: _Open, test: str, m: Measurement
+) -> None:
+    """The protein-loss review, citing the test that shows the loss."""
+    open_.add(
+        ctx.say(f"{CID}.gap-protein-loss-shown", names=pl.names, test=test, date=str(m.when)),
+        ctx.say.need(f"{CID}.missing-protein-loss-review", names=pl.names),
+        (*pl.refs, m.ref),
+    )
+
+
+def _open_protein_loss_unreadable(ctx: Context, pl: _ProteinLoss, open_: _Open) -> bool:
+    """A stool A1AT or urine protein that could not be read may show the loss, so a normal
+    albumin cannot clear it: a review is asked for (True)."""
+    unreadable = [m for m in (pl.a1at,) if m is not None and pl.a1at_state == "unknown"]
+    if pl.urine is not None and pl.per_day is None:
+        unreadable.append(pl.urine)
+    if not unreadable:
+        return False
+    open_.add(
+        ctx.say(
+            f"{CID}.gap-protein-loss-unreadable",
+            names=pl.names,
+            refs=", ".join(m.ref for m in unreadable),
+        ),
+        ctx.say.need(f"{CID}.missing-protein-loss-review", names=pl.names),
+        (*pl.refs, *(m.ref for m in unreadable)),
+    )
+    return True
+
+
+def _protein_loss_by_albumin(
+    ctx: Context, pl: _ProteinLoss, open_: _Open
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Last, the albumin: normal clears protein loss; low asks for the test that decides; none
+    (or in an unknown unit) asks for the evidence."""
+    say, albumin = ctx.say, pl.albumin
     g_dl = (
         units.albumin_to_g_dl(albumin.value, albumin.unit)
         if albumin is not None and albumin.value is not None
         else None
     )
-    normal = spec.albumin_normal_min_g_dl
+    normal = pl.spec.albumin_normal_min_g_dl
     if albumin is not None and g_dl is not None and g_dl >= normal:
         text = say(
-            f"{cid}.protein-loss-cleared",
-            names=names,
+            f"{CID}.protein-loss-cleared",
+            names=pl.names,
             value=fmt(round(g_dl, 2)),
             date=str(albumin.when),
         )
-        return [(text, (*refs, albumin.ref))]
+        return [(text, (*pl.refs, albumin.ref))]
     if albumin is not None and g_dl is not None:
         open_.add(
             say(
-                f"{cid}.gap-protein-loss-low-albumin",
-                names=names,
+                f"{CID}.gap-protein-loss-low-albumin",
+                names=pl.names,
                 value=fmt(round(g_dl, 2)),
                 date=str(albumin.when),
                 normal=fmt(normal),
             ),
-            say.need(f"{cid}.missing-protein-loss-test", names=names),
-            (*refs, albumin.ref),
+            say.need(f"{CID}.missing-protein-loss-test", names=pl.names),
+            (*pl.refs, albumin.ref),
         )
         return []
     open_.add(
-        say(f"{cid}.gap-protein-loss-unknown", names=names, months=spec.lookback_months),
-        say.need(f"{cid}.missing-protein-loss-evidence", names=names),
-        refs,
+        say(f"{CID}.gap-protein-loss-unknown", names=pl.names, months=pl.spec.lookback_months),
+        say.need(f"{CID}.missing-protein-loss-evidence", names=pl.names),
+        pl.refs,
     )
     return []
 
