@@ -287,25 +287,58 @@ def _open_drugs(
 ) -> None:
     """Causative drugs that leave the exclusion open: undated or partly dated depleting drugs,
     and drugs whose source supports only a review (steroid courses beyond a burst included)."""
-    say, cid = ctx.say, "secondary-causes-excluded"
-    months = rule.drug_lookback_months
+    _open_undated_drugs(ctx, rule, open_, deny, windows)
+    course = _steroid_courses(ctx, rule, windows, exposure)
+    review = [
+        d
+        for d in ctx.record.drugs
+        if windows[d.ref] != "out" and _needs_review(d, rule, exposure[d.ref], course)
+    ]
+    if review:
+        names = ", ".join(sorted({d.name for d in review}))
+        open_.add(
+            ctx.say(f"{CID}.gap-review-drug", names=names, months=rule.drug_lookback_months),
+            ctx.say.need(f"{CID}.missing-review-drug", names=names),
+            (d.ref for d in review),
+        )
+
+
+def _open_undated_drugs(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    open_: _Open,
+    deny: list[DrugExposure],
+    windows: dict[str, str],
+) -> None:
+    """Depleting drugs with no date, then those dated only to a month or year that may fall
+    before the look-back: neither can be placed in it, so the dates are asked for."""
+    say, months = ctx.say, rule.drug_lookback_months
     undated = [d for d in deny if windows[d.ref] == "undated"]
     partial = [d for d in deny if windows[d.ref] == "partial"]
     if undated:
         names = ", ".join(sorted({d.name for d in undated}))
         open_.add(
-            say(f"{cid}.gap-undated-drug", names=names),
-            say.need(f"{cid}.missing-undated-drug", names=names, months=months),
+            say(f"{CID}.gap-undated-drug", names=names),
+            say.need(f"{CID}.missing-undated-drug", names=names, months=months),
             (d.ref for d in undated),
         )
     if partial:
         names = ", ".join(sorted({d.name for d in partial}))
         open_.add(
-            say(f"{cid}.gap-partial-drug", names=names, months=months),
-            say.need(f"{cid}.missing-undated-drug", names=names, months=months),
+            say(f"{CID}.gap-partial-drug", names=names, months=months),
+            say.need(f"{CID}.missing-undated-drug", names=names, months=months),
             (d.ref for d in partial),
         )
-    # single administrations of a systemic steroid on more days than a burst are a course
+
+
+def _steroid_courses(
+    ctx: Context,
+    rule: SecondaryCausesParams,
+    windows: dict[str, str],
+    exposure: dict[str, str],
+) -> set[str]:
+    """Steroids (by ingredient) given as single systemic administrations in the look-back on
+    more days than a burst: together they are a course, not a burst."""
     short = rule.corticosteroid.short_course_max_days
     given_days: dict[str, set[dt.date]] = {}
     for d in ctx.record.drugs:
@@ -317,24 +350,19 @@ def _open_drugs(
             and windows[d.ref] == "in"
         ):
             given_days.setdefault(d.ingredient, set()).add(d.when.date)
-    course = {name for name, days in given_days.items() if len(days) > short}
-    review = [
-        d
-        for d in ctx.record.drugs
-        if windows[d.ref] != "out"
-        and (
-            exposure[d.ref] == "review"
-            or (exposure[d.ref] == "corticosteroid" and _steroid_counts(d, rule))
-            or (exposure[d.ref] == "corticosteroid" and d.single_dose and d.ingredient in course)
-        )
-    ]
-    if review:
-        names = ", ".join(sorted({d.name for d in review}))
-        open_.add(
-            say(f"{cid}.gap-review-drug", names=names, months=months),
-            say.need(f"{cid}.missing-review-drug", names=names),
-            (d.ref for d in review),
-        )
+    return {name for name, days in given_days.items() if len(days) > short}
+
+
+def _needs_review(
+    d: DrugExposure, rule: SecondaryCausesParams, exposure: str, course: set[str]
+) -> bool:
+    """The source supports only a review of this drug: a review drug, a steroid course beyond a
+    burst, or a single steroid administration that is part of such a course."""
+    if exposure == "review":
+        return True
+    if exposure != "corticosteroid":
+        return False
+    return _steroid_counts(d, rule) or (d.single_dose and d.ingredient in course)
 
 
 def _open_review_conditions(
