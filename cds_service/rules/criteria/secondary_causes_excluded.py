@@ -234,12 +234,9 @@ def _met(
 
 def decide(ctx: Context) -> Finding:
     rule = ctx.params.secondary_causes_excluded
-    kn, rec, say = ctx.kn, ctx.record, ctx.say
-    # a covered PI code (e.g. XLA D80.0, also listed among genetic causes) is the diagnosis itself
-    pi = kn.vs(ctx.params.diagnosis.valueset)
-    active = [c for c in rec.conditions if c.active and not pi.any_match(c.codings)]
-    cause_sets = [kn.vs(v) for v in rule.condition_valuesets.values()]
-    candidates = [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
+    kn, rec = ctx.kn, ctx.record
+    active = _active_conditions(ctx)
+    candidates = _cause_candidates(ctx, rule, active)
     drugs = _drugs(ctx, rule)
     hiv = latest_measurement(rec, kn.vs(rule.hiv_test_valueset))
     hiv_result = _hiv_result(ctx, rule, hiv)
@@ -249,14 +246,7 @@ def decide(ctx: Context) -> Finding:
         return found
     open_ = _Open([], [], [])
     _open_drugs(ctx, rule, open_, drugs.deny, drugs.windows, drugs.exposure)
-    suspected = [c for c in candidates if not c.confirmed]
-    if suspected:
-        names = ", ".join(sorted({_cause_name(kn, rule, c) for c in suspected}))
-        open_.add(
-            say(f"{CID}.gap-suspected", names=names),
-            say.need(f"{CID}.missing-suspected", names=names),
-            (c.ref for c in suspected),
-        )
+    _open_suspected(ctx, rule, candidates, open_)
     _open_review_conditions(ctx, rule, active, open_)
     _open_hiv_inconclusive(ctx, rule, active, hiv, hiv_result, open_)
     cleared = _open_protein_loss(ctx, rule, active, open_)
@@ -266,15 +256,52 @@ def decide(ctx: Context) -> Finding:
         dict.fromkeys([*(m.ref for m in ([hiv] if hiv else []) + workups), *open_.evidence])
     )
     if open_.gaps or open_.missing:
-        gaps = "; ".join(open_.gaps) or say(f"{CID}.missing-drug-review")
-        return Finding(
-            CID,
-            Status.INSUFFICIENT,
-            say(f"{CID}.insufficient", gaps=gaps),
-            evidence,
-            tuple(open_.missing),
-        )
+        return _insufficient(ctx, open_, evidence)
     return _met(ctx, drugs, hiv, workups, cleared, evidence)
+
+
+def _active_conditions(ctx: Context) -> list[ConditionFact]:
+    """Active conditions other than a covered PI code: that code (e.g. XLA D80.0, also listed
+    among genetic causes) is the diagnosis itself, not a secondary cause."""
+    pi = ctx.kn.vs(ctx.params.diagnosis.valueset)
+    return [c for c in ctx.record.conditions if c.active and not pi.any_match(c.codings)]
+
+
+def _cause_candidates(
+    ctx: Context, rule: SecondaryCausesParams, active: list[ConditionFact]
+) -> list[ConditionFact]:
+    """Active conditions coded as a secondary cause, confirmed or only suspected."""
+    cause_sets = [ctx.kn.vs(v) for v in rule.condition_valuesets.values()]
+    return [c for c in active if any(vs.any_match(c.codings) for vs in cause_sets)]
+
+
+def _open_suspected(
+    ctx: Context, rule: SecondaryCausesParams, candidates: list[ConditionFact], open_: _Open
+) -> None:
+    """A secondary cause that is suspected, not confirmed, neither denies nor is excluded: it
+    asks for the work-up that settles it."""
+    suspected = [c for c in candidates if not c.confirmed]
+    if suspected:
+        names = ", ".join(sorted({_cause_name(ctx.kn, rule, c) for c in suspected}))
+        open_.add(
+            ctx.say(f"{CID}.gap-suspected", names=names),
+            ctx.say.need(f"{CID}.missing-suspected", names=names),
+            (c.ref for c in suspected),
+        )
+
+
+def _insufficient(ctx: Context, open_: _Open, evidence: tuple[str, ...]) -> Finding:
+    """Insufficient: the gaps in one reason (the drug review when only it is missing) and every
+    missing item."""
+    say = ctx.say
+    gaps = "; ".join(open_.gaps) or say(f"{CID}.missing-drug-review")
+    return Finding(
+        CID,
+        Status.INSUFFICIENT,
+        say(f"{CID}.insufficient", gaps=gaps),
+        evidence,
+        tuple(open_.missing),
+    )
 
 
 def _open_drugs(
