@@ -12,6 +12,7 @@ from typing import Any
 from cds_service.domain import (
     Finding,
     Measurement,
+    Missing,
     Phase,
     Status,
     When,
@@ -155,44 +156,77 @@ class _Sample:
 def _sample(ctx: Context, rule: VaccineResponseParams) -> Finding | _Sample:
     """The sample to judge, or why there is none to judge (no vaccine, titers outside the
     window, all on IG, too few serotypes): documentation missing, never not met."""
-    rec, say, tl = ctx.record, ctx.say, ctx.timeline
-    missing = (say.need(f"{CID}.missing"),)
-    vaccines = sorted(
-        (i for i in rec.immunizations if i.when is not None and i.kind == "polysaccharide"),
-        key=lambda i: i.when.date if i.when else dt.date.min,
-    )
+    missing = (ctx.say.need(f"{CID}.missing"),)
+    vaccines = _polysaccharide_vaccines(ctx)
     read = _titers(ctx, rule)
     titers, unusable = read.usable, read.unusable
     if not vaccines:
-        key = f"{CID}.no-vaccine" if titers else f"{CID}.none"
-        if any(i.kind == "unspecified" for i in rec.immunizations):
-            key = f"{CID}.unspecified-vaccine"
-        return Finding(
-            CID, Status.INSUFFICIENT, say(key), unique_refs(m.ref for m in titers), missing
-        )
+        return _no_vaccine(ctx, titers, missing)
     vaccine, after, post, why_not = _choose_vaccine(ctx, rule, vaccines, titers)
     if after and not post:
         refs = (vaccine.ref, *unique_refs(m.ref for m in after))
         return Finding(CID, Status.INSUFFICIENT, why_not, refs, missing)
-    phases = {id(m): tl.phase(m.when) for m in post}
-    on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
-    post = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
+    phases, on_ig, post = _split_on_treatment(ctx, post)
     if on_ig and not post:
         refs = (vaccine.ref, *unique_refs(m.ref for m in on_ig))
-        return Finding(CID, Status.INSUFFICIENT, say(f"{CID}.on-treatment"), refs, missing)
+        return Finding(CID, Status.INSUFFICIENT, ctx.say(f"{CID}.on-treatment"), refs, missing)
     by_serotype = _latest_per_serotype(post, ctx.kn.vs(rule.titer_valueset))
-    tested = len(by_serotype)
-    if tested < rule.min_serotypes:
-        key = f"{CID}.units" if unusable and not post else f"{CID}.too-few"
-        units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
-        return Finding(
-            CID,
-            Status.INSUFFICIENT,
-            say(key, tested=tested, min=rule.min_serotypes, units=units_seen),
-            (vaccine.ref, *unique_refs(m.ref for m in [*post, *unusable])),
-            missing,
-        )
+    if len(by_serotype) < rule.min_serotypes:
+        return _too_few(ctx, rule, vaccine.ref, len(by_serotype), post, unusable, missing)
     return _Sample(vaccine, vaccine.when.date, phases, by_serotype, post, unusable)
+
+
+def _polysaccharide_vaccines(ctx: Context) -> list[Any]:
+    """Dated polysaccharide (PPSV23) immunizations, oldest first: the later ones are tried
+    first for a window holding titers."""
+    return sorted(
+        (i for i in ctx.record.immunizations if i.when is not None and i.kind == "polysaccharide"),
+        key=lambda i: i.when.date if i.when else dt.date.min,
+    )
+
+
+def _no_vaccine(ctx: Context, titers: list[Measurement], missing: tuple[Missing, ...]) -> Finding:
+    """No dated PPSV23: titers without the vaccine they answer, or nothing at all; a vaccine of
+    unspecified kind on record may be the PPSV23, and that is said instead."""
+    key = f"{CID}.no-vaccine" if titers else f"{CID}.none"
+    if any(i.kind == "unspecified" for i in ctx.record.immunizations):
+        key = f"{CID}.unspecified-vaccine"
+    return Finding(
+        CID, Status.INSUFFICIENT, ctx.say(key), unique_refs(m.ref for m in titers), missing
+    )
+
+
+def _split_on_treatment(
+    ctx: Context, post: list[Measurement]
+) -> tuple[dict[int, Phase], list[Measurement], list[Measurement]]:
+    """Each window titer's treatment phase (by id()), those drawn on IG (infused antibody, not
+    the patient's response) and the rest, which the response is judged on."""
+    phases = {id(m): ctx.timeline.phase(m.when) for m in post}
+    on_ig = [m for m in post if phases[id(m)] is Phase.ON_TREATMENT]
+    off_ig = [m for m in post if phases[id(m)] is not Phase.ON_TREATMENT]
+    return phases, on_ig, off_ig
+
+
+def _too_few(
+    ctx: Context,
+    rule: VaccineResponseParams,
+    vaccine_ref: str,
+    tested: int,
+    post: list[Measurement],
+    unusable: list[Measurement],
+    missing: tuple[Missing, ...],
+) -> Finding:
+    """Fewer serotypes than the source requires: too few tested, or (none usable) results in
+    units that could not be read, naming those units."""
+    key = f"{CID}.units" if unusable and not post else f"{CID}.too-few"
+    units_seen = ", ".join(sorted({m.unit or "none" for m in unusable}))
+    return Finding(
+        CID,
+        Status.INSUFFICIENT,
+        ctx.say(key, tested=tested, min=rule.min_serotypes, units=units_seen),
+        (vaccine_ref, *unique_refs(m.ref for m in [*post, *unusable])),
+        missing,
+    )
 
 
 def decide(ctx: Context) -> Finding:
