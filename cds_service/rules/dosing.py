@@ -129,50 +129,91 @@ def check(
     order: DraftOrder | None, measurements: Sequence[Measurement], kn: Knowledge, today: dt.date
 ) -> DoseCheck:
     rule = kn.criteria.dose
+    bounds = _policy_bounds(order, kn)
+    low, high, range_route = bounds
+    weight = latest_weight(measurements, kn, today, rule.weight_recency_months)
+    dose = _ordered(order, weight)
+    grams, interval = dose.grams, dose.interval
+    n = doses_per_4_weeks(interval, dose.course)
+    if interval is None or n is None or (grams is None and dose.per_kg is None):
+        return DoseCheck(
+            order, weight, None, Status.INSUFFICIENT, low, high, (), range_route, grams
+        )
+    if weight is None:
+        return _without_weight(order, dose, interval, n, bounds, measurements, kn, today)
+    assert grams is not None
+    value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg, dose.course), 1)
+    status = Status.MET if low <= value <= high else Status.NOT_MET
+    return DoseCheck(order, weight, value, status, low, high, (), range_route, grams)
+
+
+def _policy_bounds(order: DraftOrder | None, kn: Knowledge) -> tuple[float, float, str | None]:
+    """The mg/kg per 4 weeks range for the order's route, and the route whose range applies
+    when it is not the order's own (None when it is)."""
     route = order.route if order else None
     range_route: str | None = None
     product = next((p for p in kn.products.products if order and p.id == order.product_id), None)
     if route == "SC" and product is not None and product.scig_ivig_conversion_factor == 1.0:
         # facilitated SCIG (HyQvia) is given at the IVIG monthly dose: the IVIG range applies
         route, range_route = "IV", "fSCIG"
-    low, high = policy_range(rule, route)
-    weight = latest_weight(measurements, kn, today, rule.weight_recency_months)
+    low, high = policy_range(kn.criteria.dose, route)
+    return low, high, range_route
+
+
+@dataclass(frozen=True)
+class _Ordered:
+    """The order's dose as the arithmetic reads it (all None without an order)."""
+
+    grams: float | None  # per dose; a per-kg dose converted at the weight, when there is one
+    per_kg: float | None  # mg/kg per dose, for a weight-based order
+    interval: float | None  # days between doses
+    course: float | None  # doses in a course-limited order
+
+
+def _ordered(order: DraftOrder | None, weight: Weight | None) -> _Ordered:
+    """Grams per dose as ordered, or a weight-based dose in grams at the documented weight."""
     grams = order.grams_per_dose if order else None
     per_kg = order.mg_per_kg_dose if order else None
     if per_kg is not None and weight is not None:
         grams = round(per_kg * weight.kg / 1000.0, 3)  # the weight-based dose in grams
     interval = order.interval_days if order else None
     course = order.course_doses if order else None
-    n = doses_per_4_weeks(interval, course)
-    if interval is None or n is None or (grams is None and per_kg is None):
-        return DoseCheck(
-            order, weight, None, Status.INSUFFICIENT, low, high, (), range_route, grams
-        )
-    if weight is None:
-        if per_kg is not None:  # mg/kg as ordered; the grams need the weight
-            value = round(per_kg * n, 1)
-            return DoseCheck(
-                order, None, value, Status.INSUFFICIENT, low, high, (), range_route, None
-            )
-        assert grams is not None
-        table = tuple(
-            (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg), course), 1))
-            for kg in rule.illustrative_weights_kg
-        )
-        stale = latest_weight(measurements, kn, today, None)
-        return DoseCheck(
-            order,
-            None,
-            None,
-            Status.INSUFFICIENT,
-            low,
-            high,
-            () if stale else table,
-            range_route,
-            grams,
-            stale,
-        )
+    return _Ordered(grams, per_kg, interval, course)
+
+
+def _without_weight(
+    order: DraftOrder | None,
+    dose: _Ordered,
+    interval: float,
+    n: float,
+    bounds: tuple[float, float, str | None],
+    measurements: Sequence[Measurement],
+    kn: Knowledge,
+    today: dt.date,
+) -> DoseCheck:
+    """No weight in the recency window: a per-kg order keeps its mg/kg as ordered (the grams
+    need the weight); a gram order is shown at the latest older weight when there is one, else
+    at illustrative weights."""
+    low, high, range_route = bounds
+    if dose.per_kg is not None:  # mg/kg as ordered; the grams need the weight
+        value = round(dose.per_kg * n, 1)
+        return DoseCheck(order, None, value, Status.INSUFFICIENT, low, high, (), range_route, None)
+    grams, course = dose.grams, dose.course
     assert grams is not None
-    value = round(mg_per_kg_per_4_weeks(grams, interval, weight.kg, course), 1)
-    status = Status.MET if low <= value <= high else Status.NOT_MET
-    return DoseCheck(order, weight, value, status, low, high, (), range_route, grams)
+    table = tuple(
+        (float(kg), round(mg_per_kg_per_4_weeks(grams, interval, float(kg), course), 1))
+        for kg in kn.criteria.dose.illustrative_weights_kg
+    )
+    stale = latest_weight(measurements, kn, today, None)
+    return DoseCheck(
+        order,
+        None,
+        None,
+        Status.INSUFFICIENT,
+        low,
+        high,
+        () if stale else table,
+        range_route,
+        grams,
+        stale,
+    )
