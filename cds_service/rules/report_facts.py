@@ -30,54 +30,10 @@ def collect(ctx: Context) -> dict[str, Any]:
     tl = ctx.timeline
     record = ctx.record
     order = ctx.dose.order
-    hours = ctx.params.trough_monitoring.peak_window_hours
-    troughs: list[str] = []
-    peaks: list[str] = []
-    if tl.on_therapy:
-        for p in tl.labs:
-            if p.phase is not Phase.ON_TREATMENT or p.result.value_mg_dl is None:
-                continue
-            hit = trough_monitoring.after_infusion(ctx, p.result.when, hours)
-            (peaks if hit else troughs).append(p.result.ref)
-    # the limit each result was (or would be) compared with: the lab's own range where the rule
-    # uses it, else the age table; the order date carries the age limit forward to the order
-    by_day: dict[str, dict[str, Any]] = {}
-    for p in tl.labs:
-        if p.result.when is None:
-            continue
-        low, source = baseline_igg.lower_limit(ctx, p.result)
-        day = p.result.when.date.isoformat()
-        if low is not None:
-            by_day[day] = {"date": day, "mgDl": low, "source": source}
-    today = baseline_igg.age_lower_limit(ctx, When(record.today))
-    if today is not None:
-        by_day.setdefault(
-            record.today.isoformat(),
-            {"date": record.today.isoformat(), "mgDl": today, "source": "age"},
-        )
-    limits = [by_day[d] for d in sorted(by_day)]
-    weights = []
-    for m in dated_measurements(record, ctx.kn.vs("body-weight")):
-        if m.value is None or m.when is None:
-            continue
-        kg = units.weight_to_kg(m.value, m.unit)
-        if kg is not None and kg > 0:
-            weights.append({"date": m.when.date.isoformat(), "kg": round(kg, 1), "ref": m.ref})
-    weights.sort(key=lambda w: str(w["date"]))
-    exposures = sorted(
-        (
-            {
-                "date": _day(e.start or e.asserted),
-                "dated": e.start is not None,
-                "kind": e.kind,
-                "product": e.product,
-                "ref": e.ref,
-            }
-            for e in tl.exposures
-            if (e.start or e.asserted) is not None
-        ),
-        key=lambda e: str(e["date"]),
-    )
+    troughs, peaks = _troughs_and_peaks(ctx)
+    limits = _lower_limits(ctx)
+    weights = _weights(ctx)
+    exposures = _exposures(ctx)
     return {
         "version": VERSION,
         "product": order.product if order else None,
@@ -94,3 +50,73 @@ def collect(ctx: Context) -> dict[str, Any]:
         "weights": weights,
         "doseWeightRef": ctx.dose.weight.ref if ctx.dose.weight else None,
     }
+
+
+def _troughs_and_peaks(ctx: Context) -> tuple[list[str], list[str]]:
+    """On-treatment IgG results (refs) sorted as the trough rule sorts them: drawn within the
+    peak window after an infusion (peaks) or not (troughs)."""
+    tl = ctx.timeline
+    hours = ctx.params.trough_monitoring.peak_window_hours
+    troughs: list[str] = []
+    peaks: list[str] = []
+    if tl.on_therapy:
+        for p in tl.labs:
+            if p.phase is not Phase.ON_TREATMENT or p.result.value_mg_dl is None:
+                continue
+            hit = trough_monitoring.after_infusion(ctx, p.result.when, hours)
+            (peaks if hit else troughs).append(p.result.ref)
+    return troughs, peaks
+
+
+def _lower_limits(ctx: Context) -> list[dict[str, Any]]:
+    """The limit each result was (or would be) compared with, by day: the lab's own range where
+    the rule uses it, else the age table; the order date carries the age limit forward to the
+    order."""
+    record = ctx.record
+    by_day: dict[str, dict[str, Any]] = {}
+    for p in ctx.timeline.labs:
+        if p.result.when is None:
+            continue
+        low, source = baseline_igg.lower_limit(ctx, p.result)
+        day = p.result.when.date.isoformat()
+        if low is not None:
+            by_day[day] = {"date": day, "mgDl": low, "source": source}
+    today = baseline_igg.age_lower_limit(ctx, When(record.today))
+    if today is not None:
+        by_day.setdefault(
+            record.today.isoformat(),
+            {"date": record.today.isoformat(), "mgDl": today, "source": "age"},
+        )
+    return [by_day[d] for d in sorted(by_day)]
+
+
+def _weights(ctx: Context) -> list[dict[str, Any]]:
+    """Dated body weights in a convertible unit, in kg, oldest first."""
+    weights = []
+    for m in dated_measurements(ctx.record, ctx.kn.vs("body-weight")):
+        if m.value is None or m.when is None:
+            continue
+        kg = units.weight_to_kg(m.value, m.unit)
+        if kg is not None and kg > 0:
+            weights.append({"date": m.when.date.isoformat(), "kg": round(kg, 1), "ref": m.ref})
+    weights.sort(key=lambda w: str(w["date"]))
+    return weights
+
+
+def _exposures(ctx: Context) -> list[dict[str, Any]]:
+    """IG exposures with a start or an asserted date, oldest first; `dated` says whether the
+    start itself is recorded."""
+    return sorted(
+        (
+            {
+                "date": _day(e.start or e.asserted),
+                "dated": e.start is not None,
+                "kind": e.kind,
+                "product": e.product,
+                "ref": e.ref,
+            }
+            for e in ctx.timeline.exposures
+            if (e.start or e.asserted) is not None
+        ),
+        key=lambda e: str(e["date"]),
+    )
