@@ -22,7 +22,9 @@ import math
 import re
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
 
 from cds_service.domain import Coding, When
 from cds_service.fhir.models import _NAIVE_DATETIME as NAIVE_DATETIME
@@ -162,6 +164,36 @@ def _list(v: Any) -> list[Any]:
     return v
 
 
+T = TypeVar("T")
+
+# Checked sub-objects of Observations, by their exact JSON text: a chart repeats the same codes,
+# categories, subject and reference ranges on every result, and serialising one costs a fifth of
+# checking it. Only successes are kept, and only immutable results (tuples, None). The text is
+# exact (true, 1 and 1.0 differ; a NaN serialises as null, which no check accepts), and the
+# serialiser refuses subclasses of dict or list, so those are always checked.
+_SUBTREE_LIMIT = 20_000
+_SUBTREES: dict[tuple[Callable[[Any], Any], bytes], Any] = {}
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _checked(check: Callable[[Any], T], v: Any) -> T:
+    """`check(v)`, remembered for a value of the same JSON text."""
+    try:
+        key = (check, orjson.dumps(v, option=_PASSTHROUGH))
+    except TypeError:  # JSONEncodeError: a subclass, a huge integer...: no memory
+        return check(v)
+    try:
+        found: T = _SUBTREES[key]
+        return found
+    except KeyError:
+        pass
+    result = check(v)
+    if len(_SUBTREES) >= _SUBTREE_LIMIT:
+        _SUBTREES.clear()
+    _SUBTREES[key] = result
+    return result
+
+
 # -- complex types ----------------------------------------------------------------------------
 
 _CODING_KEYS = frozenset({"system", "version", "code", "display", "userSelected"})
@@ -275,12 +307,12 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
     if "status" not in raw or "code" not in raw:
         raise _Unusual  # required: the models name the missing element
     _match(_CODE, raw["status"])
-    codings = _concept(raw["code"])
+    codings = _checked(_concept, raw["code"])
     for c in _list(raw["category"]) if "category" in raw else ():
-        _concept(c)
+        _checked(_concept, c)
     for key in ("subject", "encounter"):
         if key in raw:
-            _reference(raw[key])
+            _checked(_reference, raw[key])
     for p in _list(raw["performer"]) if "performer" in raw else ():
         _reference(p)
     effective = _when(raw["effectiveDateTime"]) if "effectiveDateTime" in raw else None
@@ -288,11 +320,13 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
     if issued is not None and issued.instant is None:
         raise _Unusual  # instant: time and zone required
     value, unit = _quantity(raw["valueQuantity"]) if "valueQuantity" in raw else (None, None)
-    value_code = _concept(raw["valueCodeableConcept"]) if "valueCodeableConcept" in raw else ()
+    value_code = (
+        _checked(_concept, raw["valueCodeableConcept"]) if "valueCodeableConcept" in raw else ()
+    )
     text = _str(raw["valueString"]) if "valueString" in raw else None
     interpretations = _list(raw["interpretation"]) if "interpretation" in raw else ()
-    interpretation = tuple(c for i in interpretations for c in _concept(i))
-    low, high = _range(raw["referenceRange"]) if "referenceRange" in raw else (None, None)
+    interpretation = tuple(c for i in interpretations for c in _checked(_concept, i))
+    low, high = _checked(_range, raw["referenceRange"]) if "referenceRange" in raw else (None, None)
     return ObservationView(
         codings, effective or issued, value, unit, value_code, interpretation, text, low, high
     )

@@ -357,3 +357,34 @@ def _without_uuids(node: Any) -> Any:
     if isinstance(node, list):
         return [_without_uuids(v) for v in node]
     return _UUID.sub("<uuid>", node) if isinstance(node, str) else node
+
+
+class _Concept(dict[str, Any]):
+    """A dict subclass: equal to a plain concept, but not what the check accepts."""
+
+
+_SELECTED = {"system": "http://loinc.org", "code": "2160-0", "userSelected": True}
+
+
+@pytest.mark.parametrize(
+    ("element", "valid", "lookalike"),
+    [
+        ("code", {"coding": [_SELECTED]}, {"coding": [{**_SELECTED, "userSelected": 1}]}),
+        ("code", BASE["code"], _Concept(BASE["code"])),
+        (
+            "referenceRange",
+            [{"low": {"value": 1, "unit": "mg/dL"}}],
+            [{"low": {"value": True, "unit": "mg/dL"}}],
+        ),
+    ],
+)
+def test_a_remembered_sub_object_is_not_taken_for_a_lookalike(
+    element: str, valid: Any, lookalike: Any
+) -> None:
+    """Checked codes, references and ranges are remembered by their JSON text: a value equal in
+    Python to a remembered one but not in JSON (1 and True, a dict subclass) is still checked."""
+    assert valid == lookalike  # a memory keyed by Python equality would take one for the other
+    first = {**BASE, element: valid}
+    assert fastpath.observation(first) == model_view(first) is not None
+    assert fastpath.observation(first) == model_view(first)  # read again, from memory
+    assert fastpath.observation({**BASE, element: lookalike}) is None  # the models decide
