@@ -544,20 +544,21 @@ def _primitive(kind: str, v: Any) -> Any:
 
 
 class View:
-    """Read-only stand-in for a validated model: attribute reads of the checked raw dict."""
+    """Read-only stand-in for a validated model: attribute reads of the checked raw dict.
 
-    __slots__ = ("_values",)
+    The checked values are the instance's own attributes, so reading an element that is there is
+    a plain attribute read; only an absent one reaches __getattr__ (None, as the model says)."""
 
     def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
+        self.__dict__ = values
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self._values.get(name)
+        return None
 
     def __repr__(self) -> str:
-        return f"View({self._values!r})"
+        return f"View({self.__dict__!r})"
 
 
 Reader = Callable[[Any], Any]
