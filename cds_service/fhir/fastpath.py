@@ -599,6 +599,10 @@ def _compile(kind: Any) -> Reader:
                 raise _Unusual
             return View({k: readers[k](x) for k, x in v.items()})
 
+        if kind is CONCEPT or kind is REFERENCE:
+            # codes, statuses, categories, routes and the subject repeat across a record: their
+            # views are shared (read-only, like every view) between the resources that hold them
+            return functools.partial(_checked, read_complex)
         return read_complex
     reader = _PRIMITIVE_READERS.get(kind)
     return reader if reader is not None else functools.partial(_primitive, kind)
