@@ -298,6 +298,27 @@ def _range(v: Any) -> tuple[Limit, Limit]:
 
 
 def _observation(raw: dict[str, Any]) -> ObservationView:
+    codings = _observation_frame(raw)
+    effective = _when(raw["effectiveDateTime"]) if "effectiveDateTime" in raw else None
+    issued = _when(raw["issued"]) if "issued" in raw else None
+    if issued is not None and issued.instant is None:
+        raise _Unusual  # instant: time and zone required
+    value, unit = _quantity(raw["valueQuantity"]) if "valueQuantity" in raw else (None, None)
+    value_code = (
+        _checked(_concept, raw["valueCodeableConcept"]) if "valueCodeableConcept" in raw else ()
+    )
+    text = _str(raw["valueString"]) if "valueString" in raw else None
+    interpretations = _list(raw["interpretation"]) if "interpretation" in raw else ()
+    interpretation = tuple(c for i in interpretations for c in _checked(_concept, i))
+    low, high = _checked(_range, raw["referenceRange"]) if "referenceRange" in raw else (None, None)
+    return ObservationView(
+        codings, effective or issued, value, unit, value_code, interpretation, text, low, high
+    )
+
+
+def _observation_frame(raw: dict[str, Any]) -> tuple[Coding, ...]:
+    """Check what frames the result (known elements only, one value[x], id, meta, status, code,
+    categories, subject, encounter, performers); the codings of its code."""
     if not raw.keys() <= _OBSERVATION_KEYS or len(raw.keys() & _VALUE_KEYS) > 1:
         raise _Unusual
     if "id" in raw:
@@ -315,21 +336,7 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
             _checked(_reference, raw[key])
     for p in _list(raw["performer"]) if "performer" in raw else ():
         _reference(p)
-    effective = _when(raw["effectiveDateTime"]) if "effectiveDateTime" in raw else None
-    issued = _when(raw["issued"]) if "issued" in raw else None
-    if issued is not None and issued.instant is None:
-        raise _Unusual  # instant: time and zone required
-    value, unit = _quantity(raw["valueQuantity"]) if "valueQuantity" in raw else (None, None)
-    value_code = (
-        _checked(_concept, raw["valueCodeableConcept"]) if "valueCodeableConcept" in raw else ()
-    )
-    text = _str(raw["valueString"]) if "valueString" in raw else None
-    interpretations = _list(raw["interpretation"]) if "interpretation" in raw else ()
-    interpretation = tuple(c for i in interpretations for c in _checked(_concept, i))
-    low, high = _checked(_range, raw["referenceRange"]) if "referenceRange" in raw else (None, None)
-    return ObservationView(
-        codings, effective or issued, value, unit, value_code, interpretation, text, low, high
-    )
+    return codings
 
 
 def observation(raw: dict[str, Any]) -> ObservationView | None:
