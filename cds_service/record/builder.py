@@ -40,7 +40,7 @@ from cds_service.fhir.bundle import (
 )
 from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
 from cds_service.fhir.unvalidated import ref_of
-from cds_service.knowledge import Knowledge, Product
+from cds_service.knowledge import DrugRule, Knowledge, Product
 from cds_service.record.elements import (
     codings_of,
     observation_view,
@@ -571,9 +571,7 @@ class RecordBuilder:
         a drug name in its text), with its course as the record states it; None otherwise."""
         rtype, status = unvalidated.resource_type(raw), unvalidated.status(raw)
         start, asserted, last = dates
-        hit = self.kn.vs("causative-drugs").first_match(codings)
-        lowered = [t.lower() for t in texts if t]  # once per text, not once per drug name
-        name = next((n for t in lowered for n in self.kn.drug_names if n in t), None)
+        hit, name = self._drug_named(codings, texts)
         if hit is None and name is None:
             return None
         if rtype == "MedicationRequest" and unvalidated.intent(raw) in {"proposal", "plan"}:
@@ -583,11 +581,7 @@ class RecordBuilder:
         if rtype == "MedicationRequest" and last is None:
             last = bounds_end(dosages, start)  # the order's own course end, if stated
         ongoing = last is None and status in {"active", "in-progress", "on-hold"}
-        rule = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "") or (
-            self.kn.drug_rules.get(name) if name else None
-        )
-        first = start.date if start is not None else None
-        end = last.date if last is not None else (self.today if ongoing else None)
+        rule = self._drug_rule(hit, name)
         return DrugExposure(
             ref_of(raw),
             codings,
@@ -596,12 +590,35 @@ class RecordBuilder:
             ongoing,
             ingredient=rule.name if rule else label,
             route=self._route_class(dosages, texts),
-            days=course_days(model, rtype, dosages, first, end),
+            days=course_days(model, rtype, dosages, *self._course_bounds(start, last, ongoing)),
             daily_mg=daily_mg(dosages),
             single_dose=rtype == "MedicationAdministration",
             start=start,
             uncertain=rtype == "MedicationRequest" and status == "stopped",
         )
+
+    def _drug_named(
+        self, codings: tuple[Coding, ...], texts: list[str | None]
+    ) -> tuple[tuple[str, str] | None, str | None]:
+        """The causative-drug code among `codings`, and the first known drug name in the texts
+        (each text lowered once, not once per drug name)."""
+        hit = self.kn.vs("causative-drugs").first_match(codings)
+        lowered = [t.lower() for t in texts if t]
+        name = next((n for t in lowered for n in self.kn.drug_names if n in t), None)
+        return hit, name
+
+    def _drug_rule(self, hit: tuple[str, str] | None, name: str | None) -> DrugRule | None:
+        """The drug's rule: by its code, else by its name."""
+        by_code = self.kn.drug_rules.get(f"{hit[0]}|{hit[1]}" if hit else "")
+        return by_code or (self.kn.drug_rules.get(name) if name else None)
+
+    def _course_bounds(
+        self, start: When | None, last: When | None, ongoing: bool
+    ) -> tuple[dt.date | None, dt.date | None]:
+        """First and last day of a course; an ongoing one runs to the record's date."""
+        first = start.date if start is not None else None
+        end = last.date if last is not None else (self.today if ongoing else None)
+        return first, end
 
     def _route_class(self, dosages: list[Dosages], texts: list[str | None]) -> str | None:
         """'local' (inhaled, nasal, topical, eye, ear...), 'systemic', or None when unknown:
