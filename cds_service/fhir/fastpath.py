@@ -60,7 +60,6 @@ _OBSERVATION_KEYS = frozenset(
         "referenceRange",
     }
 )
-_VALUE_KEYS = frozenset(("valueQuantity", "valueCodeableConcept", "valueString"))
 
 
 class _Unusual(Exception):
@@ -88,7 +87,7 @@ class ObservationView(NamedTuple):
 # chart and across requests): the checks are pure, so remember successes, within a bound.
 _MEMO_LIMIT = 200_000
 _OK_STR: set[str] = set()
-_OK: dict[re.Pattern[str], set[str]] = {_CODE: set(), _URI: set(), _ID: set()}
+_OK: dict[re.Pattern[str], set[str]] = {_CODE: set(), _URI: set()}
 _WHEN: dict[str, When] = {}
 
 
@@ -114,8 +113,20 @@ def _match(rx: re.Pattern[str], v: Any) -> str:
         return v
     if type(v) is not str or rx.fullmatch(v) is None or NAIVE_DATETIME.match(v):
         raise _Unusual
-    if memo is not None and rx is not _ID:  # ids are unique per resource: nothing to gain
+    if memo is not None:
         _remember(memo, v)
+    return v
+
+
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
+
+
+def _id(v: Any) -> str:
+    """_match(_ID, v) without the regex (ids are unique, so not remembered): 1 to 64 of the id
+    characters, which is all the pattern says; an id never looks like a zone-less dateTime (no
+    colon)."""
+    if type(v) is not str or not 0 < len(v) <= 64 or v.strip(_ID_CHARS):
+        raise _Unusual
     return v
 
 
@@ -266,7 +277,7 @@ def _quantity(v: Any) -> tuple[float | None, str | None]:
 def _meta(v: Any) -> None:
     d = _dict(v, _META_KEYS)
     if "versionId" in d:
-        _match(_ID, d["versionId"])
+        _id(d["versionId"])
     if "lastUpdated" in d and _when(d["lastUpdated"]).instant is None:
         raise _Unusual  # instant: time and zone required
     if "source" in d:
@@ -319,10 +330,12 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
 def _observation_frame(raw: dict[str, Any]) -> tuple[Coding, ...]:
     """Check what frames the result (known elements only, one value[x], id, meta, status, code,
     categories, subject, encounter, performers); the codings of its code."""
-    if not raw.keys() <= _OBSERVATION_KEYS or len(raw.keys() & _VALUE_KEYS) > 1:
+    if not _OBSERVATION_KEYS.issuperset(raw) or (
+        ("valueQuantity" in raw) + ("valueCodeableConcept" in raw) + ("valueString" in raw) > 1
+    ):
         raise _Unusual
     if "id" in raw:
-        _match(_ID, raw["id"])
+        _id(raw["id"])
     if "meta" in raw:
         _meta(raw["meta"])
     if "status" not in raw or "code" not in raw:
@@ -358,7 +371,7 @@ _PRIMITIVE_CHECKS: dict[str, Any] = {
     "string": _str,
     "code": lambda v: _match(_CODE, v),
     "uri": lambda v: _match(_URI, v),
-    "id": lambda v: _match(_ID, v),
+    "id": _id,
 }
 
 CODING: Spec = {

@@ -388,3 +388,23 @@ def test_a_remembered_sub_object_is_not_taken_for_a_lookalike(
     assert fastpath.observation(first) == model_view(first) is not None
     assert fastpath.observation(first) == model_view(first)  # read again, from memory
     assert fastpath.observation({**BASE, element: lookalike}) is None  # the models decide
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=fastpath._ID_CHARS + " \n\t:/_é٣Ａ", max_size=70),
+        st.text(max_size=5),
+        st.integers(),
+        st.none(),
+    )
+)
+def test_ids_are_checked_as_the_id_pattern_says(value: Any) -> None:
+    """The id check reads no regex: it must accept exactly what the FHIR id pattern accepts."""
+    expected = isinstance(value, str) and fastpath._ID.fullmatch(value) is not None
+    try:
+        fastpath._id(value)
+        accepted = True
+    except fastpath._Unusual:
+        accepted = False
+    assert accepted == expected, repr(value)
