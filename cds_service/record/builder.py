@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from cds_service import units
 from cds_service.core.errors import BadRequest
@@ -40,7 +40,7 @@ from cds_service.fhir.bundle import (
 )
 from cds_service.fhir.models import MODELS, ValidationError, lenient, to_when, validation_summary
 from cds_service.fhir.unvalidated import ref_of
-from cds_service.knowledge import DrugRule, Knowledge, Product
+from cds_service.knowledge import DrugRule, Knowledge, Product, ValueSet
 from cds_service.record.elements import (
     codings_of,
     observation_view,
@@ -76,6 +76,67 @@ _SEROTYPE_TEXT = re.compile(
 _PNEUMO_WORDS = re.compile(r"pneumo|\bpn\b|\bspn\b", re.IGNORECASE)
 
 
+# the Condition value sets the rules read
+_CONDITION_SETS = (
+    "pi-diagnosis",
+    "infection-bacterial",
+    "secondary-hiv",
+    "secondary-malignancy",
+    "secondary-protein-loss",
+    "secondary-genetic",
+    "secondary-drug-induced",
+    "secondary-drug-review",
+    "secondary-malignancy-review",
+    "secondary-other-review",
+    "protein-loss-conditional",
+    "hiv-inconclusive",
+    "thrombosis-risk",
+    "renal-risk",
+)
+
+
+class _Filters(NamedTuple):
+    """The value sets the builder's pre-filters match: one look-up per resource instead of one
+    per value set (same matches)."""
+
+    igg: ValueSet
+    titer: ValueSet
+    pneumo_panel: ValueSet
+    serotype_names: frozenset[str]
+    observations: ValueSet  # every Observation value set a prefetch key asks for
+    conditions: ValueSet
+
+    @classmethod
+    def of(cls, kn: Knowledge) -> _Filters:
+        obs_sets = [kn.vs(v) for _, sets, _ in OBSERVATION_KEYS for v in sets]
+        condition_sets = [kn.vs(v) for v in _CONDITION_SETS]
+        titer = kn.vs("pneumococcal-titer")
+        return cls(
+            igg=kn.vs("igg-serum"),
+            titer=titer,
+            pneumo_panel=kn.vs("pneumococcal-panel"),
+            serotype_names=frozenset(titer.serotypes.values()),
+            observations=obs_sets[0].union(*obs_sets[1:]),
+            conditions=condition_sets[0].union(*condition_sets[1:]),
+        )
+
+
+# per knowledge (by identity; the knowledge is held, so its id is not reused): the unions are
+# sets of thousands of codes, made once instead of once per request
+_FILTERS: dict[int, tuple[Knowledge, _Filters]] = {}
+
+
+def _filters(kn: Knowledge) -> _Filters:
+    held = _FILTERS.get(id(kn))
+    if held is not None and held[0] is kn:
+        return held[1]
+    made = _Filters.of(kn)
+    if len(_FILTERS) >= 8:  # tests load many; a service, one
+        _FILTERS.clear()
+    _FILTERS[id(kn)] = (kn, made)
+    return made
+
+
 class RecordBuilder:
     """Maps one request's raw resources to a Record. One instance per evaluation."""
 
@@ -88,35 +149,14 @@ class RecordBuilder:
         self.today = today
         self.issues: list[DataIssue] = []
         self._medications: dict[str, dict[str, Any]] = {}
-        # every Observation value set a prefetch key asks for: the rules read exactly these
-        self._obs_sets = [kn.vs(v) for _, sets, _ in OBSERVATION_KEYS for v in sets]
-        self._condition_sets = [
-            kn.vs(v)
-            for v in (
-                "pi-diagnosis",
-                "infection-bacterial",
-                "secondary-hiv",
-                "secondary-malignancy",
-                "secondary-protein-loss",
-                "secondary-genetic",
-                "secondary-drug-induced",
-                "secondary-drug-review",
-                "secondary-malignancy-review",
-                "secondary-other-review",
-                "protein-loss-conditional",
-                "hiv-inconclusive",
-                "thrombosis-risk",
-                "renal-risk",
-            )
-        ]
-        # one look-up per resource instead of one per value set (same matches)
-        self._igg = kn.vs("igg-serum")
-        self._titer = kn.vs("pneumococcal-titer")
-        self._pneumo_panel = kn.vs("pneumococcal-panel")
-        self._serotype_names = frozenset(self._titer.serotypes.values())
+        filters = _filters(kn)
+        self._igg = filters.igg
+        self._titer = filters.titer
+        self._pneumo_panel = filters.pneumo_panel
+        self._serotype_names = filters.serotype_names
+        self._obs_filter = filters.observations
+        self._condition_filter = filters.conditions
         self._observations_by_id: dict[str, dict[str, Any]] = {}
-        self._obs_filter = self._obs_sets[0].union(*self._obs_sets[1:])
-        self._condition_filter = self._condition_sets[0].union(*self._condition_sets[1:])
 
     # -- parsing boundary ------------------------------------------------------------------
     def parse(self, res: dict[str, Any]) -> Any | None:
