@@ -289,8 +289,7 @@ class RecordBuilder:
                 self._members(raw, view, record)
 
     def _titer_codes(self, codings: list[Coding]) -> bool:
-        serotypes = self._titer.serotypes
-        return any(c in serotypes for c in codings)
+        return not self._titer.serotypes.keys().isdisjoint(codings)
 
     def _known_component(self, components: Any) -> bool:
         return any(
