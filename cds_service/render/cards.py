@@ -108,29 +108,35 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
+# the month names strftime's %b gives in the C locale (the service never sets LC_TIME), without
+# a strftime call per date: a card shows a dozen dates
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _date(value: Any) -> str:
     """A date as clinicians read it (2 Dec 2026); anything else unchanged."""
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
-        return f"{value.day} {value:%b %Y}"
+        return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
     return str(value)
 
 
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?:T[0-9:.+\-Z]+)?\b")
 
 
+def _as_date(m: re.Match[str]) -> str:
+    """An ISO date (or date-time) found in a reason, as `_date` shows it; not a date unchanged."""
+    try:
+        return _date(dt.date(int(m[1]), int(m[2]), int(m[3])))
+    except ValueError:
+        return m[0]
+
+
 def human(text: Any) -> str:
     """A reason as a clinician reads it: ISO dates as dates; the reviewer's "(unverified)" note
     on a source stays in the determination and the report, not on the card."""
-
-    def as_date(m: re.Match[str]) -> str:
-        try:
-            return _date(dt.date(int(m[1]), int(m[2]), int(m[3])))
-        except ValueError:
-            return m[0]
-
-    return _ISO_DATE.sub(as_date, str(text).replace(" (unverified)", ""))
+    return _ISO_DATE.sub(_as_date, str(text).replace(" (unverified)", ""))
 
 
 def _months_between(earlier: dt.date, later: dt.date) -> int:
