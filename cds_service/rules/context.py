@@ -101,9 +101,12 @@ def named(vs: ValueSet, c: ConditionFact) -> str:
     return f"{_plain(name)} [{code}]" if name else code
 
 
+_SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation)\)$")
+
+
 def _plain(name: str) -> str:
     """A cited display without its SNOMED semantic tag: 'Pneumonia (disorder)' -> 'Pneumonia'."""
-    return re.sub(r"\s*\((disorder|finding|situation)\)$", "", name)
+    return _SEMANTIC_TAG.sub("", name)
 
 
 def dated_measurements(record: Record, vs: ValueSet) -> tuple[Measurement, ...]:
