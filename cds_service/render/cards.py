@@ -179,6 +179,7 @@ class CardRenderer:
         self.env.filters["date"] = _date
         self.env.filters["human"] = human
         self.env.filters["extract"] = lambda key, table: table[key]
+        self._templates: dict[str, Template] = {}
         self.wording = _load(directory)
         self.labels = self.wording.labels
         self.actions = actions
@@ -233,8 +234,20 @@ class CardRenderer:
         """The next step a choice advises, with the policy's numbers filled in."""
         return choice.advice.format(**self.policy_words) if choice.advice else None
 
+    def _template(self, name: str) -> Template:
+        """A card template, loaded on first use (the names are the renderer's own: bounded).
+        Jinja chains a template's globals over the environment's in a ChainMap that every new
+        context copies and iterates (~7 us a card); nothing adds globals after start-up, so the
+        template keeps a plain dict of them instead."""
+        template = self._templates.get(name)
+        if template is None:
+            template = self.env.get_template(name)
+            template.globals = dict(template.globals)
+            self._templates[name] = template
+        return template
+
     def _render(self, name: str, **ctx: Any) -> tuple[str, str]:
-        template: Template = self.env.get_template(name)
+        template = self._template(name)
         context = template.new_context(ctx)
         summary = "".join(template.blocks["summary"](context)).strip()
         detail = "".join(template.blocks["detail"](context)).strip()
