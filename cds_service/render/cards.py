@@ -191,6 +191,9 @@ class CardRenderer:
             "weeks_hi": window.max // 7,
         }
         self._check(actions)
+        # the policy is fixed for the renderer's life: each card type's sources, found once
+        kinds = (*actions.kn.policy.criteria.by_id(), "safety", "summary")
+        self._sources_by_kind = {kind: self._find_sources(kind) for kind in kinds}
 
     def _check(self, actions: Actions) -> None:
         """Every override code a choice names exists, and every {placeholder} of its wording is
@@ -433,14 +436,19 @@ class CardRenderer:
         card["extension"] = ext
         return card
 
-    def _sources(self, kind: str) -> list[Any]:
+    def _sources(self, kind: str) -> tuple[Any, ...]:
+        """Policy sources a card rests on: looked up once per card type at start-up."""
+        found = self._sources_by_kind.get(kind)
+        return found if found is not None else self._find_sources(kind)
+
+    def _find_sources(self, kind: str) -> tuple[Any, ...]:
         """Policy sources a card rests on (distinct urls), the policy's first for the summary."""
         kn = self.actions.kn
         try:
             found = kn.sources_for(kind)
         except KeyError:
             found = list(kn.policy.sources.values())[:1]
-        return list({s.url: s for s in found}.values())[:3]
+        return tuple({s.url: s for s in found}.values())[:3]
 
     def _override_reasons(self, det: Determination, kind: str) -> list[Coding]:
         codes: list[str] | None = None
