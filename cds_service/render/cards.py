@@ -108,29 +108,35 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
+# the month names strftime's %b gives in the C locale (the service never sets LC_TIME), without
+# a strftime call per date: a card shows a dozen dates
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def _date(value: Any) -> str:
     """A date as clinicians read it (2 Dec 2026); anything else unchanged."""
     if isinstance(value, dt.datetime):
         value = value.date()
     if isinstance(value, dt.date):
-        return f"{value.day} {value:%b %Y}"
+        return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
     return str(value)
 
 
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?:T[0-9:.+\-Z]+)?\b")
 
 
+def _as_date(m: re.Match[str]) -> str:
+    """An ISO date (or date-time) found in a reason, as `_date` shows it; not a date unchanged."""
+    try:
+        return _date(dt.date(int(m[1]), int(m[2]), int(m[3])))
+    except ValueError:
+        return m[0]
+
+
 def human(text: Any) -> str:
     """A reason as a clinician reads it: ISO dates as dates; the reviewer's "(unverified)" note
     on a source stays in the determination and the report, not on the card."""
-
-    def as_date(m: re.Match[str]) -> str:
-        try:
-            return _date(dt.date(int(m[1]), int(m[2]), int(m[3])))
-        except ValueError:
-            return m[0]
-
-    return _ISO_DATE.sub(as_date, str(text).replace(" (unverified)", ""))
+    return _ISO_DATE.sub(_as_date, str(text).replace(" (unverified)", ""))
 
 
 def _months_between(earlier: dt.date, later: dt.date) -> int:
@@ -173,6 +179,7 @@ class CardRenderer:
         self.env.filters["date"] = _date
         self.env.filters["human"] = human
         self.env.filters["extract"] = lambda key, table: table[key]
+        self._templates: dict[str, Template] = {}
         self.wording = _load(directory)
         self.labels = self.wording.labels
         self.actions = actions
@@ -184,6 +191,9 @@ class CardRenderer:
             "weeks_hi": window.max // 7,
         }
         self._check(actions)
+        # the policy is fixed for the renderer's life: each card type's sources, found once
+        kinds = (*actions.kn.policy.criteria.by_id(), "safety", "summary")
+        self._sources_by_kind = {kind: self._find_sources(kind) for kind in kinds}
 
     def _check(self, actions: Actions) -> None:
         """Every override code a choice names exists, and every {placeholder} of its wording is
@@ -227,8 +237,20 @@ class CardRenderer:
         """The next step a choice advises, with the policy's numbers filled in."""
         return choice.advice.format(**self.policy_words) if choice.advice else None
 
+    def _template(self, name: str) -> Template:
+        """A card template, loaded on first use (the names are the renderer's own: bounded).
+        Jinja chains a template's globals over the environment's in a ChainMap that every new
+        context copies and iterates (~7 us a card); nothing adds globals after start-up, so the
+        template keeps a plain dict of them instead."""
+        template = self._templates.get(name)
+        if template is None:
+            template = self.env.get_template(name)
+            template.globals = dict(template.globals)
+            self._templates[name] = template
+        return template
+
     def _render(self, name: str, **ctx: Any) -> tuple[str, str]:
-        template: Template = self.env.get_template(name)
+        template = self._template(name)
         context = template.new_context(ctx)
         summary = "".join(template.blocks["summary"](context)).strip()
         detail = "".join(template.blocks["detail"](context)).strip()
@@ -414,14 +436,19 @@ class CardRenderer:
         card["extension"] = ext
         return card
 
-    def _sources(self, kind: str) -> list[Any]:
+    def _sources(self, kind: str) -> tuple[Any, ...]:
+        """Policy sources a card rests on: looked up once per card type at start-up."""
+        found = self._sources_by_kind.get(kind)
+        return found if found is not None else self._find_sources(kind)
+
+    def _find_sources(self, kind: str) -> tuple[Any, ...]:
         """Policy sources a card rests on (distinct urls), the policy's first for the summary."""
         kn = self.actions.kn
         try:
             found = kn.sources_for(kind)
         except KeyError:
             found = list(kn.policy.sources.values())[:1]
-        return list({s.url: s for s in found}.values())[:3]
+        return tuple({s.url: s for s in found}.values())[:3]
 
     def _override_reasons(self, det: Determination, kind: str) -> list[Coding]:
         codes: list[str] | None = None

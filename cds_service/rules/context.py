@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from cds_service.domain import Coding, ConditionFact, Measurement, Record, When
+from cds_service.domain import (
+    Coding,
+    ConditionFact,
+    IgGResult,
+    Measurement,
+    Phase,
+    Record,
+    When,
+)
 from cds_service.knowledge import Knowledge, ValueSet
 from cds_service.knowledge.policy import Criteria
 from cds_service.rules.dosing import DoseCheck
@@ -67,6 +75,48 @@ class Context:
             and e.product not in steady
         )
 
+    @cached_property
+    def on_treatment_levels(self) -> tuple[IgGResult, ...]:
+        """On-treatment IgG results with a value, in timeline order: what the trough rule and
+        the report sort into troughs and peaks."""
+        return tuple(
+            p.result
+            for p in self.timeline.labs
+            if p.phase is Phase.ON_TREATMENT and p.result.value_mg_dl is not None
+        )
+
+    @cached_property
+    def peaks(self) -> dict[str, tuple[str, When]]:
+        """Of `on_treatment_levels`, those drawn within the policy's peak window after an IV
+        infusion (by reference: that infusion's reference and start). Worked out once per
+        evaluation: the trough rule and the report both ask."""
+        hours = self.params.trough_monitoring.peak_window_hours
+        return {
+            r.ref: hit
+            for r in self.on_treatment_levels
+            if (hit := after_infusion(self, r.when, hours))
+        }
+
+
+def after_infusion(ctx: Context, when: When | None, hours: float) -> tuple[str, When] | None:
+    """The IV IG administration a result was drawn shortly after (a peak, not a pre-infusion
+    trough): timed values within `hours` after the infusion; a date-only result on a later day
+    within the window. A result on the infusion's own day without times counts as drawn
+    before it (a trough is drawn on infusion day, before the infusion)."""
+    if when is None or hours <= 0:
+        return None
+    for ref, start in ctx.iv_infusions:  # not conventional SCIG: no peak to avoid there
+        if when.instant is not None and start.instant is not None:
+            gap = (when.instant - start.instant).total_seconds() / 3600.0
+        else:
+            days = (when.date - start.date).days
+            if days == 0:
+                continue
+            gap = days * 24.0
+        if 0 < gap <= hours:
+            return ref, start
+    return None
+
 
 def months_before(day: dt.date, months: int) -> dt.date:
     return day - dt.timedelta(days=round(months * 30.44))
@@ -101,9 +151,12 @@ def named(vs: ValueSet, c: ConditionFact) -> str:
     return f"{_plain(name)} [{code}]" if name else code
 
 
+_SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation)\)$")
+
+
 def _plain(name: str) -> str:
     """A cited display without its SNOMED semantic tag: 'Pneumonia (disorder)' -> 'Pneumonia'."""
-    return re.sub(r"\s*\((disorder|finding|situation)\)$", "", name)
+    return _SEMANTIC_TAG.sub("", name)
 
 
 def dated_measurements(record: Record, vs: ValueSet) -> tuple[Measurement, ...]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from cds_service import units
-from cds_service.domain import Phase, When
+from cds_service.domain import When
 from cds_service.rules.context import Context, dated_measurements
-from cds_service.rules.criteria import baseline_igg, trough_monitoring
+from cds_service.rules.criteria import baseline_igg
 
 VERSION = 2  # 2: "lowerLimits" (with their source) replaces "ageLowerLimits"
 
@@ -55,16 +55,11 @@ def collect(ctx: Context) -> dict[str, Any]:
 def _troughs_and_peaks(ctx: Context) -> tuple[list[str], list[str]]:
     """On-treatment IgG results (refs) sorted as the trough rule sorts them: drawn within the
     peak window after an infusion (peaks) or not (troughs)."""
-    tl = ctx.timeline
-    hours = ctx.params.trough_monitoring.peak_window_hours
     troughs: list[str] = []
     peaks: list[str] = []
-    if tl.on_therapy:
-        for p in tl.labs:
-            if p.phase is not Phase.ON_TREATMENT or p.result.value_mg_dl is None:
-                continue
-            hit = trough_monitoring.after_infusion(ctx, p.result.when, hours)
-            (peaks if hit else troughs).append(p.result.ref)
+    if ctx.timeline.on_therapy:
+        for r in ctx.on_treatment_levels:
+            (peaks if r.ref in ctx.peaks else troughs).append(r.ref)
     return troughs, peaks
 
 

@@ -9,7 +9,7 @@ are `unknown`, never baseline, because a trough drawn on treatment cannot prove 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from cds_service.domain import Exposure, IgGResult, Phase, When
@@ -35,6 +35,8 @@ class Timeline:
     earliest_evidence: When | None  # earliest date on which the record shows therapy under way
     labs: tuple[LabPoint, ...]  # oldest first; undated results last
     evidence: tuple[When, ...] = ()  # every dated start or assertion of IG therapy
+    # `bounds` as build() already reduced them to judge the labs: not worked out twice
+    reduced: _Bounds | None = field(default=None, repr=False, compare=False)
 
     @property
     def on_therapy(self) -> bool:
@@ -54,7 +56,7 @@ class Timeline:
     def bounds(self) -> _Bounds:
         """`evidence` reduced to the few earliest values `phase` compares with: criteria ask
         for the phase of every titer, which compared with every sign of therapy."""
-        return _Bounds.of(self.evidence)
+        return self.reduced if self.reduced is not None else _Bounds.of(self.evidence)
 
     def phase(self, when: When | None) -> Phase:
         """Phase of any result dated `when` (IgG, titers) against this therapy record."""
@@ -173,4 +175,5 @@ def build(exposures: list[Exposure], igg: list[IgGResult]) -> Timeline:
         earliest,
         points,
         evidence,
+        bounds,
     )

@@ -76,9 +76,11 @@ def _titers(ctx: Context, rule: VaccineResponseParams) -> _Titers:
         for m in ctx.record.measurements
         if m.when is not None and (m.serotype is not None or id(m) in in_vs)
     ]
-    usable = [m for m in coded if m.value is not None and m.unit in accepted_units]
-    ids = {id(m) for m in usable}  # by identity: `m not in usable` compared whole records
-    return _Titers(usable, [m for m in coded if id(m) not in ids])
+    usable: list[Measurement] = []
+    unusable: list[Measurement] = []
+    for m in coded:  # one pass: usable or not is a property of the result alone
+        (usable if m.value is not None and m.unit in accepted_units else unusable).append(m)
+    return _Titers(usable, unusable)
 
 
 def _choose_vaccine(
