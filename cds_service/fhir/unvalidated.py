@@ -24,13 +24,28 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _FHIR_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
+_TYPES_SEEN: set[str] = set()  # resource types that matched _FHIR_TYPE (a few dozen)
+
+
 def ref_of(res: Json) -> str:
     """'Type/id' for evidence and DataIssues; ids that are not FHIR ids are never echoed into
     cards (they could carry markdown or HTML into the EHR's display)."""
     rtype, rid = res.get("resourceType"), res.get("id")
-    rtype = rtype if isinstance(rtype, str) and _FHIR_TYPE.match(rtype) else "Resource"
-    rid = rid if isinstance(rid, str) and _FHIR_ID.match(rid) else "invalid-id"
+    if type(rtype) is not str or rtype not in _TYPES_SEEN:
+        if not isinstance(rtype, str) or not _FHIR_TYPE.match(rtype):
+            rtype = "Resource"
+        elif type(rtype) is str and len(_TYPES_SEEN) < 1000:
+            _TYPES_SEEN.add(rtype)
+    rid = rid if isinstance(rid, str) and _is_fhir_id(rid) else "invalid-id"
     return f"{rtype}/{rid}"
+
+
+def _is_fhir_id(rid: str) -> bool:
+    """_FHIR_ID.match(rid) without the regex (one per resource): 1 to 64 id characters, and,
+    as the pattern's `$` allows, one newline after them."""
+    core = rid[:-1] if rid.endswith("\n") else rid
+    return 0 < len(core) <= 64 and not core.strip(_ID_CHARS)
 
 
 def resource_type(res: Json) -> Any:

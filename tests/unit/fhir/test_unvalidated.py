@@ -3,7 +3,11 @@ builder's pre-filters see, for the shapes real records send and for shapes they 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_service.fhir import unvalidated
 
@@ -89,3 +93,22 @@ def test_reference_target_and_display_need_an_object() -> None:
     assert unvalidated.reference_target({"medicationReference": "x"}, "medicationReference") == ""
     assert unvalidated.subject_reference({"subject": {"reference": "Patient/p"}}) == "Patient/p"
     assert unvalidated.subject_reference({"subject": "Patient/p"}) is None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    rtype=st.one_of(st.sampled_from(["Observation", "Condition", "observation"]), st.text()),
+    rid=st.one_of(
+        st.text(alphabet=unvalidated._ID_CHARS + "\n :<>*_é٣", max_size=68),
+        st.text(max_size=4),
+        st.integers(),
+        st.none(),
+    ),
+)
+def test_a_reference_names_type_and_id_only_when_they_are_fhir_shaped(rtype: Any, rid: Any) -> None:
+    """ref_of reads ids without a regex: it must echo exactly what the patterns accept."""
+    want_type = rtype if isinstance(rtype, str) and unvalidated._FHIR_TYPE.match(rtype) else None
+    want_id = rid if isinstance(rid, str) and unvalidated._FHIR_ID.match(rid) else None
+    for _ in range(2):  # a type already seen takes a shorter way
+        got = unvalidated.ref_of({"resourceType": rtype, "id": rid})
+        assert got == f"{want_type or 'Resource'}/{want_id or 'invalid-id'}"
