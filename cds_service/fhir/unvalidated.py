@@ -12,7 +12,7 @@ AttributeError, KeyError or ValueError, which the builder reports as unreadable 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cds_service.domain import Coding
@@ -63,6 +63,10 @@ def status(res: Json) -> Any:
 
 def intent(res: Json) -> Any:
     return res.get("intent")
+
+
+def authored_on(res: Json) -> Any:
+    return res.get("authoredOn")
 
 
 def codings(res: Json, element: str) -> list[Coding]:
@@ -164,3 +168,32 @@ def medication_names(res: Json) -> tuple[list[Coding], list[Any], str]:
                 found += raw_codings(item.get("code"))
                 texts.append((item.get("code") or {}).get("text"))
     return found, texts, target
+
+
+def medication_concepts(
+    res: Json, medication: Callable[[str], Json | None]
+) -> tuple[list[Coding], list[str | None]]:
+    """The codings and names (text, displays; None where not a string) a medication resource
+    gives its drug, for the population re-review's "is this IG" before any validation: its
+    medicationCodeableConcept, the reference's display, then the code of the Medication it
+    references (every contained one with that id, or the one `medication` finds by id)."""
+    codings, texts = concept(res, "medicationCodeableConcept")
+    ref = res.get("medicationReference")
+    if isinstance(ref, dict):
+        texts.append(ref.get("display"))
+        target = str(ref.get("reference") or "")
+        medications: list[Any] = []
+        if target.startswith("#"):
+            medications = [
+                item
+                for item in res.get("contained") or []
+                if isinstance(item, dict) and item.get("id") == target[1:]
+            ]
+        elif target:
+            medications = [medication(target.rsplit("/", 1)[-1])]
+        for med in medications:
+            if med is not None:
+                more, names = concept(med, "code")
+                codings += more
+                texts += names
+    return codings, [t if isinstance(t, str) else None for t in texts]

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from cds_service.core.errors import CdsError
+from cds_service.fhir import unvalidated
 from cds_service.knowledge import Knowledge
 from cds_service.record import IGNORED_STATUSES, observation_key_codes
 from cds_service.render.cards import DETERMINATION_KEY
@@ -67,31 +68,7 @@ class Reviewer:
     def is_ig(self, res: dict[str, Any], medication: MedicationLookup) -> bool:
         """Whether a medication resource names an IG product (its own, contained or
         referenced Medication's code and names), as the record builder identifies it."""
-        codings: list[tuple[str | None, str | None]] = []
-        texts: list[str | None] = []
-
-        def concept(cc: Any) -> None:
-            if isinstance(cc, dict):
-                texts.append(cc.get("text"))
-                for c in cc.get("coding") or []:
-                    if isinstance(c, dict):
-                        codings.append((c.get("system"), c.get("code")))
-                        texts.append(c.get("display"))
-
-        concept(res.get("medicationCodeableConcept"))
-        ref = res.get("medicationReference")
-        if isinstance(ref, dict):
-            texts.append(ref.get("display"))
-            target = str(ref.get("reference") or "")
-            if target.startswith("#"):
-                for contained in res.get("contained") or []:
-                    if isinstance(contained, dict) and contained.get("id") == target[1:]:
-                        concept(contained.get("code"))
-            elif target:
-                med = medication(target.rsplit("/", 1)[-1])
-                if med is not None:
-                    concept(med.get("code"))
-        texts = [t if isinstance(t, str) else None for t in texts]
+        codings, texts = unvalidated.medication_concepts(res, medication)
         return self.kn.product_index.identify(codings, texts) is not None
 
     # -- one patient --------------------------------------------------------------------
@@ -104,21 +81,21 @@ class Reviewer:
     ) -> PatientResult:
         by_type: dict[str, list[dict[str, Any]]] = {}
         for res in resources:
-            by_type.setdefault(str(res.get("resourceType")), []).append(res)
+            by_type.setdefault(str(unvalidated.resource_type(res)), []).append(res)
         on_ig = [
             r
             for rtype in MEDICATION_TYPES
             for r in by_type.get(rtype, [])
-            if r.get("status") not in IGNORED_STATUSES and self.is_ig(r, medication)
+            if unvalidated.status(r) not in IGNORED_STATUSES and self.is_ig(r, medication)
         ]
         if not on_ig:
             return PatientResult(None)
         orders = [
             r
             for r in on_ig
-            if r.get("resourceType") == "MedicationRequest"
-            and r.get("status") == "active"
-            and r.get("intent") not in NOT_ORDERS
+            if unvalidated.resource_type(r) == "MedicationRequest"
+            and unvalidated.status(r) == "active"
+            and unvalidated.intent(r) not in NOT_ORDERS
         ]
         if not orders:
             return PatientResult(
@@ -129,8 +106,11 @@ class Reviewer:
                     "status": NO_ACTIVE_ORDER,
                 }
             )
-        order = max(orders, key=lambda r: (str(r.get("authoredOn") or ""), str(r.get("id"))))
-        order_ref = f"MedicationRequest/{order.get('id')}"
+        order = max(
+            orders,
+            key=lambda r: (str(unvalidated.authored_on(r) or ""), unvalidated.id_of(r)),
+        )
+        order_ref = f"MedicationRequest/{unvalidated.id_of(order)}"
         body = orjson.dumps(self.hook_request(patient_id, order, by_type, medication, as_of))
         try:
             answer = self.pipeline.answer(SERVICE_ID, body)
@@ -195,12 +175,7 @@ class Reviewer:
         out: dict[str, Any] = {}
         observations: dict[str, list[dict[str, Any]]] = {k: [] for k, _ in self.obs_keys}
         for obs in by_type.get("Observation", []):
-            code = obs.get("code")
-            codings = {
-                (c.get("system"), c.get("code"))
-                for c in ((code.get("coding") if isinstance(code, dict) else None) or [])
-                if isinstance(c, dict)
-            }
+            codings = set(unvalidated.codings(obs, "code"))
             for key, codes in self.obs_keys:
                 if codings & codes:
                     observations[key].append(obs)
@@ -230,9 +205,8 @@ def _referenced(
     """Medication resources the given resources reference (each once)."""
     seen: dict[str, dict[str, Any]] = {}
     for res in resources:
-        ref = res.get("medicationReference")
-        target = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(target, str) and target.startswith("Medication/"):
+        target = unvalidated.reference_target(res, "medicationReference")
+        if target.startswith("Medication/"):
             rid = target.split("/", 1)[1]
             med = medication(rid)
             if med is not None and rid not in seen:

@@ -112,3 +112,31 @@ def test_a_reference_names_type_and_id_only_when_they_are_fhir_shaped(rtype: Any
     for _ in range(2):  # a type already seen takes a shorter way
         got = unvalidated.ref_of({"resourceType": rtype, "id": rid})
         assert got == f"{want_type or 'Resource'}/{want_id or 'invalid-id'}"
+
+
+def test_medication_concepts_read_own_contained_and_referenced_medications() -> None:
+    """The re-review's "is this IG" reads every name a medication resource gives its drug."""
+    ndc = "http://hl7.org/fhir/sid/ndc"
+    own = {
+        "resourceType": "MedicationAdministration",
+        "medicationCodeableConcept": {"coding": [{"system": ndc, "code": "1"}], "text": "A"},
+    }
+    assert unvalidated.medication_concepts(own, lambda _: None) == ([(ndc, "1")], ["A", None])
+    contained = {
+        "resourceType": "MedicationRequest",
+        "medicationReference": {"reference": "#m", "display": 7},
+        "contained": [
+            "not a resource",
+            {"id": "m", "code": {"coding": [{"system": ndc, "code": "2", "display": "B"}]}},
+            {"id": "m", "code": {"text": "C"}},  # two with one id: both are read
+            {"id": "other", "code": {"text": "D"}},
+        ],
+    }
+    assert unvalidated.medication_concepts(contained, lambda _: None) == (
+        [(ndc, "2")],
+        [None, None, "B", "C"],
+    )
+    referenced = {"medicationReference": {"reference": "Medication/x"}}
+    found = {"x": {"resourceType": "Medication", "code": {"text": "Privigen"}}}
+    assert unvalidated.medication_concepts(referenced, found.get) == ([], [None, "Privigen"])
+    assert unvalidated.medication_concepts({"medicationReference": "x"}, found.get) == ([], [])
