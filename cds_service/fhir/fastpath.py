@@ -177,11 +177,12 @@ def _list(v: Any) -> list[Any]:
 
 T = TypeVar("T")
 
-# Checked sub-objects of Observations, by their exact JSON text: a chart repeats the same codes,
-# categories, subject and reference ranges on every result, and serialising one costs a fifth of
-# checking it. Only successes are kept, and only immutable results (tuples, None). The text is
-# exact (true, 1 and 1.0 differ; a NaN serialises as null, which no check accepts), and the
-# serialiser refuses subclasses of dict or list, so those are always checked.
+# Checked sub-objects, by their exact JSON text: a chart repeats the same codes, categories,
+# subject and reference ranges on every result, and serialising one costs a fifth of checking it.
+# Only successes are kept; what is kept is shared, so it is immutable (tuples, None) or a
+# read-only View. The text is exact (true, 1 and 1.0 differ; a NaN serialises as null, which no
+# check accepts), and the serialiser refuses subclasses of dict or list, so those are always
+# checked.
 _SUBTREE_LIMIT = 20_000
 _SUBTREES: dict[tuple[Callable[[Any], Any], bytes], Any] = {}
 _PASSTHROUGH = orjson.OPT_PASSTHROUGH_SUBCLASS
