@@ -28,6 +28,7 @@ import orjson
 
 from cds_service.domain import Coding, When
 from cds_service.fhir.models import _NAIVE_DATETIME as NAIVE_DATETIME
+from cds_service.fhir.unvalidated import is_fhir_id
 
 # Primitive constraints of fhir_core (R4B), anchored; where ours is narrower it only means fallback.
 _CODE = re.compile(r"[^\s]+(\s[^\s]+)*")
@@ -118,14 +119,10 @@ def _match(rx: re.Pattern[str], v: Any) -> str:
     return v
 
 
-_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
-
-
 def _id(v: Any) -> str:
-    """_match(_ID, v) without the regex (ids are unique, so not remembered): 1 to 64 of the id
-    characters, which is all the pattern says; an id never looks like a zone-less dateTime (no
-    colon)."""
-    if type(v) is not str or not 0 < len(v) <= 64 or v.strip(_ID_CHARS):
+    """_match(_ID, v) without the regex (unvalidated.is_fhir_id: all the pattern says); an id
+    never looks like a zone-less dateTime (no colon)."""
+    if type(v) is not str or not is_fhir_id(v):
         raise _Unusual
     return v
 
