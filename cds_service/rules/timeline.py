@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from cds_service.domain import Exposure, IgGResult, Phase, When
 
@@ -34,9 +33,10 @@ class Timeline:
     start_undocumented: tuple[str, ...]  # exposures whose start date is not recorded
     earliest_evidence: When | None  # earliest date on which the record shows therapy under way
     labs: tuple[LabPoint, ...]  # oldest first; undated results last
-    evidence: tuple[When, ...] = ()  # every dated start or assertion of IG therapy
-    # `bounds` as build() already reduced them to judge the labs: not worked out twice
-    reduced: _Bounds | None = field(default=None, repr=False, compare=False)
+    evidence: tuple[When, ...]  # every dated start or assertion of IG therapy
+    # `evidence` reduced to the few earliest values `phase` compares with (criteria ask for the
+    # phase of every titer): build() reduces it once, to judge the labs, and keeps it here
+    bounds: _Bounds = field(repr=False, compare=False)
 
     @property
     def on_therapy(self) -> bool:
@@ -51,12 +51,6 @@ class Timeline:
     def reference_point(self) -> When | None:
         """The date that splits 'before treatment' from 'on treatment' for counting purposes."""
         return self.therapy_start or self.earliest_evidence
-
-    @cached_property
-    def bounds(self) -> _Bounds:
-        """`evidence` reduced to the few earliest values `phase` compares with: criteria ask
-        for the phase of every titer, which compared with every sign of therapy."""
-        return self.reduced if self.reduced is not None else _Bounds.of(self.evidence)
 
     def phase(self, when: When | None) -> Phase:
         """Phase of any result dated `when` (IgG, titers) against this therapy record."""
