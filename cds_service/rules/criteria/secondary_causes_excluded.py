@@ -529,7 +529,7 @@ def _add_protein_loss_shown(
 def _open_protein_loss_unreadable(ctx: Context, pl: _ProteinLoss, open_: _Open) -> bool:
     """A stool A1AT or urine protein that could not be read may show the loss, so a normal
     albumin cannot clear it: a review is asked for (True)."""
-    unreadable = [m for m in (pl.a1at,) if m is not None and pl.a1at_state == "unknown"]
+    unreadable = [pl.a1at] if pl.a1at is not None and pl.a1at_state == "unknown" else []
     if pl.urine is not None and pl.per_day is None:
         unreadable.append(pl.urine)
     if not unreadable:
