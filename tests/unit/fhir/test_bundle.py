@@ -1,12 +1,15 @@
 """bundle.patient_resources: the hook pipeline's one walk of a prefetch value gives the same
 resources as resources_of and refuses exactly the resources for_patient says are not this
-patient's (so the key-level refusal cannot drift from the per-resource rule)."""
+patient's (so the key-level refusal cannot drift from the per-resource rule); canonical_key orders
+a record as its (type, date, id) triple."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_service.fhir import bundle
 
@@ -76,3 +79,40 @@ def test_single_resources_and_empty_values(value: Any, resources: int) -> None:
     assert found == list(bundle.resources_of(value))
     assert len(found) == resources
     assert foreign == []
+
+
+# few characters, so prefixes and ties are common; the low ones sort below any separator but NUL
+_PART = st.text(alphabet=["\x01", " ", "-", "2", "T", "a", "~", "\u00e9"], max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Medication", "MedicationRequest", "Observation"]),
+            st.sampled_from(["effectiveDateTime", "authoredOn", "onsetDateTime", None]),
+            _PART,
+            _PART | st.integers(0, 99),
+        ),
+        max_size=12,
+    )
+)
+def test_the_canonical_order_is_type_then_date_then_id(
+    rows: list[tuple[str, str | None, str, Any]],
+) -> None:
+    """The one-string key orders resources as the (type, date or '~', id) triple would."""
+    resources: list[dict[str, Any]] = []
+    for rtype, field, when, rid in rows:
+        res: dict[str, Any] = {"resourceType": rtype, "id": rid}
+        if field is not None:
+            res[field] = when
+        resources.append(res)
+
+    def triple(res: dict[str, Any]) -> tuple[str, str, str]:
+        dated = [res[k] for k in ("effectiveDateTime", "onsetDateTime", "authoredOn") if k in res]
+        when = next((w for w in dated if w), "~")
+        return str(res["resourceType"]), when, str(res["id"])
+
+    by_key = sorted(range(len(resources)), key=lambda i: bundle.canonical_key(resources[i]))
+    by_triple = sorted(range(len(resources)), key=lambda i: triple(resources[i]))
+    assert [triple(resources[i]) for i in by_key] == [triple(resources[i]) for i in by_triple]
