@@ -113,9 +113,13 @@ def subject_of(res: dict[str, Any]) -> str | None:
 
 
 def for_patient(res: dict[str, Any], patient_id: str, server: str | None = None) -> bool:
-    """True when the resource's subject/patient reference points at this patient."""
+    """True when the resource's subject/patient reference points at this patient (the common
+    case, a subject `Patient/<id>`, decided without a call: the builder asks for every resource)."""
     if res.get("resourceType") == "Patient":
         return bool(res.get("id") == patient_id)
+    subject = res.get("subject")
+    if isinstance(subject, dict) and subject.get("reference") == f"Patient/{patient_id}":
+        return True
     target = subject_of(res)
     return target is not None and refers_to_patient(target, patient_id, server)
 

@@ -40,6 +40,32 @@ RESOURCES: list[dict[str, Any]] = [
 ]
 
 
+# for_patient's own answers, spelt out (the walk below is checked against it)
+THIS_PATIENTS = {
+    None: {"Observation-own", "Observation-history", "Observation-by-patient", "Patient-p1"},
+    SERVER: {
+        "Observation-own",
+        "Observation-history",
+        "Observation-own-server",
+        "Observation-by-patient",
+        "Patient-p1",
+    },
+}
+
+
+@pytest.mark.parametrize("server", [None, SERVER])
+def test_for_patient_names_this_patients_resources(server: str | None) -> None:
+    mine = {
+        f"{r['resourceType']}-{r['id']}" for r in RESOURCES if bundle.for_patient(r, PID, server)
+    }
+    assert mine == THIS_PATIENTS[server]
+    # a subject that is not this patient's is decided by the subject, not by `patient`
+    assert not bundle.for_patient(
+        _obs("x", subject={"reference": "Patient/p2"}, patient={"reference": f"Patient/{PID}"}),
+        PID,
+    )
+
+
 @pytest.mark.parametrize("server", [None, SERVER])
 @pytest.mark.parametrize("res", RESOURCES, ids=lambda r: f"{r['resourceType']}-{r['id']}")
 def test_each_resource_is_refused_exactly_when_for_patient_says_so(
