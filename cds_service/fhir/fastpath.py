@@ -306,8 +306,8 @@ def _range(v: Any) -> tuple[Limit, Limit]:
     return first, top
 
 
-def _observation(raw: dict[str, Any]) -> ObservationView:
-    codings = _observation_frame(raw)
+def _observation(raw: dict[str, Any], codings: tuple[Coding, ...] | None) -> ObservationView:
+    codings = _observation_frame(raw, codings)
     effective = _when(raw["effectiveDateTime"]) if "effectiveDateTime" in raw else None
     issued = _when(raw["issued"]) if "issued" in raw else None
     if issued is not None and issued.instant is None:
@@ -325,9 +325,12 @@ def _observation(raw: dict[str, Any]) -> ObservationView:
     )
 
 
-def _observation_frame(raw: dict[str, Any]) -> tuple[Coding, ...]:
+def _observation_frame(
+    raw: dict[str, Any], codings: tuple[Coding, ...] | None
+) -> tuple[Coding, ...]:
     """Check what frames the result (known elements only, one value[x], id, meta, status, code,
-    categories, subject, encounter, performers); the codings of its code."""
+    categories, subject, encounter, performers); the codings of its code (given: already checked
+    by `code`)."""
     if not _OBSERVATION_KEYS.issuperset(raw) or (
         ("valueQuantity" in raw) + ("valueCodeableConcept" in raw) + ("valueString" in raw) > 1
     ):
@@ -339,7 +342,8 @@ def _observation_frame(raw: dict[str, Any]) -> tuple[Coding, ...]:
     if "status" not in raw or "code" not in raw:
         raise _Unusual  # required: the models name the missing element
     _match(_CODE, raw["status"])
-    codings = _checked(_concept, raw["code"])
+    if codings is None:
+        codings = _checked(_concept, raw["code"])
     for c in _list(raw["category"]) if "category" in raw else ():
         _checked(_concept, c)
     for key in ("subject", "encounter"):
@@ -350,10 +354,22 @@ def _observation_frame(raw: dict[str, Any]) -> tuple[Coding, ...]:
     return codings
 
 
-def observation(raw: dict[str, Any]) -> ObservationView | None:
-    """The view of a plain, valid Observation; None when the models must decide."""
+def observation(
+    raw: dict[str, Any], code: tuple[Coding, ...] | None = None
+) -> ObservationView | None:
+    """The view of a plain, valid Observation; None when the models must decide. `code`: what
+    `code(raw)` returned for it, when the caller has already asked (not checked twice)."""
     try:
-        return _observation(raw)
+        return _observation(raw, code)
+    except (_Unusual, KeyError, TypeError):
+        return None
+
+
+def code(raw: dict[str, Any]) -> tuple[Coding, ...] | None:
+    """The codings of a plain, valid `code` CodeableConcept (remembered by its text: a chart
+    repeats a few codes); None when it is absent or not plain (read it raw, let the models say)."""
+    try:
+        return _checked(_concept, raw["code"])
     except (_Unusual, KeyError, TypeError):
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 from cds_service import units
@@ -262,7 +262,8 @@ class RecordBuilder:
         for raw in raws:
             if unvalidated.status(raw) in IGNORED_STATUSES:
                 continue
-            codings = unvalidated.codings(raw, "code")
+            checked = fastpath.code(raw)  # the same (system, code) pairs as the raw read
+            codings = checked if checked is not None else unvalidated.codings(raw, "code")
             known = self._obs_filter.any_match(codings)
             components = unvalidated.components(raw)
             panel = self._pneumo_panel.any_match(codings) or (
@@ -270,7 +271,7 @@ class RecordBuilder:
             )
             if not known and not panel and not self._known_component(components):
                 continue  # e.g. blood pressure: components, none of them read by the rules
-            view = fastpath.observation(raw)  # plain results skip model validation
+            view = fastpath.observation(raw, checked)  # plain results skip model validation
             obs: views.Observation | None = None
             if view is None:
                 obs = self.parse(raw)
@@ -288,7 +289,7 @@ class RecordBuilder:
             if panel:
                 self._members(raw, view, record)
 
-    def _titer_codes(self, codings: list[Coding]) -> bool:
+    def _titer_codes(self, codings: Sequence[Coding]) -> bool:
         return not self._titer.serotypes.keys().isdisjoint(codings)
 
     def _known_component(self, components: Any) -> bool:

@@ -206,11 +206,17 @@ def _build(n: int) -> Any:
     return builder.build(resources, request["context"]["draftOrders"])
 
 
+def _without_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every resource through the R4B models, every code read raw."""
+    monkeypatch.setattr(fastpath, "observation", lambda raw, code=None: None)
+    monkeypatch.setattr(fastpath, "resource", lambda raw: None)
+    monkeypatch.setattr(fastpath, "code", lambda raw: None)
+
+
 def test_record_is_the_same_without_the_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
 
     fast = _build(1000)
-    monkeypatch.setattr(fastpath, "observation", lambda raw: None)
-    monkeypatch.setattr(fastpath, "resource", lambda raw: None)
+    _without_shortcuts(monkeypatch)
     slow = _build(1000)
     assert fast == slow
     assert fast.drugs
@@ -342,8 +348,7 @@ def test_scenarios_answer_the_same_without_the_fast_path(
     pipeline = _pipeline()
     body = path.read_bytes()
     fast = _without_uuids(pipeline.respond("ivig-order-sign", body))
-    monkeypatch.setattr(fastpath, "observation", lambda raw: None)
-    monkeypatch.setattr(fastpath, "resource", lambda raw: None)
+    _without_shortcuts(monkeypatch)
     assert _without_uuids(pipeline.respond("ivig-order-sign", body)) == fast
 
 
@@ -408,3 +413,28 @@ def test_ids_are_checked_as_the_id_pattern_says(value: Any) -> None:
     except fastpath._Unusual:
         accepted = False
     assert accepted == expected, repr(value)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ({"coding": [{"system": "http://loinc.org", "code": "2465-3"}]}, "raw"),
+        ({"coding": [{"code": "IGG"}, {"system": "urn:x", "display": "IgG"}]}, "raw"),
+        ({"text": "IgG"}, "raw"),
+        ({"coding": [{"system": "http://loinc.org", "code": " 2465-3"}]}, None),  # not a code
+        ({"coding": ["2465-3"]}, None),
+        ({"coding": []}, None),
+        ("2465-3", None),
+        (None, None),
+    ],
+)
+def test_a_plain_code_reads_as_its_raw_pairs_and_any_other_is_left_raw(
+    code: Any, expected: str | None
+) -> None:
+    raw = {"resourceType": "Observation", "code": code}
+    pairs = fastpath.code(raw)
+    if expected is None:
+        assert pairs is None
+    else:
+        assert pairs == tuple(unvalidated.codings(raw, "code"))
+    assert fastpath.code({"resourceType": "Observation"}) is None
