@@ -469,6 +469,11 @@ class ProductIndex:
     names: tuple[tuple[str, Product], ...]
     generic_names: tuple[str, ...]
     excluded_names: tuple[str, ...] = ()
+    # identify()'s answers by (codings, texts): a record names the same few drugs on many
+    # statements, administrations and dispenses, and an unknown one scans every name
+    _seen: dict[tuple[Any, ...], Product | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, products: ProductsFile, systems: dict[str, str]) -> ProductIndex:
@@ -499,7 +504,22 @@ class ProductIndex:
         self, codings: Iterable[tuple[str | None, str | None]], texts: Iterable[str | None]
     ) -> Product | None:
         """The IG product a medication concept names, or None if it is not immune globulin."""
-        codings = list(codings)
+        codings, texts = tuple(codings), tuple(texts)
+        try:
+            return self._seen[(codings, texts)]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value read raw: no memory
+            return self._identify(codings, texts)
+        found = self._identify(codings, texts)
+        if len(self._seen) >= _SEEN_LIMIT:
+            self._seen.clear()
+        self._seen[(codings, texts)] = found
+        return found
+
+    def _identify(
+        self, codings: tuple[tuple[str | None, str | None], ...], texts: tuple[str | None, ...]
+    ) -> Product | None:
         for system, code in codings:
             if system and code:
                 hit = self.by_code.get((system, code))
@@ -521,5 +541,6 @@ class ProductIndex:
         return None
 
 
+_SEEN_LIMIT = 4096
 NDC_SYSTEM = "http://hl7.org/fhir/sid/ndc"
 GENERIC = Product(name="immune globulin", route="unknown")

@@ -75,3 +75,26 @@ def test_verified_snomed_entries_match_and_unverified_do_not() -> None:
     assert not KN.vs("pi-diagnosis").matches(snomed, "5908001")  # unverified CVID candidate
     assert not KN.vs("pi-diagnosis|medicare_bpm_ch15_50_6").matches(snomed, "234532001")
     assert KN.vs("pi-diagnosis|broad").matches(snomed, "234532001")
+
+
+def test_remembered_answers_are_the_answers() -> None:
+    """identify() remembers by (codings, texts): a second ask, and a fresh index, agree; a raw
+    value that cannot be a key is answered (or refused) exactly as without the memory."""
+    index = KN.product_index
+    asks = [
+        ((), ("Privigen 10% IV",)),
+        ((("http://www.nlm.nih.gov/research/umls/rxnorm", "1234"),), ("rituximab",)),
+        ((), ("HyperHEP B immune globulin",)),
+        ((), ("immune globulin subcutaneous",)),
+        ((), (None,)),
+    ]
+    first = [index.identify(c, t) for c, t in asks]
+    again = [index.identify(list(c), list(t)) for c, t in asks]
+    fresh = knowledge.ProductIndex(
+        index.by_code, index.by_ndc, index.names, index.generic_names, index.excluded_names
+    )
+    assert first == again == [fresh.identify(c, t) for c, t in asks]
+    names = [p.name if p else None for p in first]
+    assert names == ["Privigen", None, None, knowledge.GENERIC.name, None]
+    with pytest.raises(AttributeError):  # a list where a name belongs: as before, not a KeyError
+        index.identify([], [["Privigen"]])
