@@ -142,23 +142,12 @@ def patient_resources(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The resources of a prefetch value (resources_of) and, from the same walk, the types of
     those that are another patient's or no patient's (foreign_resources): the hook pipeline
-    reads each resource once. The test is `for_patient`'s, its common case (a subject
-    `Patient/<id>` of this patient) decided without a call."""
+    reads each resource once. Each is judged by `for_patient`, the one rule."""
     found = _resources(value)
-    own = f"Patient/{patient_id}"
-    foreign: list[str] = []
-    for res in found:
-        rtype = res.get("resourceType")
-        if rtype in _NAMES_NO_PATIENT:
-            continue
-        if rtype == "Patient":
-            if res.get("id") != patient_id:
-                foreign.append("Patient")
-            continue
-        subject = res.get("subject")
-        if isinstance(subject, dict) and subject.get("reference") == own:
-            continue
-        target = subject_of(res)
-        if target != own and (target is None or not refers_to_patient(target, patient_id, server)):
-            foreign.append(str(rtype))
+    foreign = [
+        str(res.get("resourceType"))
+        for res in found
+        if res.get("resourceType") not in _NAMES_NO_PATIENT
+        and not for_patient(res, patient_id, server)
+    ]
     return found, foreign
