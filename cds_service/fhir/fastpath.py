@@ -355,12 +355,12 @@ def _observation_frame(
 
 
 def observation(
-    raw: dict[str, Any], code: tuple[Coding, ...] | None = None
+    raw: dict[str, Any], codings: tuple[Coding, ...] | None = None
 ) -> ObservationView | None:
-    """The view of a plain, valid Observation; None when the models must decide. `code`: what
-    `code(raw)` returned for it, when the caller has already asked (not checked twice)."""
+    """The view of a plain, valid Observation; None when the models must decide. `codings`:
+    what `code(raw)` returned for it, when the caller has already asked (not checked twice)."""
     try:
-        return _observation(raw, code)
+        return _observation(raw, codings)
     except (_Unusual, KeyError, TypeError):
         return None
 

@@ -208,7 +208,7 @@ def _build(n: int) -> Any:
 
 def _without_shortcuts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every resource through the R4B models, every code read raw."""
-    monkeypatch.setattr(fastpath, "observation", lambda raw, code=None: None)
+    monkeypatch.setattr(fastpath, "observation", lambda raw, codings=None: None)
     monkeypatch.setattr(fastpath, "resource", lambda raw: None)
     monkeypatch.setattr(fastpath, "code", lambda raw: None)
 
