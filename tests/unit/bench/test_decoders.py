@@ -1,6 +1,6 @@
-"""bench.decoders compares like with like: both of its checked msgspec ways (patterns, and
-fastpath's remembered checks) accept and reject the Observations fastpath does, and read them
-into the same views."""
+"""bench.decoders compares like with like: its checked msgspec ways (patterns; fastpath's
+remembered checks; memories keyed by the decoded Structs) accept and reject the Observations
+fastpath does, and read them into the same views."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def agree(raw: dict[str, Any]) -> None:
     text = orjson.dumps(raw)
     assert decoders.checked_view(text) == fast, raw
     assert decoders.memo_checked_view(text) == fast, raw
+    assert decoders.hashed_checked_view(text) == fast, raw
 
 
 def test_the_benchmark_records_read_alike() -> None:
@@ -131,9 +132,11 @@ def test_the_measurement_runs_and_compares_views() -> None:
         "today: orjson + fastpath",
         "msgspec, checked",
         "msgspec + fastpath memos",
+        "msgspec, memos by Struct",
         "msgspec, unchecked",
         "  checked: decode only",
         "  closed: decode only",
+        "  hashable: decode only",
         "  unchecked: decode only",
     ]
     assert all(ms > 0 for ms in rows.values())
