@@ -277,36 +277,54 @@ def memo_checked_view(text: bytes) -> fastpath.ObservationView | None:
         return None
 
 
+_CODING_STRINGS = (
+    ("system", fastpath._uri),
+    ("code", fastpath._code),
+    ("display", fastpath._str),
+    ("version", fastpath._str),
+)
+_REFERENCE_STRINGS = (
+    ("reference", fastpath._str),
+    ("display", fastpath._str),
+    ("type", fastpath._uri),
+)
+_QUANTITY_STRINGS = (("unit", fastpath._str), ("system", fastpath._uri), ("code", fastpath._code))
+
+
+def _strings(struct: Any, checks: tuple[tuple[str, Callable[[Any], Any]], ...]) -> None:
+    """Each given string element of `struct` through its fastpath check."""
+    for name, check in checks:
+        value = getattr(struct, name)
+        if value is not UNSET:
+            check(value)
+
+
 def _cc(cc: Any) -> None:
     if cc.text is not UNSET:
         fastpath._str(cc.text)
     for c in cc.coding or ():
-        if c.system is not UNSET:
-            fastpath._uri(c.system)
-        if c.code is not UNSET:
-            fastpath._code(c.code)
-        if c.display is not UNSET:
-            fastpath._str(c.display)
-        if c.version is not UNSET:
-            fastpath._str(c.version)
+        _strings(c, _CODING_STRINGS)
 
 
 def _ref(r: Any) -> None:
-    if r.reference is not UNSET:
-        fastpath._str(r.reference)
-    if r.display is not UNSET:
-        fastpath._str(r.display)
-    if r.type is not UNSET:
-        fastpath._uri(r.type)
+    _strings(r, _REFERENCE_STRINGS)
 
 
 def _qty(q: Any) -> None:
-    if q.unit is not UNSET:
-        fastpath._str(q.unit)
-    if q.system is not UNSET:
-        fastpath._uri(q.system)
-    if q.code is not UNSET:
-        fastpath._code(q.code)
+    _strings(q, _QUANTITY_STRINGS)
+
+
+def _meta(meta: Any) -> None:
+    if all(v is UNSET for v in (meta.versionId, meta.lastUpdated, meta.source, meta.profile)):
+        raise Rejected
+    if meta.versionId is not UNSET:
+        fastpath._id(meta.versionId)
+    if meta.lastUpdated is not UNSET and fastpath._when(meta.lastUpdated).instant is None:
+        raise Rejected  # an instant: time and zone required
+    if meta.source is not UNSET:
+        fastpath._uri(meta.source)
+    for p in meta.profile or ():
+        fastpath._uri(p)
 
 
 def memo_check(o: Any) -> None:
@@ -316,16 +334,8 @@ def memo_check(o: Any) -> None:
         if o.id is not UNSET:
             fastpath._id(o.id)
         fastpath._code(o.status)
-        meta = o.meta
-        if meta is not UNSET:
-            if meta.versionId is not UNSET:
-                fastpath._id(meta.versionId)
-            if meta.lastUpdated is not UNSET and fastpath._when(meta.lastUpdated).instant is None:
-                raise Rejected
-            if meta.source is not UNSET:
-                fastpath._uri(meta.source)
-            for p in meta.profile or ():
-                fastpath._uri(p)
+        if o.meta is not UNSET:
+            _meta(o.meta)
         for cc in (o.code, *(o.category or ()), *(o.interpretation or ())):
             _cc(cc)
         if o.valueCodeableConcept is not UNSET:
@@ -428,20 +438,8 @@ def hashed_view(o: Any) -> fastpath.ObservationView:
         if o.id is not UNSET:
             fastpath._id(o.id)
         fastpath._code(o.status)
-        meta = o.meta
-        if meta is not UNSET:
-            if all(
-                v is UNSET for v in (meta.versionId, meta.lastUpdated, meta.source, meta.profile)
-            ):
-                raise Rejected
-            if meta.versionId is not UNSET:
-                fastpath._id(meta.versionId)
-            if meta.lastUpdated is not UNSET and fastpath._when(meta.lastUpdated).instant is None:
-                raise Rejected
-            if meta.source is not UNSET:
-                fastpath._uri(meta.source)
-            for p in meta.profile or ():
-                fastpath._uri(p)
+        if o.meta is not UNSET:
+            _meta(o.meta)
         codings = _known_codings(o.code)
         for c in o.category or ():
             _known_codings(c)
@@ -597,7 +595,7 @@ def main() -> None:
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])  # as the service
     for size in args.sizes:
-        repeats = max(5, 4000 // size)
+        repeats = max(8, 20_000 // size)
         rows = list(measure(size, repeats))
         floor = rows[0][1]
         print(f"{size} resources (median of 5 rounds x {repeats}):")

@@ -35,6 +35,16 @@ BASE: dict[str, Any] = {
 }
 
 
+def with_value(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """BASE with the element at `path` set to `value`."""
+    raw = copy.deepcopy(BASE)
+    node: Any = raw
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return raw
+
+
 def agree(raw: dict[str, Any]) -> None:
     fast = fastpath.observation(copy.deepcopy(raw))
     text = orjson.dumps(raw)
@@ -88,12 +98,7 @@ def test_the_benchmark_records_read_alike() -> None:
     ],
 )
 def test_each_shape_is_judged_alike(path: tuple[Any, ...], value: Any) -> None:
-    raw = copy.deepcopy(BASE)
-    node: Any = raw
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    agree(raw)
+    agree(with_value(path, value))
 
 
 TEXTS = st.text(alphabet=st.sampled_from("aZ09-.: \t\u00a0T+Z"), max_size=12)
@@ -117,12 +122,7 @@ TEXTS = st.text(alphabet=st.sampled_from("aZ09-.: \t\u00a0T+Z"), max_size=12)
 )
 def test_any_string_is_judged_alike(field: tuple[Any, ...], text: str) -> None:
     """Whitespace, emptiness, ids, codes and dates: the patterns say what fastpath says."""
-    raw = copy.deepcopy(BASE)
-    node: Any = raw
-    for key in field[:-1]:
-        node = node[key]
-    node[field[-1]] = text
-    agree(raw)
+    agree(with_value(field, text))
 
 
 def test_the_measurement_runs_and_compares_views() -> None:
