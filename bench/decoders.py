@@ -170,16 +170,55 @@ def _given(v: Any) -> Any:
     return None if v is UNSET else v
 
 
+def _empty(struct: Any) -> bool:
+    """An object with no element given (`{}`), which fastpath refuses; from the Struct's fields."""
+    return all(getattr(struct, name) is UNSET for name in struct.__struct_fields__)
+
+
+def _one_value(o: Any) -> None:
+    """At most one value[x] (msgspec cannot say it in a type)."""
+    given = (o.valueQuantity, o.valueCodeableConcept, o.valueString)
+    if sum(v is not UNSET for v in given) > 1:
+        raise Rejected
+
+
+Limits = tuple[tuple[float, str | None] | None, tuple[float, str | None] | None]
+
+
+def _limits(
+    ranges: Any,
+    quantity: Callable[[Any], tuple[float | None, str | None]],
+    concept: Callable[[Any], object],
+    text: Callable[[Any], object],
+    checked: bool = True,
+) -> Limits:
+    """The first referenceRange low and the first high that carry a value, each part read by
+    the given readers (which check or not)."""
+    low = high = None
+    for rr in ranges:
+        if checked and _empty(rr):
+            raise Rejected
+        lo = quantity(rr.low) if rr.low is not UNSET else (None, None)
+        hi = quantity(rr.high) if rr.high is not UNSET else (None, None)
+        if rr.text is not UNSET:
+            text(rr.text)
+        if rr.type is not UNSET:
+            concept(rr.type)
+        if low is None and lo[0] is not None:
+            low = (lo[0], lo[1])
+        if high is None and hi[0] is not None:
+            high = (hi[0], hi[1])
+    return low, high
+
+
 def _codings(cc: Any, checked: bool) -> tuple[Coding, ...]:
-    if checked and cc.coding is UNSET and cc.text is UNSET:
-        raise Rejected  # an empty object
+    if checked and _empty(cc):
+        raise Rejected
     if cc.coding is UNSET:
         return ()
     out: list[Coding] = []
     for c in cc.coding:
-        if checked and all(
-            v is UNSET for v in (c.system, c.version, c.code, c.display, c.userSelected)
-        ):
+        if checked and _empty(c):
             raise Rejected
         out.append((_given(c.system), _given(c.code)))
     return tuple(out)
@@ -196,50 +235,51 @@ def _when(text: str) -> When:
 
 
 def _quantity(q: Any, checked: bool) -> tuple[float | None, str | None]:
-    if checked and all(v is UNSET for v in (q.value, q.unit, q.system, q.code)):
+    if checked and _empty(q):
         raise Rejected
     if q.value is UNSET:
         return None, None
     return float(q.value), _given(q.code) or _given(q.unit)
 
 
+def _checking_quantity(q: Any) -> tuple[float | None, str | None]:
+    return _quantity(q, True)
+
+
+def _unchecked_quantity(q: Any) -> tuple[float | None, str | None]:
+    return _quantity(q, False)
+
+
+def _checking_codings(cc: Any) -> tuple[Coding, ...]:
+    return _codings(cc, True)
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
 def view(o: Any, checked: bool = True) -> fastpath.ObservationView:
     """The ObservationView of a decoded Observation Struct, as fastpath.observation reads it."""
-    if checked and (
-        (o.valueQuantity is not UNSET)
-        + (o.valueCodeableConcept is not UNSET)
-        + (o.valueString is not UNSET)
-        > 1
-    ):
-        raise Rejected
     if checked:
-        for ref in (o.subject, o.encounter, *(o.performer or ())):
-            if ref is not UNSET and all(v is UNSET for v in (ref.reference, ref.display, ref.type)):
+        _one_value(o)
+        for ref in (o.subject, o.encounter, *(o.performer or ()), o.meta):
+            if ref is not UNSET and _empty(ref):
                 raise Rejected
         for c in o.category or ():
             _codings(c, checked)
-        meta = o.meta
-        if meta is not UNSET and all(
-            v is UNSET for v in (meta.versionId, meta.lastUpdated, meta.source, meta.profile)
-        ):
-            raise Rejected
     when = _when(o.effectiveDateTime) if o.effectiveDateTime is not UNSET else None
     issued = _when(o.issued) if o.issued is not UNSET else None
     value, unit = (None, None)
     if o.valueQuantity is not UNSET:
         value, unit = _quantity(o.valueQuantity, checked)
-    low = high = None
-    for rr in o.referenceRange or ():
-        if checked and all(v is UNSET for v in (rr.low, rr.high, rr.text, rr.type)):
-            raise Rejected
-        lo = _quantity(rr.low, checked) if rr.low is not UNSET else (None, None)
-        hi = _quantity(rr.high, checked) if rr.high is not UNSET else (None, None)
-        if checked and rr.type is not UNSET:
-            _codings(rr.type, checked)
-        if low is None and lo[0] is not None:
-            low = (lo[0], lo[1])
-        if high is None and hi[0] is not None:
-            high = (hi[0], hi[1])
+    low, high = (None, None)
+    if o.referenceRange is not UNSET:
+        if checked:
+            low, high = _limits(o.referenceRange, _checking_quantity, _checking_codings, _ignore)
+        else:
+            low, high = _limits(
+                o.referenceRange, _unchecked_quantity, _ignore, _ignore, checked=False
+            )
     return fastpath.ObservationView(
         _codings(o.code, checked),
         when or issued,
@@ -315,7 +355,7 @@ def _qty(q: Any) -> None:
 
 
 def _meta(meta: Any) -> None:
-    if all(v is UNSET for v in (meta.versionId, meta.lastUpdated, meta.source, meta.profile)):
+    if _empty(meta):
         raise Rejected
     if meta.versionId is not UNSET:
         fastpath._id(meta.versionId)
@@ -373,7 +413,7 @@ _ONE_HASHABLE = msgspec.json.Decoder(_types(False, True, True)["Observation"])
 _LIMIT = 20_000
 _CODINGS: dict[Any, tuple[Coding, ...]] = {}
 _REFS: set[Any] = set()
-_RANGES: dict[Any, tuple[Any, Any]] = {}
+_RANGES: dict[Any, Limits] = {}
 
 
 def _bounded(memo: dict[Any, Any] | set[Any]) -> None:
@@ -393,7 +433,7 @@ def _known_codings(cc: Any) -> tuple[Coding, ...]:
 
 def _known_ref(r: Any) -> None:
     if r not in _REFS:
-        if all(v is UNSET for v in (r.reference, r.display, r.type)):
+        if _empty(r):
             raise Rejected
         _ref(r)
         _bounded(_REFS)
@@ -405,24 +445,10 @@ def _checked_quantity(q: Any) -> tuple[float | None, str | None]:
     return _quantity(q, True)
 
 
-def _known_ranges(ranges: Any) -> tuple[Any, Any]:
+def _known_ranges(ranges: Any) -> Limits:
     found = _RANGES.get(ranges)
     if found is None:
-        low = high = None
-        for rr in ranges:
-            if all(v is UNSET for v in (rr.low, rr.high, rr.text, rr.type)):
-                raise Rejected
-            lo = _checked_quantity(rr.low) if rr.low is not UNSET else (None, None)
-            hi = _checked_quantity(rr.high) if rr.high is not UNSET else (None, None)
-            if rr.text is not UNSET:
-                fastpath._str(rr.text)
-            if rr.type is not UNSET:
-                _known_codings(rr.type)
-            if low is None and lo[0] is not None:
-                low = (lo[0], lo[1])
-            if high is None and hi[0] is not None:
-                high = (hi[0], hi[1])
-        found = (low, high)
+        found = _limits(ranges, _checked_quantity, _known_codings, fastpath._str)
         _bounded(_RANGES)
         _RANGES[ranges] = found
     return found
@@ -431,10 +457,7 @@ def _known_ranges(ranges: Any) -> tuple[Any, Any]:
 def hashed_view(o: Any) -> fastpath.ObservationView:
     """An Observation Struct of the hashable types, checked and read; repeated parts from memory."""
     try:
-        if (o.valueQuantity is not UNSET) + (o.valueCodeableConcept is not UNSET) + (
-            o.valueString is not UNSET
-        ) > 1:
-            raise Rejected
+        _one_value(o)
         if o.id is not UNSET:
             fastpath._id(o.id)
         fastpath._code(o.status)
