@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
+import msgspec.structs
 import orjson
 from msgspec import UNSET, Meta, UnsetType
 
@@ -172,7 +173,7 @@ def _given(v: Any) -> Any:
 
 def _empty(struct: Any) -> bool:
     """An object with no element given (`{}`), which fastpath refuses; from the Struct's fields."""
-    return all(getattr(struct, name) is UNSET for name in struct.__struct_fields__)
+    return all(v is UNSET for v in msgspec.structs.astuple(struct))
 
 
 def _one_value(o: Any) -> None:
