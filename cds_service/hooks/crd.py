@@ -120,10 +120,10 @@ def coverage_extension(
     return {"url": EXT_URL, "extension": subs}
 
 
-def _copy(value: Json) -> Json:
-    """A deep copy of JSON from the request body: through orjson, eight times cheaper than
-    copy.deepcopy and exact for what orjson parsed (no NaN, no integer beyond 64 bits);
-    copy.deepcopy for anything orjson cannot write."""
+def copy_json(value: Json) -> Json:
+    """A deep copy of JSON from the request body (a draft order an action updates): through
+    orjson, eight times cheaper than copy.deepcopy and exact for what orjson parsed (no NaN, no
+    integer beyond 64 bits); copy.deepcopy for anything orjson cannot write."""
     try:
         copied: Json = orjson.loads(orjson.dumps(value))
     except TypeError:  # orjson.JSONEncodeError
@@ -134,7 +134,7 @@ def _copy(value: Json) -> Json:
 def system_action(order: Json, extension: Json) -> Action:
     """Update of the draft order: its own content plus this coverage-information extension
     (an earlier repetition for the same coverage is replaced; nothing else changes)."""
-    updated = _copy(order)
+    updated = copy_json(order)
     coverage = extension["extension"][0]["valueReference"]["reference"]
     kept = [
         e

@@ -10,7 +10,6 @@ the summary unless it is the only issue. When everything is met the summary is t
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import re
 import string
@@ -24,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cds_service.domain import Finding, Outcome, Status
+from cds_service.hooks.crd import copy_json
 from cds_service.hooks.models import Card, Coding, Indicator, Link, Suggestion
 from cds_service.knowledge import KnowledgeError
 from cds_service.render.orderables import Actions, OrderContext
@@ -508,7 +508,7 @@ def _with_dose(draft: Json | None, grams: float) -> Json | None:
     plain quantity in grams (then no update is offered: it could not be exact)."""
     if not isinstance(draft, dict):
         return None
-    resource = copy.deepcopy(draft)
+    resource = copy_json(draft)
     try:
         quantity = resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
     except (KeyError, IndexError, TypeError):

@@ -303,3 +303,42 @@ def test_a_misspelt_card_field_fails_type_checking(
     assert checks[False].returncode == 0, checks[False].stdout  # the module as it is: clean
     assert checks[True].returncode == 1, checks[True].stdout
     assert error in checks[True].stdout
+
+
+def test_the_dose_update_is_a_copy_the_request_draft_stays_as_sent() -> None:
+    """The suggested update rewrites a copy: the draft order in the request (and in the stored
+    response's other actions) keeps the dose the clinician entered."""
+    from cds_service.render.cards import UCUM, _with_dose
+
+    draft: dict[str, Any] = {
+        "resourceType": "MedicationRequest",
+        "id": "draft-1",
+        "dosageInstruction": [{"doseAndRate": [{"doseQuantity": {"value": 70, "unit": "g"}}]}],
+    }
+    before = copy.deepcopy(draft)
+    updated = _with_dose(draft, 42.0)
+    assert draft == before
+    assert updated is not None
+    assert updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] == {
+        "value": 42.0,
+        "unit": "g",
+        "system": UCUM,
+        "code": "g",
+    }
+    dosing = updated["dosageInstruction"][0]["doseAndRate"][0]
+    dosing["doseQuantity"] = before["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
+    assert updated == draft
+
+
+def test_a_json_copy_is_equal_and_independent_and_falls_back_for_what_json_cannot_hold() -> None:
+    from cds_service.hooks.crd import copy_json
+
+    value: dict[str, Any] = {"a": [1, 2.5, None, True, {"b": "é"}], "c": {"d": []}}
+    copied = copy_json(value)
+    assert copied == value
+    copied["a"][4]["b"] = "changed"
+    assert value["a"][4]["b"] == "é"
+    odd: dict[str, Any] = {"s": {1, 2}}  # not JSON: orjson refuses it, deepcopy still copies
+    odd_copy = copy_json(odd)
+    assert odd_copy == odd
+    assert odd_copy["s"] is not odd["s"]
