@@ -115,6 +115,7 @@ class Answer:
 
     response: Response
     evaluation: Evaluation | None = None
+    hook_instance: str | None = None  # the request's own, as parsed (for the access line)
 
 
 @dataclass
@@ -303,7 +304,7 @@ class Pipeline:
         config = crd_configuration(parsed)
         det = self.evaluate(parsed)
         if det is None:
-            return Answer({"cards": []})
+            return Answer({"cards": []}, hook_instance=parsed.request.hookInstance)
         report_id = secrets.token_urlsafe(18)
         assertion_id = str(uuid.uuid4())
         call = CardCall(
@@ -356,7 +357,7 @@ class Pipeline:
                 for c in cards
             ),
         )
-        return Answer(response, evaluation)
+        return Answer(response, evaluation, parsed.request.hookInstance)
 
     def _coverage_action(
         self,

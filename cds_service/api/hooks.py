@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cds_service.api import openapi
-from cds_service.api.observe import hook_instance
+from cds_service.api.observe import hook_instance, loggable
 from cds_service.api.wire import json_response, read_body
 from cds_service.core import metrics
 from cds_service.hooks.models import Response as HookResponse
@@ -102,8 +102,12 @@ def router(
         return Response(discovery_body, media_type="application/json")
 
     def evaluate_and_record(service_id: str, body: bytes, state: Any) -> HookResponse:
-        state.hook_instance = hook_instance(body)  # for the access line
-        answer = pipeline.answer(service_id, body, reports=True)
+        try:
+            answer = pipeline.answer(service_id, body, reports=True)
+        except Exception:
+            state.hook_instance = hook_instance(body)  # a body refused or failed: from its text
+            raise
+        state.hook_instance = loggable(answer.hook_instance)  # for the access line
         if answer.evaluation is not None:
             store.record(answer.evaluation)  # before the response: feedback can find its cards
             metrics.DETERMINATIONS.labels(service_id, answer.evaluation.outcome).inc()

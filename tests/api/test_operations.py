@@ -19,6 +19,7 @@ from cds_service.core import logs
 from tests.conftest import ValidatingClient, open_settings
 
 SIGN = "/cds-services/ivig-order-sign"
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -271,3 +272,26 @@ def test_the_readme_settings_table_names_every_setting() -> None:
     table = readme.split("### Settings", 1)[1].split("\n\n", 2)[1]
     missing = [n for n in Settings.model_fields if f"`IVIG_CDS_{n.upper()}`" not in table]
     assert not missing
+
+
+def test_the_access_line_names_the_request_own_hook_instance_wherever_it_stands(
+    app_client: ValidatingClient, seed_request: dict[str, Any], log_lines: io.StringIO
+) -> None:
+    """hookInstance is read from the parsed request (a key after a large prefetch is not a scan
+    of the text, and a nested key of the same name is not it); a refused body still names its
+    own from the text; a value that is not a plain token is never logged."""
+    late = {k: v for k, v in seed_request.items() if k != "hookInstance"}
+    late["prefetch"] = {
+        **late["prefetch"],
+        "note": {"resourceType": "Basic", "id": "x", "hookInstance": "nested-not-this-one"},
+    }
+    late["hookInstance"] = "the-request-own"
+    body = json.dumps(late).encode()
+    assert body.index(b'"nested-not-this-one"') < body.index(b'"the-request-own"')
+    assert app_client.post(SIGN, content=body, headers=JSON).status_code == 200
+    refused = {**seed_request, "hook": "patient-view", "hookInstance": "refused-one"}
+    assert app_client.post(SIGN, json=refused).status_code == 400
+    odd = {**seed_request, "hookInstance": "has spaces\tand a tab"}
+    assert app_client.post(SIGN, json=odd).status_code == 200
+    access = [x for x in _service_lines(log_lines) if x["event"] == "access"]
+    assert [a.get("hookInstance") for a in access] == ["the-request-own", "refused-one", None]
