@@ -142,3 +142,26 @@ def test_the_canonical_order_is_type_then_date_then_id(
     by_key = sorted(range(len(resources)), key=lambda i: bundle.canonical_key(resources[i]))
     by_triple = sorted(range(len(resources)), key=lambda i: triple(resources[i]))
     assert [triple(resources[i]) for i in by_key] == [triple(resources[i]) for i in by_triple]
+
+
+@pytest.mark.parametrize(
+    ("res", "when"),
+    [
+        # the first date field in the list that holds a non-empty string decides
+        ({"effectiveDateTime": "2024-05-01", "issued": "2024-05-03T00:00:00Z"}, "2024-05-01"),
+        ({"effectivePeriod": {"start": "2024-04-01"}, "issued": "2024-05-03"}, "2024-04-01"),
+        ({"period": {"start": "2023-01-02", "end": "2023-01-05"}}, "2023-01-02"),
+        ({"recordedDate": "2022-02-02", "dateAsserted": "2022-03-03"}, "2022-02-02"),
+        # empty, absent, null or malformed fields are passed over, never read as a date
+        ({"effectiveDateTime": "", "issued": "2024-05-03"}, "2024-05-03"),
+        ({"effectiveDateTime": None, "authoredOn": "2021-01-01"}, "2021-01-01"),
+        ({"effectivePeriod": "2024-04-01", "issued": "2024-05-03"}, "2024-05-03"),
+        ({"effectivePeriod": {"end": "2024-04-30"}, "issued": "2024-05-03"}, "2024-05-03"),
+        ({"onsetPeriod": {"start": 20240101}, "recordedDate": "2024-01-09"}, "2024-01-09"),
+        ({"authoredOn": ["2024-01-01"]}, "~"),
+        ({}, "~"),  # undated: after every date
+    ],
+)
+def test_the_canonical_date_is_the_first_dated_field(res: dict[str, Any], when: str) -> None:
+    key = bundle.canonical_key({"resourceType": "Observation", "id": "o1", **res})
+    assert key == f"Observation\x00{when}\x00o1"
