@@ -27,9 +27,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-HOOK_INSTANCE = re.compile(rb'"hookInstance"\s*:\s*"([A-Za-z0-9._:\-]{1,128})"')
-PLAIN_TOKEN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# what a client-chosen id (X-Request-ID, hookInstance) must be to reach the logs as it was sent
+_TOKEN = r"[A-Za-z0-9._:\-]{1,128}"
+PLAIN_TOKEN = re.compile(_TOKEN)
+HOOK_INSTANCE = re.compile(rb'"hookInstance"\s*:\s*"(' + _TOKEN.encode() + rb')"')
 
 
 def hook_instance(body: bytes) -> str | None:
@@ -40,7 +41,7 @@ def hook_instance(body: bytes) -> str | None:
 
 
 def loggable(value: str | None) -> str | None:
-    """A client-chosen value (the parsed hookInstance) for the logs only when a plain token."""
+    """A client-chosen id (X-Request-ID, the parsed hookInstance) for the logs: a plain token."""
     return value if value is not None and PLAIN_TOKEN.fullmatch(value) else None
 
 
@@ -76,7 +77,7 @@ class Observe:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = loggable(given) or uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=request_id)
         state = scope.setdefault("state", {})
         status = 500

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from cds_service.hooks.crd import copy_json
+from cds_service.render.cards import UCUM, _with_dose
 from tests.conftest import FIXTURES, load_json
 from tests.support.scenario import SCENARIOS
 
@@ -308,8 +310,6 @@ def test_a_misspelt_card_field_fails_type_checking(
 def test_the_dose_update_is_a_copy_the_request_draft_stays_as_sent() -> None:
     """The suggested update rewrites a copy: the draft order in the request (and in the stored
     response's other actions) keeps the dose the clinician entered."""
-    from cds_service.render.cards import UCUM, _with_dose
-
     draft: dict[str, Any] = {
         "resourceType": "MedicationRequest",
         "id": "draft-1",
@@ -331,8 +331,6 @@ def test_the_dose_update_is_a_copy_the_request_draft_stays_as_sent() -> None:
 
 
 def test_a_json_copy_is_equal_and_independent_and_falls_back_for_what_json_cannot_hold() -> None:
-    from cds_service.hooks.crd import copy_json
-
     value: dict[str, Any] = {"a": [1, 2.5, None, True, {"b": "é"}], "c": {"d": []}}
     copied = copy_json(value)
     assert copied == value
