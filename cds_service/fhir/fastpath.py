@@ -219,6 +219,19 @@ _OK_URI, _OK_CODE = _OK[_URI], _OK[_CODE]
 def _coding(v: Any) -> Coding:
     if type(v) is not dict or not v or not v.keys() <= _CODING_KEYS:
         raise _Unusual
+    coding = _system_code(v)
+    if "display" in v:
+        _str(v["display"])
+    if "version" in v:
+        _str(v["version"])
+    if "userSelected" in v and type(v["userSelected"]) is not bool:
+        raise _Unusual
+    return coding
+
+
+def _system_code(v: dict[str, Any]) -> Coding:
+    """The checked `system` (uri) and `code` (code) of a Coding or a Quantity, memo first: every
+    result carries several, and a call per primitive was a tenth of reading one."""
     system = code = None
     if "system" in v:
         system = v["system"]
@@ -228,12 +241,6 @@ def _coding(v: Any) -> Coding:
         code = v["code"]
         if code not in _OK_CODE or type(code) is not str:
             _match(_CODE, code)
-    if "display" in v:
-        _str(v["display"])
-    if "version" in v:
-        _str(v["version"])
-    if "userSelected" in v and type(v["userSelected"]) is not bool:
-        raise _Unusual
     return (system, code)
 
 
@@ -261,8 +268,8 @@ def _reference(v: Any) -> None:
 
 
 def _quantity(v: Any) -> tuple[float | None, str | None]:
-    """(value, code or unit); the primitive checks inline (memo first): a chart has a quantity
-    on nearly every result, and five calls per quantity were a tenth of reading one."""
+    """(value, code or unit), its strings checked memo first (a quantity on nearly every
+    result)."""
     if type(v) is not dict or not v or not v.keys() <= _QTY_KEYS:
         raise _Unusual
     value = unit = None
@@ -272,18 +279,10 @@ def _quantity(v: Any) -> tuple[float | None, str | None]:
         unit = v["unit"]
         if unit not in _OK_STR or type(unit) is not str:
             _str(unit)
-    if "system" in v:
-        system = v["system"]
-        if system not in _OK_URI or type(system) is not str:
-            _match(_URI, system)
-    if "code" in v:
-        code = v["code"]
-        if code not in _OK_CODE or type(code) is not str:
-            _match(_CODE, code)
-        unit = code or unit
+    code = _system_code(v)[1]
     if value is None:
         return None, None
-    return value, unit
+    return value, (code or unit)
 
 
 def _meta(v: Any) -> None:
