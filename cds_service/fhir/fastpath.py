@@ -219,28 +219,14 @@ _OK_URI, _OK_CODE = _OK[_URI], _OK[_CODE]
 def _coding(v: Any) -> Coding:
     if type(v) is not dict or not v or not v.keys() <= _CODING_KEYS:
         raise _Unusual
-    coding = _system_code(v)
+    system = _uri(v["system"]) if "system" in v else None
+    code = _code(v["code"]) if "code" in v else None
     if "display" in v:
         _str(v["display"])
     if "version" in v:
         _str(v["version"])
     if "userSelected" in v and type(v["userSelected"]) is not bool:
         raise _Unusual
-    return coding
-
-
-def _system_code(v: dict[str, Any]) -> Coding:
-    """The checked `system` (uri) and `code` (code) of a Coding or a Quantity, memo first: every
-    result carries several, and a call per primitive was a tenth of reading one."""
-    system = code = None
-    if "system" in v:
-        system = v["system"]
-        if system not in _OK_URI or type(system) is not str:
-            _match(_URI, system)
-    if "code" in v:
-        code = v["code"]
-        if code not in _OK_CODE or type(code) is not str:
-            _match(_CODE, code)
     return (system, code)
 
 
@@ -268,18 +254,12 @@ def _reference(v: Any) -> None:
 
 
 def _quantity(v: Any) -> tuple[float | None, str | None]:
-    """(value, code or unit), its strings checked memo first (a quantity on nearly every
-    result)."""
-    if type(v) is not dict or not v or not v.keys() <= _QTY_KEYS:
-        raise _Unusual
-    value = unit = None
-    if "value" in v:
-        value = _decimal(v["value"])
-    if "unit" in v:
-        unit = v["unit"]
-        if unit not in _OK_STR or type(unit) is not str:
-            _str(unit)
-    code = _system_code(v)[1]
+    d = _dict(v, _QTY_KEYS)
+    value = _decimal(d["value"]) if "value" in d else None
+    unit = _str(d["unit"]) if "unit" in d else None
+    if "system" in d:
+        _uri(d["system"])
+    code = _code(d["code"]) if "code" in d else None
     if value is None:
         return None, None
     return value, (code or unit)
@@ -357,9 +337,7 @@ def _observation_frame(
         _meta(raw["meta"])
     if "status" not in raw or "code" not in raw:
         raise _Unusual  # required: the models name the missing element
-    status = raw["status"]
-    if status not in _OK_CODE or type(status) is not str:
-        _match(_CODE, status)
+    _code(raw["status"])
     if codings is None:
         codings = _checked(_concept, raw["code"])
     # one test per element, no loop over names: this runs for every result of a chart
